@@ -1,0 +1,30 @@
+"""povstorm: render POV-Ray animations on Google Cloud (or a local emulator
+stack) and get a video back."""
+
+from .errors import (
+    PovstormError,
+    RenderError,
+    SceneError,
+    SpecError,
+    StackError,
+    TransientError,
+    UnknownJob,
+    UserError,
+)
+from .model import JobState, UnitState
+from .settings import Settings
+
+__all__ = [
+    "JobState",
+    "PovstormError",
+    "RenderError",
+    "SceneError",
+    "Settings",
+    "SpecError",
+    "StackError",
+    "TransientError",
+    "UnitState",
+    "UnknownJob",
+    "UserError",
+]
+__version__ = "0.1.0"
