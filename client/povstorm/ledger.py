@@ -27,6 +27,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from ._names import COLLECTIONS
-from .errors import PovstormError, SpecError, TransientError, UnknownJob, from_google
+from .errors import SpecError, TransientError, UnknownJob, from_google
 from .model import (
     JobState,
     RenderStats,
@@ -55,7 +57,8 @@ log = logging.getLogger(__name__)
 BATCH_LIMIT = 500  # Firestore's limit of writes in one batch
 MAX_ERRORS_ON_JOB = 20  # the first errors, kept on the job for the console and the CLI
 MAX_ERRORS_PER_UNIT = 20
-TX_ATTEMPTS = 8
+TX_ATTEMPTS = 3
+TX_ROUNDS = 5
 
 T = TypeVar("T")
 
@@ -138,13 +141,20 @@ class Ledger:
     def _run(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(transaction)`` in a transaction; contention and outages
         become TransientError so the event is redelivered, never lost."""
-        transaction = self.db.transaction(max_attempts=TX_ATTEMPTS)
-        try:
-            return firestore.transactional(fn)(transaction)
-        except ValueError as exc:  # the library's "failed after N attempts"
-            raise TransientError(f"transaction contended: {exc}") from exc
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
+        # The library retries an aborted transaction at once; between rounds we
+        # back off with jitter so colliding transactions stop colliding.
+        for round_ in range(TX_ROUNDS):
+            transaction = self.db.transaction(max_attempts=TX_ATTEMPTS)
+            try:
+                return firestore.transactional(fn)(transaction)
+            except ValueError as exc:  # the library's "failed after N attempts"
+                last: Exception = exc
+            except (gexc.Aborted, gexc.Conflict) as exc:
+                last = exc
+            except gexc.GoogleAPICallError as exc:
+                raise from_google(exc) from exc
+            time.sleep(random.uniform(0.02, 0.1) * 2**round_)
+        raise TransientError(f"transaction contended: {last}") from last
 
     def _get(self, ref: Any, transaction: Any = None) -> dict[str, Any] | None:
         try:
@@ -369,35 +379,121 @@ class Ledger:
         return UnitTicket(job_id, unit, attempt, int(doc["deliveries"]), spec, unit_spec)
 
     # --- counting -----------------------------------------------------------------
+    #
+    # Counting a unit is one transaction that reads only the unit document and
+    # writes the unit plus a blind Increment on its shard: no transaction holds
+    # a read lock on a shard or on the job, so concurrent deliveries never
+    # deadlock (the emulator's pessimistic locks timed out here as soon as 16
+    # deliveries did read-modify-write on shards, and again on the job when
+    # shards completed together).
+    #
+    # Whoever reads a shard complete after its own commit folds it into the
+    # job: a batch that creates the marker completions/{k} (a precondition:
+    # it fails if the marker exists, so a shard is folded once) and increments
+    # the job's counts. Whoever then reads every shard folded claims the end
+    # of the job the same way (marker "final"), with an update-time
+    # precondition so a concurrent cancel is never overwritten. The reconciler
+    # calls ``complete_shard`` too, for a process that died in between.
 
-    def _complete_shard(
-        self, transaction: Any, job_id: str, shard: dict[str, Any], job: dict[str, Any]
-    ) -> tuple[dict[str, Any], JobState | None, bool]:
-        """The job update for the unit that completes a shard: (update, new state, claim stitch)."""
-        state = JobState(job["state"])
-        complete = int(job.get("shards_complete", 0)) + 1
-        done = int(job.get("units_done", 0)) + int(shard["done"])
-        failed = int(job.get("units_failed", 0)) + int(shard["failed"])
-        update: dict[str, Any] = {
-            "shards_complete": complete,
-            "units_done": done,
-            "units_failed": failed,
-            "updated_at": now(),
-        }
-        if complete < int(job["shard_count"]) or state.terminal or state == JobState.STITCHING:
-            return update, None, False
-        if failed == 0:
-            update["state"] = JobState.STITCHING.value
-            update["stitch"] = {
-                "claim": uuid.uuid4().hex,
-                "claimed_at": now(),
-                "launched_at": None,
-                "launches": 0,
-            }
-            return update, JobState.STITCHING, True
-        update["state"] = JobState.FAILED.value
-        update["finished_at"] = now()
-        return update, JobState.FAILED, False
+    def _marker_ref(self, job_id: str, name: str) -> Any:
+        return self.job_ref(job_id).collection("completions").document(name)
+
+    def complete_shard(self, job_id: str, shard: int) -> Outcome:
+        """Fold a complete shard into the job, once; the last one claims the
+        stitch (or fails the job if any unit failed)."""
+        doc = self._get(self.shard_ref(job_id, shard))
+        if doc is None:
+            raise UnknownJob(job_id)
+        if int(doc["done"]) + int(doc["failed"]) < int(doc["expected"]):
+            return Outcome("open", job_id, -1)
+        if not doc.get("complete"):
+            batch = self.db.batch()
+            batch.create(self._marker_ref(job_id, str(shard)), {"shard": shard, "at": now()})
+            batch.update(self.shard_ref(job_id, shard), {"complete": True, "updated_at": now()})
+            batch.update(
+                self.job_ref(job_id),
+                {
+                    "shards_complete": firestore.Increment(1),
+                    "units_done": firestore.Increment(int(doc["done"])),
+                    "units_failed": firestore.Increment(int(doc["failed"])),
+                    "updated_at": now(),
+                },
+            )
+            try:
+                batch.commit()
+            except gexc.AlreadyExists:
+                pass  # folded by someone else; they or we go on to the claim
+            except gexc.GoogleAPICallError as exc:
+                raise from_google(exc) from exc
+        return self._claim_end(job_id)
+
+    def _claim_end(self, job_id: str) -> Outcome:
+        for _ in range(10):
+            try:
+                snap = self.job_ref(job_id).get()
+            except gexc.GoogleAPICallError as exc:
+                raise from_google(exc) from exc
+            job = snap.to_dict()
+            state = JobState(job["state"])
+            if (
+                int(job.get("shards_complete", 0)) < int(job["shard_count"])
+                or state.terminal
+                or state == JobState.STITCHING
+            ):
+                return Outcome("folded", job_id, -1)
+            new_state = (
+                JobState.STITCHING if int(job.get("units_failed", 0)) == 0 else JobState.FAILED
+            )
+            update: dict[str, Any] = {"state": new_state.value, "updated_at": now()}
+            if new_state == JobState.STITCHING:
+                update["stitch"] = {
+                    "claim": uuid.uuid4().hex,
+                    "claimed_at": now(),
+                    "launched_at": None,
+                    "launches": 0,
+                }
+            else:
+                update["finished_at"] = now()
+            batch = self.db.batch()
+            batch.create(
+                self._marker_ref(job_id, f"final-{job.get('retries', 0)}"),
+                {"state": new_state.value, "at": now()},
+            )
+            batch.update(
+                self.job_ref(job_id),
+                update,
+                option=self.db.write_option(last_update_time=snap.update_time),
+            )
+            try:
+                batch.commit()
+            except gexc.AlreadyExists:
+                return Outcome("folded", job_id, -1)
+            except (gexc.FailedPrecondition, gexc.Aborted, gexc.Conflict):
+                time.sleep(random.uniform(0.01, 0.05))
+                continue  # the job changed under us: look again
+            except gexc.GoogleAPICallError as exc:
+                raise from_google(exc) from exc
+            return Outcome(
+                "completed",
+                job_id,
+                -1,
+                launch_stitch=new_state == JobState.STITCHING,
+                job_state=new_state,
+            )
+        raise TransientError(f"{job_id}: could not claim the end of the job")
+
+    def _after_count(self, job_id: str, unit: int, shard: int, kind: str) -> Outcome:
+        doc = self._get(self.shard_ref(job_id, shard))
+        if (
+            doc
+            and not doc.get("complete")
+            and int(doc["done"]) + int(doc["failed"]) >= int(doc["expected"])
+        ):
+            done = self.complete_shard(job_id, shard)
+            return Outcome(
+                kind, job_id, unit, launch_stitch=done.launch_stitch, job_state=done.job_state
+            )
+        return Outcome(kind, job_id, unit)
 
     def record_frame(
         self, name: str, generation: int, metadata: dict[str, str] | None = None
@@ -407,30 +503,23 @@ class Ledger:
         uref = self.unit_ref(job_id, unit)
         stats = RenderStats.from_metadata(metadata)
 
-        def tx(transaction: Any) -> Outcome:
+        def tx(transaction: Any) -> tuple[str, int]:
             doc = self._get(uref, transaction)
             if doc is None:
                 raise UnknownJob(job_id)
             state = UnitState(doc["state"])
             if state == UnitState.DONE:
                 if doc.get("generation") == generation:
-                    return Outcome("duplicate", job_id, unit)
+                    return "duplicate", -1
                 if generation > int(doc.get("generation") or 0):
                     # A newer object replaced the frame: keep the newest, count nothing.
                     transaction.update(
                         uref, {"generation": generation, "updated_at": now(), **_stats(stats)}
                     )
-                    return Outcome("overwrite", job_id, unit)
-                return Outcome("stale", job_id, unit)
+                    return "overwrite", -1
+                return "stale", -1
             if state.terminal:
-                return Outcome("late", job_id, unit)
-            sref = self.shard_ref(job_id, int(doc["shard"]))
-            shard = self._get(sref, transaction)
-            if shard is None:
-                raise PovstormError(f"{job_id}: shard {doc['shard']} is missing")
-            shard = {**shard, "done": int(shard["done"]) + 1}
-            completes = shard["done"] + int(shard["failed"]) == int(shard["expected"])
-            job = self._get(self.job_ref(job_id), transaction) if completes else None
+                return "late", -1
             transaction.update(
                 uref,
                 {
@@ -442,15 +531,15 @@ class Ledger:
                 },
             )
             transaction.update(
-                sref, {"done": shard["done"], "complete": completes, "updated_at": now()}
+                self.shard_ref(job_id, int(doc["shard"])),
+                {"done": firestore.Increment(1), "updated_at": now()},
             )
-            if not completes or job is None:
-                return Outcome("recorded", job_id, unit)
-            update, new_state, claim = self._complete_shard(transaction, job_id, shard, job)
-            transaction.update(self.job_ref(job_id), update)
-            return Outcome("recorded", job_id, unit, launch_stitch=claim, job_state=new_state)
+            return "recorded", int(doc["shard"])
 
-        return self._run(tx)
+        kind, shard = self._run(tx)
+        if kind != "recorded":
+            return Outcome(kind, job_id, unit)
+        return self._after_count(job_id, unit, shard, kind)
 
     def record_failure(
         self,
@@ -462,34 +551,31 @@ class Ledger:
         log_object: str = "",
         worker: str = "",
         final: bool = False,
-        fail_fast: bool | None = None,
     ) -> Outcome:
         """An attempt failed: requeue the unit, or fail it for good (once)."""
-        if fail_fast is None:
-            fail_fast = bool(self.require_job(job_id).get("fail_fast"))
+        job = self.require_job(job_id)
+        fail_fast = bool(job.get("fail_fast"))
         uref = self.unit_ref(job_id, unit)
+        entry = {
+            "attempt": attempt,
+            "error": error[:2000],
+            "log": log_object,
+            "worker": worker,
+            "at": now(),
+        }
 
-        def tx(transaction: Any) -> Outcome:
+        def tx(transaction: Any) -> tuple[str, dict[str, Any]]:
             doc = self._get(uref, transaction)
             if doc is None:
                 raise UnknownJob(job_id)
-            state = UnitState(doc["state"])
-            if state.terminal:
-                return Outcome("late", job_id, unit)
+            if UnitState(doc["state"]).terminal:
+                return "late", doc
             current = int(doc["attempts"])
             errors = list(doc.get("errors") or [])
             if attempt != current or any(e.get("attempt") == attempt for e in errors):
-                return Outcome("duplicate" if attempt == current else "stale", job_id, unit)
-            entry = {
-                "attempt": attempt,
-                "error": error[:2000],
-                "log": log_object,
-                "worker": worker,
-                "at": now(),
-            }
-            errors = ([*errors, entry])[-MAX_ERRORS_PER_UNIT:]
-            give_up = final or fail_fast or attempt >= int(doc.get("attempt_limit", 1))
-            if not give_up:
+                return ("duplicate" if attempt == current else "stale"), doc
+            errors = [*errors, entry][-MAX_ERRORS_PER_UNIT:]
+            if not (final or fail_fast or attempt >= int(doc.get("attempt_limit", 1))):
                 transaction.update(
                     uref,
                     {
@@ -501,18 +587,7 @@ class Ledger:
                         "updated_at": now(),
                     },
                 )
-                return Outcome(
-                    "requeued", job_id, unit, requeue=WorkMessage(job_id, unit, attempt + 1)
-                )
-            sref = self.shard_ref(job_id, int(doc["shard"]))
-            shard = self._get(sref, transaction)
-            if shard is None:
-                raise PovstormError(f"{job_id}: shard {doc['shard']} is missing")
-            shard = {**shard, "failed": int(shard["failed"]) + 1}
-            completes = int(shard["done"]) + shard["failed"] == int(shard["expected"])
-            job = self._get(self.job_ref(job_id), transaction)
-            if job is None:
-                raise UnknownJob(job_id)
+                return "requeued", doc
             transaction.update(
                 uref,
                 {
@@ -523,25 +598,46 @@ class Ledger:
                 },
             )
             transaction.update(
-                sref, {"failed": shard["failed"], "complete": completes, "updated_at": now()}
+                self.shard_ref(job_id, int(doc["shard"])),
+                {"failed": firestore.Increment(1), "updated_at": now()},
             )
-            # Failures are rare, so touching the job here (first errors, fail-fast)
-            # does not make it a document every unit touches.
-            job_errors = list(job.get("errors") or [])
-            update: dict[str, Any] = {"updated_at": now()}
-            if len(job_errors) < MAX_ERRORS_ON_JOB:
-                update["errors"] = [*job_errors, {"unit": unit, "frame": doc.get("frame"), **entry}]
-            new_state = None
-            if completes:
-                shard_update, new_state, _ = self._complete_shard(transaction, job_id, shard, job)
-                update.update(shard_update)
-            if fail_fast and not JobState(job["state"]).terminal and new_state is None:
-                update.update(
-                    {"state": JobState.FAILED.value, "finished_at": now(), "failed_by": unit}
-                )
-                new_state = JobState.FAILED
-            transaction.update(self.job_ref(job_id), update)
-            return Outcome("failed", job_id, unit, job_state=new_state)
+            return "failed", doc
+
+        kind, doc = self._run(tx)
+        if kind == "requeued":
+            return Outcome(kind, job_id, unit, requeue=WorkMessage(job_id, unit, attempt + 1))
+        if kind != "failed":
+            return Outcome(kind, job_id, unit)
+        self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **entry})
+        outcome = self._after_count(job_id, unit, int(doc["shard"]), kind)
+        if fail_fast and outcome.job_state is None and self.fail_job(job_id, failed_by=unit):
+            return Outcome(kind, job_id, unit, job_state=JobState.FAILED)
+        return outcome
+
+    def _note_error(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Keep the first errors on the job for the console and the CLI. A
+        blind ArrayUnion: many units failing at once must not contend on the job."""
+        job = self.get_job(job_id) or {}
+        if len(job.get("errors") or []) < MAX_ERRORS_ON_JOB:
+            self.job_ref(job_id).update({"errors": firestore.ArrayUnion([entry])})
+
+    def fail_job(self, job_id: str, **fields: Any) -> bool:
+        """Fail a job that is not finished yet (fail-fast); True if this call did."""
+
+        def tx(transaction: Any) -> bool:
+            job = self._get(self.job_ref(job_id), transaction)
+            if job is None or JobState(job["state"]).terminal:
+                return False
+            transaction.update(
+                self.job_ref(job_id),
+                {
+                    "state": JobState.FAILED.value,
+                    "finished_at": now(),
+                    "updated_at": now(),
+                    **fields,
+                },
+            )
+            return True
 
         return self._run(tx)
 
@@ -686,7 +782,9 @@ class Ledger:
                 "finished_at": None,
             }
             if shard.get("complete"):
-                # Un-count what completing this shard added to the job.
+                # Un-count what folding this shard added to the job, and drop its
+                # marker so the shard can be folded again when it completes.
+                transaction.delete(self._marker_ref(job_id, str(k)))
                 update["shards_complete"] = int(job["shards_complete"]) - 1
                 update["units_done"] = int(job["units_done"]) - int(shard["done"])
                 update["units_failed"] = int(job["units_failed"]) - int(shard["failed"])

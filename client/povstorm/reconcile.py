@@ -107,6 +107,15 @@ def _reconcile_job(
     if not _older(job.get("started_at") or job.get("created_at"), d.lost_event, at):
         return
     view = ledger.view(job_id)
+    # A process that died between counting the last unit of a shard and
+    # folding the shard into the job: fold it now (idempotent).
+    for shard in view.shards:
+        if not shard.get("complete") and int(shard["done"]) + int(shard["failed"]) >= int(shard["expected"]):
+            outcome = ledger.complete_shard(job_id, int(shard["shard"]))
+            report.recovered.append((job_id, -1 - int(shard["shard"])))
+            if outcome.launch_stitch:
+                launch_stitch(clients, ledger, job_id)
+                return
     frames = {}
     for blob in clients.blobs.list(frames_prefix(job_id)):
         try:
