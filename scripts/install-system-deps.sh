@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the system packages povstorm needs and checks what it cannot
+# install. Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v povray >/dev/null 2>&1 || need+=(povray)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+[ -d /usr/share/doc/povray/examples ] || need+=(povray-examples)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v gcloud >/dev/null 2>&1; then
+  echo "povstorm: gcloud is missing: install the Google Cloud CLI with its Firestore and Pub/Sub emulators" >&2
+  exit 1
+fi
+sdk=$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")
+for component in cloud-firestore-emulator pubsub-emulator; do
+  if [ ! -d "$sdk/platform/$component" ]; then
+    echo "povstorm: the gcloud component $component is missing: gcloud components install $component (or apt-get install google-cloud-cli-${component/cloud-/})" >&2
+    exit 1
+  fi
+done
