@@ -54,13 +54,18 @@ def test_a_scene_spec_loads_and_round_trips() -> None:
 
 
 def test_a_still_scene_gets_no_subset_options() -> None:
-    spec = load_job_spec({"povray": {"args": ["+Ia.pov"], "frames": {"first": 1, "last": 1}, "animated": False}})
+    spec = load_job_spec(
+        {"povray": {"args": ["+Ia.pov"], "frames": {"first": 1, "last": 1}, "animated": False}}
+    )
     assert spec.unit_args(0) == ("+Ia.pov",)
 
 
 def test_generated_units_load_and_round_trip() -> None:
     spec = load_job_spec(
-        {"units": [{"args": ["+Is.pov"], "inline": {"s.pov": "sphere{0,1}"}}], "inputs_dir": "shared"}
+        {
+            "units": [{"args": ["+Is.pov"], "inline": {"s.pov": "sphere{0,1}"}}],
+            "inputs_dir": "shared",
+        }
     )
     assert spec.unit_count == 1 and spec.unit_spec(0).inline == {"s.pov": "sphere{0,1}"}
     assert load_job_spec(dump_job_spec(spec)) == spec
@@ -83,7 +88,9 @@ def test_a_job_needs_exactly_one_form() -> None:
     assert "exactly one" in reject({"units": []})
 
 
-@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "C:/x", "a//b", "./a", "a\\b", ""])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/../../x", "/etc/passwd", "C:/x", "a//b", "./a", "a\\b", ""]
+)
 def test_traversal_and_absolute_resource_names_are_rejected(name: str) -> None:
     assert "inputs" in reject({**SCENE, "inputs": {name: "0" * 64}})
     assert "inline" in reject({"units": [{"inline": {name: "x"}}]})
@@ -95,7 +102,9 @@ def test_inline_files_over_the_limit_are_rejected() -> None:
 
 
 def test_too_many_units_are_rejected() -> None:
-    assert f"more than {MAX_UNITS} frames" in reject({"povray": {"args": [], "frames": {"first": 0, "last": MAX_UNITS}}})
+    assert f"more than {MAX_UNITS} frames" in reject(
+        {"povray": {"args": [], "frames": {"first": 0, "last": MAX_UNITS}}}
+    )
     assert "over the limit" in reject({"units": [{}] * (MAX_UNITS + 1)})
 
 
@@ -111,7 +120,13 @@ def test_frame_objects_round_trip_and_others_are_poison() -> None:
     job = new_job_id()
     assert parse_frame_object(frame_object(job, 42)) == (job, 42)
     assert log_object(job, 3, 2).endswith("/000003/attempt-2.log")
-    for bad in ["inputs/abc", f"frames/{job}/x.png", f"frames/{job}/000001.jpg", "frames/UPPER/000001.png", ""]:
+    for bad in [
+        "inputs/abc",
+        f"frames/{job}/x.png",
+        f"frames/{job}/000001.jpg",
+        "frames/UPPER/000001.png",
+        "",
+    ]:
         with pytest.raises(PoisonMessage):
             parse_frame_object(bad)
 
@@ -133,7 +148,9 @@ def test_wire_messages_are_validated() -> None:
 def test_gcs_notifications_become_frame_events() -> None:
     body = b'{"bucket":"b","name":"frames/job-1/000001.png","generation":"17","metadata":{"render_seconds":"1.5"}}'
     event = load_frame_event(body, {"eventType": "OBJECT_FINALIZE"})
-    assert event is not None and event.generation == 17 and event.metadata["render_seconds"] == "1.5"
+    assert (
+        event is not None and event.generation == 17 and event.metadata["render_seconds"] == "1.5"
+    )
     assert load_frame_event(body, {"eventType": "OBJECT_DELETE"}) is None
     with pytest.raises(PoisonMessage):
         load_frame_event(b'{"bucket":"b","name":"x"}', {"eventType": "OBJECT_FINALIZE"})

@@ -1,0 +1,227 @@
+"""The ledger's invariants on the real Firestore emulator, one fresh project
+per test. Each test names the invariant (ARCHITECTURE.md) it holds."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from povstorm.errors import PoisonMessage, SpecError, UnknownJob
+from povstorm.ledger import Ledger, Outcome
+from povstorm.model import JobState, UnitState
+from povstorm.naming import frame_object
+from povstorm.schemas import load_job_spec
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def ledger(firestore_env: None, fresh_project: str) -> Ledger:
+    return Ledger(firestore.Client(project=fresh_project))
+
+
+def make_job(ledger: Ledger, job_id: str, frames: int, **extra: Any) -> None:
+    spec = load_job_spec(
+        {"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": frames}}, **extra}
+    )
+    _, created = ledger.create_job(spec, job_id)
+    assert created
+    ledger.mark_dispatched(job_id)
+
+
+def finalize(ledger: Ledger, job_id: str, unit: int, generation: int = 1) -> Outcome:
+    return ledger.record_frame(frame_object(job_id, unit), generation, {"render_seconds": "0.5"})
+
+
+def counts(ledger: Ledger, job_id: str) -> tuple[int, int]:
+    view = ledger.view(job_id)
+    return view.done, view.failed
+
+
+def test_create_is_idempotent_and_a_taken_id_is_refused(ledger: Ledger) -> None:
+    spec = load_job_spec({"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 3}}})
+    assert ledger.create_job(spec, "job-a")[1] is True
+    assert ledger.create_job(spec, "job-a")[1] is False  # a retried submit
+    other = load_job_spec({"povray": {"args": ["t.ini"], "frames": {"first": 1, "last": 3}}})
+    with pytest.raises(SpecError, match="taken"):
+        ledger.create_job(other, "job-a")
+    assert len(ledger.unit_records("job-a")) == 3
+
+
+def test_invariant_1_duplicates_in_a_row_count_once(ledger: Ledger) -> None:
+    make_job(ledger, "job-dup", 5)
+    kinds = [finalize(ledger, "job-dup", u).kind for u in (0, 0, 1, 1, 1)]
+    assert kinds == ["recorded", "duplicate", "recorded", "duplicate", "duplicate"]
+    assert counts(ledger, "job-dup") == (2, 0)
+
+
+def test_invariant_1_and_2_concurrent_duplicates_count_once_and_claim_once(ledger: Ledger) -> None:
+    units = 300
+    make_job(ledger, "job-conc", units)
+    deliveries = list(range(units)) * 2  # every event delivered twice
+    random.Random(7).shuffle(deliveries)
+    with cf.ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(lambda u: finalize(ledger, "job-conc", u), deliveries))
+    kinds = Counter(o.kind for o in outcomes)
+    assert kinds["recorded"] == units and kinds["duplicate"] == units
+    assert sum(o.launch_stitch for o in outcomes) == 1
+    view = ledger.view("job-conc")
+    assert (view.done, view.failed) == (units, 0)
+    assert view.state == JobState.STITCHING and view.doc["units_done"] == units
+    assert view.doc["shards_complete"] == view.doc["shard_count"]
+
+
+def test_invariant_2_the_stitch_waits_for_the_last_unit_even_reordered(ledger: Ledger) -> None:
+    make_job(ledger, "job-order", 4)
+    assert not finalize(ledger, "job-order", 3).launch_stitch  # the last frame first
+    for u in (1, 0):
+        assert not finalize(ledger, "job-order", u).launch_stitch
+    assert ledger.get_job("job-order")["state"] == JobState.RENDERING
+    assert finalize(ledger, "job-order", 2).launch_stitch
+    assert ledger.get_job("job-order")["state"] == JobState.STITCHING
+
+
+def test_invariant_2_one_stitch_result(ledger: Ledger) -> None:
+    make_job(ledger, "job-res", 1)
+    finalize(ledger, "job-res", 0)
+    with cf.ThreadPoolExecutor(4) as pool:
+        recorded = list(
+            pool.map(
+                lambda i: ledger.finish_stitch(
+                    "job-res", video=f"v{i}", poster=None, stats={"i": i}
+                ),
+                range(4),
+            )
+        )
+    assert recorded.count(True) == 1
+    job = ledger.get_job("job-res")
+    assert job["state"] == JobState.DONE and job["video"] == f"v{recorded.index(True)}"
+    assert ledger.fail_stitch("job-res", "too late") is False
+
+
+def test_invariant_1_an_overwrite_counts_nothing_and_keeps_the_newest(ledger: Ledger) -> None:
+    make_job(ledger, "job-over", 2)
+    finalize(ledger, "job-over", 0, generation=10)
+    assert finalize(ledger, "job-over", 0, generation=11).kind == "overwrite"
+    assert finalize(ledger, "job-over", 0, generation=9).kind == "stale"
+    assert ledger.unit_record("job-over", 0)["generation"] == 11
+    assert counts(ledger, "job-over") == (1, 0)
+
+
+def test_invariant_1_a_late_failure_after_success_changes_nothing(ledger: Ledger) -> None:
+    make_job(ledger, "job-late", 2)
+    finalize(ledger, "job-late", 0)
+    assert ledger.record_failure("job-late", 0, 1, "boom").kind == "late"
+    assert ledger.unit_record("job-late", 0)["state"] == UnitState.DONE
+    assert counts(ledger, "job-late") == (1, 0)
+
+
+def test_duplicate_failure_reports_requeue_once(ledger: Ledger) -> None:
+    make_job(ledger, "job-fdup", 1, max_attempts=3)
+    first = ledger.record_failure("job-fdup", 0, 1, "boom")
+    assert first.kind == "requeued" and first.requeue is not None and first.requeue.attempt == 2
+    assert ledger.record_failure("job-fdup", 0, 1, "boom").requeue is None  # redelivered report
+    record = ledger.unit_record("job-fdup", 0)
+    assert record["attempts"] == 2 and len(record["errors"]) == 1
+
+
+def test_attempts_run_out_then_the_job_fails_listing_every_error(ledger: Ledger) -> None:
+    make_job(ledger, "job-fail", 3, max_attempts=2)
+    assert ledger.record_failure("job-fail", 1, 1, "Parse Error: one").kind == "requeued"
+    assert ledger.record_failure("job-fail", 1, 2, "Parse Error: two").kind == "failed"
+    finalize(ledger, "job-fail", 0)
+    assert ledger.get_job("job-fail")["state"] == JobState.RENDERING  # renders all it can
+    out = finalize(ledger, "job-fail", 2)
+    assert out.job_state == JobState.FAILED and not out.launch_stitch
+    job = ledger.get_job("job-fail")
+    assert job["state"] == JobState.FAILED and job["units_failed"] == 1
+    assert [e["error"] for e in ledger.unit_record("job-fail", 1)["errors"]] == [
+        "Parse Error: one",
+        "Parse Error: two",
+    ]
+    assert job["errors"][0]["frame"] == 2 and "two" in job["errors"][0]["error"]
+
+
+def test_fail_fast_ends_the_job_at_the_first_final_failure(ledger: Ledger) -> None:
+    make_job(ledger, "job-ff", 5, fail_fast=True)
+    out = ledger.record_failure("job-ff", 2, 1, "boom")
+    assert out.kind == "failed" and out.job_state == JobState.FAILED
+    assert ledger.get_job("job-ff")["state"] == JobState.FAILED
+    assert ledger.start_unit("job-ff", 3, 1, "w") is None  # workers skip what is left
+
+
+def test_retry_requeues_only_failed_units_and_completes_the_same_job(ledger: Ledger) -> None:
+    make_job(ledger, "job-retry", 4, max_attempts=1)
+    for u in (0, 1, 3):
+        finalize(ledger, "job-retry", u)
+    ledger.record_failure("job-retry", 2, 1, "boom")
+    assert ledger.get_job("job-retry")["state"] == JobState.FAILED
+    messages = ledger.retry("job-retry")
+    assert [(m.unit, m.attempt) for m in messages] == [(2, 2)]
+    assert ledger.get_job("job-retry")["state"] == JobState.RENDERING
+    assert ledger.start_unit("job-retry", 2, 2, "w") is not None
+    assert finalize(ledger, "job-retry", 2).launch_stitch
+    job = ledger.get_job("job-retry")
+    assert (
+        job["state"] == JobState.STITCHING and job["units_done"] == 4 and job["units_failed"] == 0
+    )
+    with pytest.raises(SpecError, match="only a failed job"):
+        ledger.retry("job-retry")
+
+
+def test_retry_after_fail_fast_resends_the_units_never_rendered(ledger: Ledger) -> None:
+    make_job(ledger, "job-ffr", 3, fail_fast=True)
+    finalize(ledger, "job-ffr", 0)
+    ledger.record_failure("job-ffr", 1, 1, "boom")
+    messages = ledger.retry("job-ffr")
+    assert sorted((m.unit, m.attempt) for m in messages) == [(1, 2), (2, 1)]
+    for m in messages:
+        finalize(ledger, "job-ffr", m.unit)
+    assert ledger.get_job("job-ffr")["state"] == JobState.STITCHING
+
+
+def test_cancel_stops_dispatch_and_is_final(ledger: Ledger) -> None:
+    make_job(ledger, "job-cancel", 3)
+    assert ledger.start_unit("job-cancel", 0, 1, "w") is not None
+    assert ledger.cancel("job-cancel") == JobState.CANCELLED
+    assert ledger.start_unit("job-cancel", 1, 1, "w") is None
+    for u in range(3):  # frames still landing are counted, but the job stays cancelled
+        assert not finalize(ledger, "job-cancel", u).launch_stitch
+    assert ledger.get_job("job-cancel")["state"] == JobState.CANCELLED
+    assert ledger.cancel("job-cancel") == JobState.CANCELLED
+
+
+def test_start_unit_counts_deliveries_and_skips_stale_attempts(ledger: Ledger) -> None:
+    make_job(ledger, "job-start", 1, max_attempts=3)
+    assert ledger.start_unit("job-start", 0, 1, "w1").deliveries == 1
+    assert ledger.start_unit("job-start", 0, 1, "w2").deliveries == 2  # redelivered after a crash
+    ledger.record_failure("job-start", 0, 1, "crash")
+    assert ledger.start_unit("job-start", 0, 1, "w3") is None  # the old attempt's message
+    ticket = ledger.start_unit("job-start", 0, 2, "w3")
+    assert (
+        ticket is not None
+        and ticket.deliveries == 1
+        and ticket.unit_spec.args[-2:] == ("+SF1", "+EF1")
+    )
+
+
+def test_invariant_6_unknown_jobs_and_malformed_names(ledger: Ledger) -> None:
+    with pytest.raises(UnknownJob):
+        ledger.record_frame(frame_object("no-such-job", 0), 1)
+    with pytest.raises(UnknownJob):
+        ledger.start_unit("no-such-job", 0, 1, "w")
+    with pytest.raises(PoisonMessage):
+        ledger.record_frame("frames/not a job/1.png", 1)
+
+
+def test_generated_units_keep_their_spec_on_the_unit(ledger: Ledger) -> None:
+    spec = load_job_spec({"units": [{"args": ["+Ia.pov"], "inline": {"a.pov": "sphere{0,1}"}}] * 2})
+    ledger.create_job(spec, "job-units")
+    ticket = ledger.start_unit("job-units", 1, 1, "w")
+    assert ticket is not None and ticket.unit_spec.inline == {"a.pov": "sphere{0,1}"}
+    assert "units" not in ledger.get_job("job-units")["spec"]
