@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import functions_framework
+
 from povstorm import farm
 from povstorm.adapters import Clients
 from povstorm.errors import PoisonMessage, PovstormError, TransientError, UnknownJob, UserError
