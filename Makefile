@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck bench images functions-zip clean
+.PHONY: setup run test lint typecheck bench images functions-zip tools clean
 
 $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
@@ -23,7 +23,7 @@ run: $(STAMP)
 	cd examples/spinning && ../../$(BIN)/povstorm render spinning.ini -o ../../spinning.mp4
 
 ## test: lint, static checks, unit, integration and end-to-end tests
-test: $(STAMP)
+test: $(STAMP) .venv-tools/bin/checkov
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -36,6 +36,30 @@ lint: $(STAMP)
 ## bench: farm overhead, orchestration latency, cold start, ledger throughput
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## functions-zip: stage build/functions (main.py, requirements.txt, povstorm/) for terraform to zip
+functions-zip:
+	$(PYTHON) deploy/stage_functions.py build/functions
+
+## images: build and push the render and stitch images with Cloud Build (PROJECT=<id> [REGION= NAMESPACE= TAG=])
+REGION    ?= us-central1
+NAMESPACE ?= povstorm
+BUCKET    ?= $(PROJECT)-$(NAMESPACE)
+TAG       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
+images:
+	@test -n "$(PROJECT)" || { echo "usage: make images PROJECT=<gcp project id> [REGION=$(REGION) NAMESPACE=$(NAMESPACE) TAG=$(TAG)]" >&2; exit 2; }
+	gcloud builds submit . --project=$(PROJECT) --region=$(REGION) \
+	  --config=deploy/cloudbuild.yaml --ignore-file=deploy/gcloudignore \
+	  --substitutions=_REGISTRY=$(REGION)-docker.pkg.dev/$(PROJECT)/$(NAMESPACE),_TAG=$(TAG) \
+	  --service-account=projects/$(PROJECT)/serviceAccounts/$(NAMESPACE)-builder@$(PROJECT).iam.gserviceaccount.com \
+	  --gcs-source-staging-dir=gs://$(BUCKET)-sources/cloudbuild
+	@echo "deploy with: terraform -chdir=terraform/examples/basic apply -var image_tag=$(TAG)"
+
+## tools: checkov in its own venv (its pins conflict with the project's)
+.venv-tools/bin/checkov:
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install -q checkov
+tools: .venv-tools/bin/checkov
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache

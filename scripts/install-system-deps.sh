@@ -22,6 +22,10 @@ if ! command -v gcloud >/dev/null 2>&1; then
   echo "povstorm: gcloud is missing: install the Google Cloud CLI with its Firestore and Pub/Sub emulators" >&2
   exit 1
 fi
+if ! command -v terraform >/dev/null 2>&1; then
+  echo "povstorm: terraform is missing (the static checks of terraform/ need it): install it from HashiCorp's Debian repository" >&2
+  exit 1
+fi
 sdk=$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")
 for component in cloud-firestore-emulator pubsub-emulator; do
   if [ ! -d "$sdk/platform/$component" ]; then

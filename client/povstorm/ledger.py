@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
 from google.cloud import firestore
 
 from ._names import COLLECTIONS
@@ -58,6 +59,10 @@ BATCH_LIMIT = 500  # Firestore's limit of writes in one batch
 MAX_ERRORS_ON_JOB = 20  # the first errors, kept on the job for the console and the CLI
 MAX_ERRORS_PER_UNIT = 20
 TX_ATTEMPTS = 3
+# A read gives up after this long and the event goes back to Pub/Sub: the
+# client's default retry would hold a function for minutes in an outage.
+RPC_RETRY = Retry(initial=0.1, maximum=2.0, timeout=15.0)
+RPC_TIMEOUT = 10.0
 TX_ROUNDS = 5
 
 T = TypeVar("T")
@@ -149,8 +154,14 @@ class Ledger:
                 return firestore.transactional(fn)(transaction)
             except ValueError as exc:  # the library's "failed after N attempts"
                 last: Exception = exc
+                if isinstance(exc.__cause__, gexc.ServiceUnavailable | gexc.DeadlineExceeded):
+                    # The client already retried the outage for its own deadline:
+                    # hand the event back to Pub/Sub rather than wait longer.
+                    raise TransientError(f"Firestore unavailable: {exc.__cause__}") from exc
             except (gexc.Aborted, gexc.Conflict) as exc:
                 last = exc
+            except gexc.RetryError as exc:
+                raise TransientError(f"Firestore unavailable: {exc}") from exc
             except gexc.GoogleAPICallError as exc:
                 raise from_google(exc) from exc
             time.sleep(random.uniform(0.02, 0.1) * 2**round_)
@@ -158,7 +169,9 @@ class Ledger:
 
     def _get(self, ref: Any, transaction: Any = None) -> dict[str, Any] | None:
         try:
-            snap = ref.get(transaction=transaction)
+            snap = ref.get(transaction=transaction, retry=RPC_RETRY, timeout=RPC_TIMEOUT)
+        except gexc.RetryError as exc:
+            raise TransientError(f"Firestore unavailable: {exc}") from exc
         except gexc.GoogleAPICallError as exc:
             raise from_google(exc) from exc
         return snap.to_dict() if snap.exists else None

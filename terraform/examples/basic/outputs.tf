@@ -1,0 +1,38 @@
+# One output per key, so `terraform output -json` has the shape
+# Cluster.from_terraform reads too ({key: {value: ...}}).
+
+output "project" {
+  value = module.povstorm.project
+}
+
+output "region" {
+  value = module.povstorm.region
+}
+
+output "namespace" {
+  value = module.povstorm.namespace
+}
+
+output "bucket" {
+  value = module.povstorm.bucket
+}
+
+output "submit_url" {
+  value = module.povstorm.submit_url
+}
+
+output "render_service_url" {
+  value = module.povstorm.render_service_url
+}
+
+output "stitch_job" {
+  value = module.povstorm.stitch_job
+}
+
+output "firestore_database" {
+  value = module.povstorm.firestore_database
+}
+
+output "image_repository" {
+  value = module.povstorm.image_repository
+}

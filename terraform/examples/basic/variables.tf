@@ -1,0 +1,52 @@
+variable "target_gcp_project_id" {
+  description = "The project to deploy into."
+  type        = string
+}
+
+variable "target_gcp_region" {
+  description = "Region of every regional resource."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "povstorm_namespace" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "povstorm"
+}
+
+variable "render_service_max_instance_count" {
+  description = "Most frames rendered at once."
+  type        = number
+  default     = 20
+}
+
+variable "render_service_cpus" {
+  description = "vCPUs per render instance (1, 2, 4, 6 or 8)."
+  type        = number
+  default     = 2
+}
+
+variable "render_service_ram" {
+  description = "Memory per render instance."
+  type        = string
+  default     = "2Gi"
+}
+
+variable "image_tag" {
+  description = "Tag of the images pushed by `make images`."
+  type        = string
+  default     = "latest"
+}
+
+variable "frame_lifecycle_days" {
+  description = "Days before frames/ and logs/ objects are deleted."
+  type        = number
+  default     = 7
+}
+
+variable "operators" {
+  description = "IAM members who submit and follow jobs (user:..., group:..., serviceAccount:...)."
+  type        = list(string)
+  default     = []
+}

@@ -1,0 +1,71 @@
+# The work bucket: inputs/ (content-addressed, uploaded once), frames/ (one
+# object per done unit; its OBJECT_FINALIZE event counts the unit), logs/
+# (POV-Ray output per attempt) and videos/ (the stitch's results).
+resource "google_storage_bucket" "work" {
+  # checkov:skip=CKV_GCP_62: access logs would double the writes of a bucket that takes one object per frame; Cloud Audit Logs (Data Access) can be enabled for the project instead.
+  # checkov:skip=CKV_GCP_78: versioning is off on purpose: frames and logs are rewritten by retries and expire after frame_lifecycle_days; old generations would only cost storage.
+  project  = local.project
+  name     = local.bucket_name
+  location = local.bucket_location
+  labels   = local.labels
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy_buckets
+
+  versioning {
+    enabled = false
+  }
+
+  # Frames are rewritten and deleted by design; soft delete would bill every
+  # one of them for another 7 days.
+  soft_delete_policy {
+    retention_duration_seconds = 0
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.frame_lifecycle_days
+      matches_prefix = [local.names.prefixes.frames, local.names.prefixes.logs]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Function source archives (one small zip per deploy) and Cloud Build's
+# source staging for `make images`.
+resource "google_storage_bucket" "sources" {
+  # checkov:skip=CKV_GCP_62: holds deploy artifacts only; Cloud Audit Logs cover who changed them.
+  # checkov:skip=CKV_GCP_78: each source archive is named by its MD5, so no object is ever overwritten.
+  project  = local.project
+  name     = "${local.bucket_name}-sources"
+  location = local.bucket_location
+  labels   = local.labels
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true # only rebuildable artifacts live here
+
+  versioning {
+    enabled = false
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# GCS -> Pub/Sub: one message per finalized frame object. The payload is the
+# object resource (JSON_API_V1): name, generation and the render stats the
+# render service put into the object metadata.
+resource "google_storage_notification" "frames" {
+  bucket             = google_storage_bucket.work.name
+  topic              = google_pubsub_topic.frame_events.id
+  payload_format     = "JSON_API_V1"
+  event_types        = ["OBJECT_FINALIZE"]
+  object_name_prefix = local.names.prefixes.frames
+
+  depends_on = [google_pubsub_topic_iam_member.gcs_agent_publishes_frame_events]
+}

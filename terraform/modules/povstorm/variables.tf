@@ -1,0 +1,255 @@
+# --- where ---------------------------------------------------------------------
+
+variable "target_gcp_project_id" {
+  description = "The project to deploy into (it must exist, with billing enabled)."
+  type        = string
+}
+
+variable "target_gcp_region" {
+  description = "Region of every regional resource: Cloud Run, functions, Pub/Sub triggers, Scheduler, Artifact Registry, and by default the bucket and the Firestore database."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "povstorm_namespace" {
+  description = "Prefix of every resource name (topics '<namespace>-work', service accounts '<namespace>-render', ...). Two deployments in one project need two namespaces. Same default as names.json."
+  type        = string
+  default     = "povstorm"
+
+  validation {
+    # Service account ids are 6-30 characters: '<namespace>-reconciler' must fit.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,17}[a-z0-9]$", var.povstorm_namespace))
+    error_message = "povstorm_namespace: 3-19 of a-z, 0-9 and '-', starting with a letter and not ending with '-'."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels."
+  type        = map(string)
+  default     = {}
+}
+
+# --- the render service ----------------------------------------------------------
+
+variable "render_service_max_instance_count" {
+  description = "Most frames rendered at once: one frame per instance (concurrency 1)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.render_service_max_instance_count >= 1 && var.render_service_max_instance_count <= 1000
+    error_message = "render_service_max_instance_count: 1-1000."
+  }
+}
+
+variable "render_service_cpus" {
+  description = "vCPUs per render instance. POV-Ray renders with one thread per CPU."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = contains([1, 2, 4, 6, 8], var.render_service_cpus)
+    error_message = "render_service_cpus: one of 1, 2, 4, 6, 8 (Cloud Run)."
+  }
+}
+
+variable "render_service_ram" {
+  description = "Memory per render instance (Cloud Run syntax, e.g. 2Gi). The container's files live in memory too: scene inputs, the frame and the log. Cloud Run wants at least 2Gi for 4 vCPU and 4Gi for 6 or 8."
+  type        = string
+  default     = "2Gi"
+}
+
+variable "render_timeout_seconds" {
+  description = "Cloud Run request timeout of one frame (download inputs, render, upload). A push is redelivered after the subscription's ack deadline (names.json defaults.ack_deadline_seconds, 600 s, the Pub/Sub maximum), so it cannot usefully exceed that."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.render_timeout_seconds >= 60 && var.render_timeout_seconds <= 3600
+    error_message = "render_timeout_seconds: 60-3600 (Cloud Run's limit; the ack deadline caps it further)."
+  }
+}
+
+variable "render_upload_margin_seconds" {
+  description = "Time kept back from render_timeout_seconds for downloading inputs and uploading the frame: POV-Ray itself gets render_timeout_seconds minus this (POVSTORM_RENDER_TIMEOUT)."
+  type        = number
+  default     = 60
+}
+
+# --- the stitch job --------------------------------------------------------------
+
+variable "stitch_job_cpus" {
+  description = "vCPUs of the stitch (ffmpeg) task."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = contains([1, 2, 4, 6, 8], var.stitch_job_cpus)
+    error_message = "stitch_job_cpus: one of 1, 2, 4, 6, 8 (Cloud Run)."
+  }
+}
+
+variable "stitch_job_ram" {
+  description = "Memory of the stitch task; it holds every frame of the job and the video (in-memory filesystem)."
+  type        = string
+  default     = "4Gi"
+}
+
+variable "stitch_timeout_seconds" {
+  description = "Timeout of one stitch execution. Keep it below the reconciler's stitch deadline (30 min, povstorm.reconcile.Deadlines.stitch_run), after which it launches the stitch again."
+  type        = number
+  default     = 1500
+
+  validation {
+    condition     = var.stitch_timeout_seconds >= 60 && var.stitch_timeout_seconds < 1800
+    error_message = "stitch_timeout_seconds: 60-1799 (below the reconciler's 30 min relaunch deadline)."
+  }
+}
+
+variable "stitch_max_retries" {
+  description = "Retries of a failed stitch execution by Cloud Run (the reconciler relaunches one that never finished, too)."
+  type        = number
+  default     = 1
+}
+
+# --- the functions ---------------------------------------------------------------
+
+variable "function_max_instance_count" {
+  description = "Most instances of each event function (frame_finalized, frame_failed) and of submit."
+  type        = number
+  default     = 20
+}
+
+variable "function_memory" {
+  description = "Memory of each function instance."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "submit_timeout_seconds" {
+  description = "Timeout of the submit function (it publishes one message per unit before it answers)."
+  type        = number
+  default     = 300
+}
+
+variable "event_timeout_seconds" {
+  description = "Timeout of frame_finalized and frame_failed (one ledger transaction and, for the last frame, a run_job call)."
+  type        = number
+  default     = 120
+}
+
+variable "reconcile_schedule" {
+  description = "Cloud Scheduler cron (UTC) calling the reconcile function."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "reconcile_timeout_seconds" {
+  description = "Timeout of one reconcile run (and of the scheduler's attempt)."
+  type        = number
+  default     = 240
+
+  validation {
+    condition     = var.reconcile_timeout_seconds >= 15 && var.reconcile_timeout_seconds <= 1800
+    error_message = "reconcile_timeout_seconds: 15-1800 (Cloud Scheduler's HTTP attempt deadline)."
+  }
+}
+
+variable "functions_source_dir" {
+  description = "Directory staged by `make functions-zip` (main.py, requirements.txt and the povstorm package at its root). Empty: <repo>/build/functions."
+  type        = string
+  default     = ""
+}
+
+# --- images ------------------------------------------------------------------------
+
+variable "image_tag" {
+  description = "Tag of the render and stitch images pushed by `make images` (use a new tag per build so Cloud Run deploys a new revision)."
+  type        = string
+  default     = "latest"
+}
+
+variable "render_image" {
+  description = "Full render image reference. Empty: <region>-docker.pkg.dev/<project>/<namespace>/render:<image_tag>."
+  type        = string
+  default     = ""
+}
+
+variable "stitch_image" {
+  description = "Full stitch image reference. Empty: <region>-docker.pkg.dev/<project>/<namespace>/stitch:<image_tag>."
+  type        = string
+  default     = ""
+}
+
+# --- storage -----------------------------------------------------------------------
+
+variable "bucket_name" {
+  description = "The work bucket (inputs/, frames/, logs/, videos/). Empty: '<project>-<namespace>'."
+  type        = string
+  default     = ""
+}
+
+variable "bucket_location" {
+  description = "Location of the buckets. Empty: target_gcp_region (keep it in the render region: no cross-region egress per frame)."
+  type        = string
+  default     = ""
+}
+
+variable "frame_lifecycle_days" {
+  description = "Frames (frames/) and POV-Ray logs (logs/) are deleted this many days after upload; inputs and videos are kept."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.frame_lifecycle_days >= 1
+    error_message = "frame_lifecycle_days: at least 1 (a running job still needs its frames for the stitch)."
+  }
+}
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete buckets that still hold objects."
+  type        = bool
+  default     = false
+}
+
+# --- Firestore ---------------------------------------------------------------------
+
+variable "create_firestore_database" {
+  description = "Create the (default) Firestore database. Set false when the project already has one in native mode (then it is only used, never changed)."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as us-central1, or a multi-region such as nam5). Empty: target_gcp_region."
+  type        = string
+  default     = ""
+}
+
+variable "firestore_point_in_time_recovery" {
+  description = "Keep 7 days of Firestore versions (billed as storage)."
+  type        = bool
+  default     = false
+}
+
+variable "deletion_protection" {
+  description = "Protect the Firestore database, the render service and the stitch job against `terraform destroy`."
+  type        = bool
+  default     = false
+}
+
+# --- who may use it ----------------------------------------------------------------
+
+variable "operators" {
+  description = "IAM members who submit and follow jobs with the povstorm client ('user:ana@example.com', 'group:render@example.com', 'serviceAccount:ci@p.iam.gserviceaccount.com'). They get the roles of the 'operators' rows in docs/deploy.md."
+  type        = list(string)
+  default     = []
+}
+
+# --- outputs -----------------------------------------------------------------------
+
+variable "outputs_file" {
+  description = "Where to write the outputs as JSON for `povstorm ... --cluster FILE` (Cluster.from_terraform). Empty: povstorm-outputs.json in the root module's directory."
+  type        = string
+  default     = ""
+}

@@ -1,0 +1,185 @@
+"""The Cloud Functions through functions-framework's test client, on the
+emulators (a fresh project per test): what each event maps to (ack, retry,
+400) and what it leaves in the ledger and on the topics."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from functions_framework import create_app
+from google.cloud import firestore, pubsub_v1
+
+from povstorm._names import Namespace
+from povstorm.ledger import Ledger
+from povstorm.naming import frame_object
+
+pytestmark = pytest.mark.stack
+
+SOURCE = str(Path(__file__).resolve().parents[1] / "functions" / "main.py")
+NS = Namespace("fntest")
+
+
+@pytest.fixture
+def project(
+    firestore_env: None, fresh_project: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh project with the namespace's topics, and the functions pointed at it."""
+    monkeypatch.setenv("POVSTORM_PROJECT", fresh_project)
+    monkeypatch.setenv("POVSTORM_NAMESPACE", NS.name)
+    monkeypatch.setenv("POVSTORM_BUCKET", "fn-bucket")
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    for key in ("work", "failures"):
+        topic = publisher.topic_path(fresh_project, NS.topic(key))
+        publisher.create_topic(name=topic)
+        subscriber.create_subscription(
+            name=subscriber.subscription_path(fresh_project, f"probe-{key}"), topic=topic
+        )
+    import functions.main as fn
+
+    fn.clients.cache_clear()
+    yield fresh_project
+    fn.clients.cache_clear()
+
+
+def pulled(project: str, key: str, wait: float = 5) -> list[dict[str, Any]]:
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(project, f"probe-{key}")
+    reply = subscriber.pull(subscription=path, max_messages=100, timeout=wait)
+    if reply.received_messages:
+        subscriber.acknowledge(
+            subscription=path, ack_ids=[m.ack_id for m in reply.received_messages]
+        )
+    return [json.loads(m.message.data) for m in reply.received_messages]
+
+
+def client(target: str) -> Any:
+    return create_app(target, SOURCE).test_client()
+
+
+def push(target: str, data: bytes, attributes: dict[str, str] | None = None) -> int:
+    """Deliver a Pub/Sub messagePublished CloudEvent, as Eventarc or a push would."""
+    body = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes or {},
+            "messageId": "1",
+        }
+    }
+    reply = client(target).post(
+        "/",
+        json=body,
+        headers={
+            "ce-id": uuid.uuid4().hex,
+            "ce-source": "//pubsub.googleapis.com/projects/p/topics/t",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "ce-specversion": "1.0",
+        },
+    )
+    return int(reply.status_code)
+
+
+def finalize_event(name: str, generation: int = 1) -> bytes:
+    return json.dumps(
+        {"bucket": "fn-bucket", "name": name, "generation": str(generation), "metadata": {}}
+    ).encode()
+
+
+SPEC = {"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 3}}}
+
+
+def test_submit_writes_the_job_and_publishes_one_message_per_unit(project: str) -> None:
+    reply = client("submit").post("/", json={**SPEC, "job_id": "fn-job-1"})
+    assert reply.status_code == 200 and reply.get_json()["job_id"] == "fn-job-1"
+    job = Ledger(firestore.Client(project=project)).get_job("fn-job-1")
+    assert job is not None and job["state"] == "rendering" and job["units_expected"] == 3
+    messages = pulled(project, "work")
+    assert sorted(m["unit"] for m in messages) == [0, 1, 2] and {
+        m["attempt"] for m in messages
+    } == {1}
+    again = client("submit").post("/", json={**SPEC, "job_id": "fn-job-1"})
+    assert again.status_code == 200 and again.get_json()["created"] is False
+
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({**SPEC, "colour": "red"}, "unknown field 'colour'"),
+        ({"povray": {"args": [], "frames": {"first": 3, "last": 1}}}, "empty or reversed"),
+        ({**SPEC, "inputs": {"../x": "0" * 64}}, "leaves its directory"),
+    ],
+)
+def test_submit_answers_400_with_one_line_and_stores_nothing(
+    project: str, body: dict, needle: str
+) -> None:
+    reply = client("submit").post("/", json=body)
+    assert reply.status_code == 400
+    error = reply.get_json()["error"]
+    assert needle in error and "\n" not in error
+    assert pulled(project, "work", wait=1) == []
+
+
+def test_submit_refuses_other_methods_and_non_json(project: str) -> None:
+    assert client("submit").get("/").status_code == 405
+    assert client("submit").post("/", data="not json", content_type="text/plain").status_code == 400
+
+
+def test_invariant_6_poison_events_are_acknowledged(project: str) -> None:
+    assert push("frame_finalized", b"not json", {"eventType": "OBJECT_FINALIZE"}) == 200
+    assert push("frame_finalized", finalize_event("frames/Bad Name/1.png")) == 200
+    assert push("frame_finalized", finalize_event(frame_object("no-such-job", 0))) == 200
+    assert (
+        push("frame_finalized", finalize_event("inputs/" + "a" * 64)) == 200
+    )  # not a frame: ignored
+    assert push("frame_failed", b'{"job_id": "no-such-job", "unit": 0, "error": "x"}') == 200
+    assert push("frame_failed", b'{"unit": "x"}') == 200
+
+
+def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> None:
+    client("submit").post("/", json={**SPEC, "job_id": "fn-job-2"})
+    pulled(project, "work")
+    assert push("frame_finalized", finalize_event(frame_object("fn-job-2", 0))) == 200
+    assert push("frame_finalized", finalize_event(frame_object("fn-job-2", 0))) == 200  # duplicate
+    report = {"job_id": "fn-job-2", "unit": 1, "attempt": 1, "error": "Parse Error: x"}
+    assert push("frame_failed", json.dumps(report).encode()) == 200
+    assert push("frame_failed", json.dumps(report).encode()) == 200  # duplicate report
+    ledger = Ledger(firestore.Client(project=project))
+    view = ledger.view("fn-job-2")
+    assert (view.done, view.failed) == (1, 0)
+    assert [(m["unit"], m["attempt"]) for m in pulled(project, "work")] == [(1, 2)]
+    # A dead-lettered work message is a failed attempt too.
+    assert (
+        push("frame_failed", json.dumps({"job_id": "fn-job-2", "unit": 1, "attempt": 2}).encode())
+        == 200
+    )
+    assert ledger.unit_record("fn-job-2", 1)["attempts"] == 3
+
+
+def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
+    project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client("submit").post("/", json={**SPEC, "job_id": "fn-job-3"})
+    import os
+
+    import functions.main as fn
+
+    real = os.environ["FIRESTORE_EMULATOR_HOST"]
+    with socket.socket() as s:  # a port with nothing behind it
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", dead)
+    fn.clients.cache_clear()
+    event = finalize_event(frame_object("fn-job-3", 2))
+    assert push("frame_finalized", event) == 500  # Pub/Sub will redeliver
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", real)
+    fn.clients.cache_clear()
+    assert push("frame_finalized", event) == 200  # the redelivery
+    ledger = Ledger(firestore.Client(project=project))
+    assert ledger.unit_record("fn-job-3", 2)["state"] == "done"

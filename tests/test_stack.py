@@ -1,0 +1,379 @@
+"""The local stack on the real emulators: the wiring that carries a GCS
+notification to a function, the ``povstorm local`` commands as a user runs
+them, and the supervisor and reconciler processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import live_group_members, live_pids, recorded_processes
+from google.cloud import pubsub_v1
+
+from emulator._resources import push_endpoint
+from emulator.stack import LocalStack, StackState
+from povstorm._names import Namespace
+from povstorm.adapters import GcsBlobStore, storage_client
+from povstorm.naming import frame_object
+from povstorm.schemas import load_frame_event, pubsub_data
+
+pytestmark = pytest.mark.stack
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POVSTORM = str(Path(sys.executable).parent / "povstorm")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer: the server is up
+    except OSError:
+        return False
+    return True
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """A fresh user's environment: no emulator variables, nothing of the test's."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(home)),
+        "LANG": "C.UTF-8",
+        "POVSTORM_HOME": str(home),
+        **extra,
+    }
+
+
+def povstorm(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [POVSTORM, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def processes_of_home(home: Path) -> list[int]:
+    """Every process started for a stack in ``home`` (they all carry its POVSTORM_HOME)."""
+    needle = f"POVSTORM_HOME={home}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(live_pids(set(found)))
+
+
+@pytest.fixture
+def echo_function(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """functions-framework serving tests/fixtures/echo_function.py: (url, events file)."""
+    out = tmp_path / "events.jsonl"
+    port = free_port()
+    with open(tmp_path / "echo.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "functions_framework",
+                "--source", str(FIXTURES / "echo_function.py"), "--target", "echo",
+                "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port),
+            ],
+            env={**os.environ, "ECHO_OUT": str(out)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(url + "/robots.txt"), 30, "the echo function")
+        yield url, out
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_a_finalized_object_reaches_a_function_as_a_cloud_event_through_push(
+    infra_stack: StackState, echo_function: tuple[str, Path]
+) -> None:
+    url, events = echo_function
+    project, topic = infra_stack.project, Namespace(infra_stack.namespace).topic("frame_events")
+    subscriber = pubsub_v1.SubscriberClient()
+    subscription = f"projects/{project}/subscriptions/test-echo-{uuid.uuid4().hex[:8]}"
+    subscriber.create_subscription(
+        request={
+            "name": subscription,
+            "topic": f"projects/{project}/topics/{topic}",
+            "push_config": {"push_endpoint": push_endpoint(url, project, topic)},
+        }
+    )
+    try:
+        blobs = GcsBlobStore(storage_client(project), infra_stack.bucket)
+        name = f"tests/echo/{uuid.uuid4().hex}.txt"
+        generation = blobs.upload_bytes(
+            name, b"hello", content_type="text/plain", metadata={"render_seconds": "1.5"}
+        )
+
+        def arrived() -> dict | None:
+            lines = events.read_text().splitlines() if events.exists() else []
+            for record in map(json.loads, lines):
+                if record["data"]["message"]["attributes"].get("objectId") == name:
+                    return record
+            return None
+
+        record = wait_until(arrived, 60, f"the finalize event of {name}")
+    finally:
+        subscriber.delete_subscription(subscription=subscription)
+
+    assert record["attributes"]["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert (
+        record["attributes"]["source"]
+        == f"//pubsub.googleapis.com/projects/{project}/topics/{topic}"
+    )
+    data, attributes = pubsub_data(record["data"])
+    assert attributes["eventType"] == "OBJECT_FINALIZE"
+    assert attributes["bucketId"] == infra_stack.bucket
+    assert attributes["objectId"] == name
+    assert int(attributes["objectGeneration"]) == generation
+    assert attributes["payloadFormat"] == "JSON_API_V1"
+    event = load_frame_event(data, attributes)
+    assert event is not None
+    assert (event.bucket, event.name, event.generation) == (infra_stack.bucket, name, generation)
+    assert event.metadata == {"render_seconds": "1.5"}
+    assert event.size == 5
+
+
+def test_the_work_subscription_dead_letters_after_the_delivery_limit(
+    infra_stack: StackState,
+) -> None:
+    ns = Namespace(infra_stack.namespace)
+    subscriber = pubsub_v1.SubscriberClient()
+    work = subscriber.get_subscription(
+        subscription=f"projects/{infra_stack.project}/subscriptions/{ns.subscription('work')}"
+    )
+    assert not work.push_config.push_endpoint
+    assert work.ack_deadline_seconds == 60
+    assert work.dead_letter_policy.dead_letter_topic == (
+        f"projects/{infra_stack.project}/topics/{ns.topic('work_dead_letter')}"
+    )
+    assert work.dead_letter_policy.max_delivery_attempts == 5
+
+
+def test_starting_twice_returns_the_running_stack(infra_stack: StackState) -> None:
+    stack = LocalStack(Path(infra_stack.home))
+    started = time.monotonic()
+    again = stack.up(farm=False)
+    assert time.monotonic() - started < 5
+    assert {n: c.pid for n, c in again.components.items()} == {
+        n: c.pid
+        for n, c in stack.read_state().components.items()  # type: ignore[union-attr]
+    }
+    assert infra_stack.components.keys() <= again.components.keys()
+    assert all(c.pid == again.components[n].pid for n, c in infra_stack.components.items())
+    assert stack.healthy(again)
+    assert stack.load() == again
+
+
+def test_the_farm_is_wired_a_frame_event_reaches_frame_finalized(stack: StackState) -> None:
+    statuses = {s.name: s for s in LocalStack(Path(stack.home)).status()}
+    assert list(statuses) == [
+        "firestore", "pubsub", "gcs", "submit", "frame_finalized", "frame_failed",
+        "workers", "reconciler",
+    ]  # fmt: skip
+    assert [n for n, s in statuses.items() if not s.healthy] == []
+    assert "/2 workers running" in statuses["workers"].detail
+    assert stack.submit_url == stack.components["submit"].url
+    assert stack.settings().submit_url == stack.submit_url
+    # A frame of a job the ledger does not know: the function acknowledges it
+    # and logs the job id, which proves GCS -> Pub/Sub -> push -> function.
+    job_id = f"nojob-{uuid.uuid4().hex[:8]}"
+    GcsBlobStore(storage_client(stack.project), stack.bucket).upload_bytes(
+        frame_object(job_id, 1), b"png", content_type="image/png"
+    )
+    log = Path(stack.components["frame_finalized"].log)
+    wait_until(lambda: job_id in log.read_text(), 60, "frame_finalized to log the event")
+
+
+def test_cli_up_status_down_from_a_fresh_environment_leaves_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = user_env(home)
+    up = povstorm(env, "local", "up", "--infra-only")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = LocalStack(home).read_state()
+        assert state is not None and state.ready
+        assert list(state.components) == ["firestore", "pubsub", "gcs"]
+        # gcloud's wrappers leave the emulators to java children: recorded too.
+        for name in ("firestore", "pubsub"):
+            members = state.components[name].members
+            assert any(b"java" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in members), (
+                name
+            )
+
+        status = povstorm(env, "local", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        rows = json.loads(status.stdout)
+        assert {r["name"]: r["healthy"] for r in rows} == {
+            "firestore": True,
+            "pubsub": True,
+            "gcs": True,
+        }
+        assert all(r["address"].startswith("127.0.0.1:") for r in rows)
+
+        again = povstorm(env, "local", "up", "--infra-only")
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stdout
+        assert LocalStack(home).read_state() == state
+
+        exports = povstorm(env, "local", "env")
+        assert f"export PUBSUB_EMULATOR_HOST={state.components['pubsub'].address}" in exports.stdout
+    finally:
+        down = povstorm(env, "local", "down")
+    assert down.returncode == 0, down.stderr
+    assert not (home / "local" / "stack.json").exists()
+    pids, pgids = recorded_processes(state)
+    assert live_pids(pids) == set()
+    assert live_group_members(pgids) == set()
+    assert processes_of_home(home) == []
+    status = povstorm(env, "local", "status")
+    assert status.returncode == 1
+    assert status.stderr.startswith("povstorm: error: no local stack")
+
+
+def test_a_busy_configured_port_is_a_one_line_error_and_starts_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = povstorm(user_env(home), "local", "up", "--infra-only", "--port", f"pubsub={port}")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"povstorm: error: port {port} for pubsub is already in use")
+    assert not (home / "local" / "stack.json").exists()
+    assert processes_of_home(home) == []
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (
+            "gcloud",
+            "gcloud not found: install the Google Cloud CLI (apt-get install google-cloud-cli)",
+        ),
+        (
+            "java",
+            "java not found: install a Java runtime for the gcloud emulators (apt-get install",
+        ),
+        (
+            "firestore",
+            "the Firestore emulator is not installed: apt-get install google-cloud-cli-firestore-emulator",
+        ),
+    ],
+)
+def test_a_missing_prerequisite_is_a_one_line_error_saying_what_to_install(
+    tmp_path: Path, missing: str, message: str
+) -> None:
+    # A PATH with only what the case leaves: an SDK without components is a
+    # bare <root>/bin/gcloud beside an empty <root>/platform.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if missing == "java":
+        (bin_dir / "gcloud").symlink_to(shutil.which("gcloud"))  # type: ignore[arg-type]
+    if missing == "firestore":
+        sdk = tmp_path / "sdk"
+        (sdk / "platform").mkdir(parents=True)
+        (sdk / "bin").mkdir()
+        (sdk / "bin" / "gcloud").write_text("#!/bin/sh\nexit 1\n")
+        (sdk / "bin" / "gcloud").chmod(0o755)
+        (bin_dir / "gcloud").symlink_to(sdk / "bin" / "gcloud")
+        (bin_dir / "java").symlink_to(shutil.which("java"))  # type: ignore[arg-type]
+    home = tmp_path / "home"
+    path = f"{bin_dir}:{Path(sys.executable).parent}"
+    result = povstorm(user_env(home, PATH=path), "local", "up")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"povstorm: error: {message}")
+    assert processes_of_home(home) == []
+
+
+def test_the_supervisor_restarts_a_crashed_worker_and_stops_on_sigterm(tmp_path: Path) -> None:
+    heartbeat = tmp_path / "workers.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "emulator.workers", "--count", "1", "--module", "flaky_worker",
+            "--log-dir", str(tmp_path), "--heartbeat", str(heartbeat),
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(FIXTURES),
+            "FLAKY_MARKER": str(tmp_path / "crashed"),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def restarted_and_running() -> dict | None:
+            beat = json.loads(heartbeat.read_text()) if heartbeat.exists() else {}
+            slot = (beat.get("workers") or [{}])[0]
+            return beat if slot.get("restarts") == 1 and slot.get("pid") else None
+
+        beat = wait_until(restarted_and_running, 20, "the worker to be restarted")
+        worker = beat["workers"][0]["pid"]
+        assert beat["summary"] == "1/1 workers running, 1 restarts"
+        assert live_pids({worker}) == {worker}
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0
+    assert "worker-1 exited with 3" in output and "restarting in 1s" in output
+    assert "all workers stopped" in output
+    assert live_group_members({proc.pid}) == set()
+
+
+def test_the_reconciler_runs_a_pass_and_reports_it(
+    firestore_env: None, fresh_project: str, tmp_path: Path
+) -> None:
+    heartbeat = tmp_path / "reconciler.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "emulator.reconciler", "--once", "--heartbeat", str(heartbeat)],
+        env={**os.environ, "POVSTORM_PROJECT": fresh_project},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    beat = json.loads(heartbeat.read_text())
+    assert beat["passes"] == 1
+    assert beat["summary"] == "1 passes, last: nothing to repair"

@@ -1,0 +1,265 @@
+"""The stitch on the real emulators with real ffmpeg: N frames into an
+N-frame video with a poster and stats, one result however often it runs, a
+clean failure for a missing or broken frame, and the entry point's exit codes."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from emulator.stack import StackState
+from povstorm._names import Namespace
+from povstorm.adapters import (
+    Clients,
+    GcsBlobStore,
+    PubSubPublisher,
+    publisher_client,
+    stitch_launcher,
+    storage_client,
+)
+from povstorm.ledger import Ledger
+from povstorm.model import RenderStats
+from povstorm.naming import frame_object, poster_object, stats_object, video_object
+from povstorm.schemas import load_job_spec
+from povstorm.settings import Settings
+from povstorm.spec import OutputSpec
+from povstorm.stitch import container_for, encode, stitch
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data" / "render"
+FRAMES = 5
+# Odd on purpose: yuv420p needs even sizes, so the stitch must pad.
+WIDTH, HEIGHT = 63, 47
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Real POV-Ray frames, rendered once for the module."""
+    out = tmp_path_factory.mktemp("frames")
+    for f in range(1, FRAMES + 1):
+        subprocess.run(
+            ["povray", "-D", "-P", "+FN", f"+W{WIDTH}", f"+H{HEIGHT}", "ball.pov",
+             "+KFI1", f"+KFF{FRAMES}", f"+SF{f}", f"+EF{f}", f"+O{out}/"],
+            cwd=DATA, capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == FRAMES
+    return pngs
+
+
+@pytest.fixture
+def settings(infra_stack: StackState, fresh_project: str) -> Settings:
+    # The ledger lives in this test's own project; the bucket is shared.
+    return infra_stack.settings().with_overrides(project=fresh_project)
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Clients:
+    return Clients(
+        settings=settings,
+        db=firestore.Client(project=settings.project),
+        blobs=GcsBlobStore(storage_client(settings.project), settings.bucket),
+        publisher=PubSubPublisher(
+            publisher_client(), settings.project, Namespace(settings.namespace)
+        ),
+        launcher=stitch_launcher(settings),
+    )
+
+
+@pytest.fixture
+def ledger(clients: Clients) -> Ledger:
+    return Ledger(clients.db)
+
+
+def probe(video: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+         "-show_entries", "stream=nb_read_frames,width,height,codec_name", "-of", "json", str(video)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)["streams"][0]
+
+
+def make_job(
+    clients: Clients,
+    ledger: Ledger,
+    frames: list[Path],
+    *,
+    upload: set[int] | None = None,
+    output: dict[str, Any] | None = None,
+) -> str:
+    """A scene job whose units have all landed, as the frame_finalized
+    function records them; frames outside ``upload`` are counted but absent."""
+    job_id = f"t-{uuid.uuid4().hex[:12]}"
+    spec = load_job_spec(
+        {
+            "povray": {"args": ["ball.pov"], "frames": {"first": 1, "last": len(frames)}},
+            "output": output or {"fps": 12},
+        }
+    )
+    ledger.create_job(spec, job_id)
+    ledger.mark_dispatched(job_id)
+    for unit, png in enumerate(frames):
+        md = RenderStats(
+            render_seconds=0.5 + unit,
+            cpu_seconds=0.25 * unit,
+            peak_memory_bytes=1000 * (unit + 1),
+            worker=f"w{unit % 2}",
+        ).to_metadata()
+        generation = 1
+        if upload is None or unit in upload:
+            generation = clients.blobs.upload_file(frame_object(job_id, unit), png, "image/png", md)
+        ledger.record_frame(frame_object(job_id, unit), generation or 1, md)
+    assert ledger.get_job(job_id)["state"] == "stitching"
+    return job_id
+
+
+def test_frames_become_a_video_with_a_poster_and_stats(
+    clients: Clients, ledger: Ledger, frames: list[Path], tmp_path: Path
+) -> None:
+    job_id = make_job(clients, ledger, frames)
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done" and outcome.exit_code == 0, outcome
+
+    video = tmp_path / "video.mp4"
+    clients.blobs.download_to(video_object(job_id, "mp4"), video)
+    stream = probe(video)
+    assert int(stream["nb_read_frames"]) == FRAMES
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 64, 48)
+    assert clients.blobs.read_bytes(poster_object(job_id)) == frames[FRAMES // 2].read_bytes()
+
+    stats = json.loads(clients.blobs.read_bytes(stats_object(job_id)))
+    assert stats["job_id"] == job_id and stats["units"] == FRAMES
+    assert stats["render_seconds"] == {"total": 12.5, "min": 0.5, "p50": 2.5, "max": 4.5}
+    assert [s["unit"] for s in stats["slowest"]] == [4, 3, 2, 1, 0]
+    assert stats["slowest"][0]["frame"] == 5
+    assert stats["cpu_seconds"] == 2.5 and stats["peak_memory_bytes"] == 5000
+    assert stats["workers"] == 2 and stats["wall_seconds"] > 0
+    assert stats["speedup"] == pytest.approx(12.5 / stats["wall_seconds"], rel=1e-2)
+
+    job = ledger.get_job(job_id)
+    assert job["state"] == "done"
+    assert job["video"] == video_object(job_id, "mp4") and job["poster"] == poster_object(job_id)
+    assert job["stats"]["units"] == FRAMES and job["stats_object"] == stats_object(job_id)
+
+
+def test_the_stitch_is_idempotent(clients: Clients, ledger: Ledger, frames: list[Path]) -> None:
+    job_id = make_job(clients, ledger, frames[:3])
+    # Two launches at once (a relaunch racing the first): one records the result.
+    with cf.ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: stitch(clients, ledger, job_id), range(2)))
+    assert sorted(o.status for o in outcomes) in (["done", "duplicate"], ["done", "skipped"])
+    first = ledger.get_job(job_id)
+    # And again later: nothing to do, nothing changes.
+    again = stitch(clients, ledger, job_id)
+    assert again.status == "skipped" and again.exit_code == 0
+    assert ledger.get_job(job_id)["finished_at"] == first["finished_at"]
+    assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [
+        poster_object(job_id),
+        stats_object(job_id),
+        video_object(job_id, "mp4"),
+    ]
+
+
+def test_a_missing_frame_fails_the_stitch_cleanly(
+    clients: Clients, ledger: Ledger, frames: list[Path]
+) -> None:
+    job_id = make_job(clients, ledger, frames, upload={0, 1, 3})
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "failed" and outcome.exit_code == 1
+    job = ledger.get_job(job_id)
+    assert job["state"] == "failed"
+    assert job["stitch_error"] == "missing frames for 2 of 5 units: 2, 4"
+    assert list(clients.blobs.list(f"videos/{job_id}/")) == []
+
+
+def test_a_frame_ffmpeg_cannot_decode_fails_with_its_error_line(
+    clients: Clients, ledger: Ledger, frames: list[Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    job_id = make_job(clients, ledger, [frames[0], broken, frames[2]])
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "failed"
+    error = ledger.get_job(job_id)["stitch_error"]
+    assert error.startswith("ffmpeg: png: ") and "\n" not in error, error
+
+
+def test_units_that_are_not_frames_record_stats_without_a_video(
+    clients: Clients, ledger: Ledger, frames: list[Path]
+) -> None:
+    job_id = make_job(clients, ledger, frames[:2], output={"video": False})
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done" and outcome.video is None
+    job = ledger.get_job(job_id)
+    assert job["state"] == "done" and job["video"] is None and job["poster"] is None
+    assert job["stats"]["units"] == 2
+    assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [stats_object(job_id)]
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "ext", "name"),
+    [
+        ("h264", "mkv", "mkv", "h264"),
+        ("h265", "mp4", "mp4", "hevc"),
+        ("vp9", "mp4", "webm", "vp9"),  # vp9 does not go in the default mp4
+        ("prores", "mov", "mov", "prores"),
+        ("gif", "gif", "gif", "gif"),
+    ],
+)
+def test_each_codec_encodes_every_frame(
+    frames: list[Path], tmp_path: Path, codec: str, fmt: str, ext: str, name: str
+) -> None:
+    output = OutputSpec(fps=10, codec=codec, format=fmt, crf=30)
+    assert container_for(output) == ext
+    for i, png in enumerate(frames):
+        (tmp_path / f"{i:06d}.png").symlink_to(png)
+    dest = tmp_path / f"out.{ext}"
+    encode(output, tmp_path / "%06d.png", dest)
+    stream = probe(dest)
+    assert int(stream["nb_read_frames"]) == FRAMES and stream["codec_name"] == name
+
+
+def run_entry_point(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "stitch_container.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_entry_point_exit_codes(
+    clients: Clients, ledger: Ledger, frames: list[Path], settings: Settings
+) -> None:
+    job_id = make_job(clients, ledger, frames[:2])
+    done = run_entry_point(settings, job_id)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"stitch {job_id}: done: {video_object(job_id, 'mp4')}"
+    again = run_entry_point(settings, job_id)
+    assert again.returncode == 0 and "skipped: job is done, not stitching" in again.stdout
+
+    missing = make_job(clients, ledger, frames[:2], upload={0})
+    failed = run_entry_point(settings, missing)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().endswith(
+        f"stitch {missing}: failed: missing frames for 1 of 2 units: 1"
+    )
+
+    for bad, message in (("no-such-job", "unknown job: no-such-job"), ("../x", "invalid job id")):
+        result = run_entry_point(settings, bad)
+        assert result.returncode == 2 and message in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
