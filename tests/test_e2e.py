@@ -84,7 +84,7 @@ def test_render_writes_a_video_with_every_frame(stack_env: dict[str, str], tmp_p
     assert summary["units_expected"] == summary["units_done"] == 24 and summary["units_failed"] == 0
     assert set(summary) >= {"job_id", "video", "frames_dir", "stats", "errors"}
     assert frame_count(tmp_path / "out.mp4") == 24
-    assert summary["stats"]["render_seconds_total"] > 0
+    assert summary["stats"]["render_seconds"]["total"] > 0 and summary["stats"]["units"] == 24
 
 
 @pytest.mark.parametrize("example", ["clockd", "float1", "vect1"])

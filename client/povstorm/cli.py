@@ -202,27 +202,30 @@ def _fmt_seconds(value: Any) -> str:
 
 
 def print_stats(stats: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """The job's statistics as ``povstorm.stitch.summarise`` writes them."""
     if not stats:
         return
+    render = stats.get("render_seconds") or {}
     rows = [
         ("wall time", _fmt_seconds(stats.get("wall_seconds"))),
-        ("frames", str(stats.get("units", stats.get("frames", "-")))),
-        ("render time, total", _fmt_seconds(stats.get("render_seconds_total"))),
+        ("frames", str(stats.get("units", "-"))),
+        ("render time, total", _fmt_seconds(render.get("total"))),
         (
             "render time per frame",
-            f"min {_fmt_seconds(stats.get('render_seconds_min'))}  p50 {_fmt_seconds(stats.get('render_seconds_p50'))}  max {_fmt_seconds(stats.get('render_seconds_max'))}",
+            f"min {_fmt_seconds(render.get('min'))}  p50 {_fmt_seconds(render.get('p50'))}  "
+            f"max {_fmt_seconds(render.get('max'))}",
         ),
-        ("CPU time", _fmt_seconds(stats.get("cpu_seconds_total"))),
+        ("CPU time", _fmt_seconds(stats.get("cpu_seconds"))),
+        ("speed-up vs one after another", f"{float(stats.get('speedup') or 0):.2f}x"),
     ]
-    if stats.get("speedup") is not None:
-        rows.append(("speed-up vs one after another", f"{float(stats['speedup']):.2f}x"))
     slow = stats.get("slowest") or []
     if slow:
         rows.append(
             (
                 "slowest frames",
                 ", ".join(
-                    f"{s.get('frame', s.get('unit'))} ({_fmt_seconds(s.get('render_seconds'))})"
+                    f"{s['frame'] if s.get('frame') is not None else 'unit ' + str(s.get('unit'))}"
+                    f" ({_fmt_seconds(s.get('render_seconds'))})"
                     for s in slow
                 ),
             )

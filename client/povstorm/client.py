@@ -22,7 +22,6 @@ import concurrent.futures as cf
 import hashlib
 import json
 import os
-import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import requests
 from . import farm
 from .adapters import BlobStore, Clients
 from .errors import PovstormError, SpecError, StackError, TransientError, UnknownJob, UserError
-from .ledger import Ledger
+from .ledger import Ledger, now
 from .model import JobState, UnitState
 from .naming import (
     check_relpath,
@@ -263,6 +262,14 @@ class Cluster:
         view = self.ledger.view(job_id)
         job = view.doc
         result = JobResult.from_view(job_id, view)
+        if not result.stats and view.done:
+            # A job that never stitched (failed, cancelled) still gets its numbers.
+            from .stitch import summarise
+
+            records = self.ledger.unit_records(job_id, (UnitState.DONE,))
+            result.stats = summarise(
+                records, job.get("created_at"), job.get("finished_at") or now()
+            )
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             video = video or (out_dir / Path(job["video"]).name if job.get("video") else None)
@@ -399,6 +406,7 @@ class Job:
         self._scene: dict[str, Any] | None = None  # set by from_ini
         self._scene_files: dict[str, Path] = {}
         self._extra: dict[str, Any] = {}
+        self.invocation: Any = None  # the parsed POV-Ray invocation of a scene job
 
     def add(self, unit: WorkUnit) -> Job:
         if self._scene is not None:
@@ -436,11 +444,7 @@ class Job:
             "animated": inv.animated,
         }
         job._scene_files = dict(inputs.files)
-        job._extra = {
-            "output_stem": inv.output_name(first)[: -len(f"{first:0{inv.frame_digits}d}.png")]
-            if inv.animated
-            else inv.output_name(first)[:-4]
-        }
+        job._extra = {"output_stem": _output_stem(inv)}
         job.options["frame_digits"] = inv.frame_digits
         job.invocation = inv
         return job
@@ -515,24 +519,25 @@ class Job:
         return self.cluster.cancel(self._require_id())
 
 
+def _output_stem(inv: Any) -> str | None:
+    """The part of POV-Ray's output file name before the frame number, so a
+    later ``fetch`` names frames exactly as ``povray`` would; None if the
+    name does not have that shape (frames are then named by unit)."""
+    first, last = inv.frames
+    stem = None
+    for frame in (first, last):
+        name = Path(inv.output_name(frame)).name
+        suffix = f"{frame:0{inv.frame_digits}d}.png" if inv.animated else ".png"
+        if not name.endswith(suffix):
+            return None
+        stem = name[: -len(suffix)]
+    return stem
+
+
 def _files_under(root: Path) -> dict[str, Path]:
     if not root.is_dir():
         raise UserError(f"shared directory {root} does not exist")
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def render_stats(job: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-frame statistics from unit records (for jobs that never stitched)."""
-    secs = sorted(float(r.get("render_seconds") or 0) for r in records if r.get("state") == "done")
-    if not secs:
-        return {}
-    return {
-        "frames": len(secs),
-        "render_seconds_total": sum(secs),
-        "render_seconds_min": secs[0],
-        "render_seconds_p50": statistics.median(secs),
-        "render_seconds_max": secs[-1],
-    }
 
 
 __all__ = ["Cluster", "Job", "JobResult", "PovstormError", "UnknownJob", "WorkUnit"]

@@ -397,8 +397,10 @@ def handle_work(
             return done("failed", failure)
 
         seconds, peak = parse_stats(run.output)
+        # A frame's render time is what POV-Ray took as a process (start-up,
+        # parse and trace): what rendering the frames one after another costs.
         stats = RenderStats(
-            render_seconds=seconds if seconds is not None else run.wall_seconds,
+            render_seconds=run.wall_seconds,
             cpu_seconds=run.cpu_seconds,
             peak_memory_bytes=peak if peak is not None else run.maxrss_bytes,
             worker=worker,
@@ -410,9 +412,8 @@ def handle_work(
             **stats.to_metadata(),
             "attempt": str(work.attempt),
             "frame": "" if frame is None else str(frame),
-            # POV-Ray's own times leave out its start-up; this is what the
-            # worker spent, for the farm's overhead.
-            "process_seconds": f"{run.wall_seconds:.3f}",
+            # POV-Ray's own parse + trace time, without its start-up.
+            "trace_seconds": "" if seconds is None else f"{seconds:.3f}",
         }
         name = frame_object(work.job_id, work.unit)
         clients.blobs.upload_file(name, run.images[0], content_type="image/png", metadata=metadata)
