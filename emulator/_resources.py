@@ -20,9 +20,9 @@ from typing import Any
 from povstorm._names import DEFAULTS, TOPICS, Namespace
 
 # The work subscription is pulled one message at a time by a worker, which
-# extends the deadline while POV-Ray runs; 60 s bounds how long a crashed
+# extends the deadline while POV-Ray runs; 20 s bounds how long a crashed
 # worker holds a unit before Pub/Sub redelivers it.
-WORK_ACK_DEADLINE = 60
+WORK_ACK_DEADLINE = 20
 # A push is an HTTP call to a function that only records a fact in Firestore.
 PUSH_ACK_DEADLINE = 60
 # Which push subscription goes to which function (keys of names.json).

@@ -28,7 +28,7 @@ from povstorm.settings import Settings
 
 log = logging.getLogger("povstorm.worker")
 
-LEASE_SECONDS = 60  # short, so a dead worker's unit comes back soon
+LEASE_SECONDS = 20  # short, so a dead worker's unit comes back soon
 EXTEND_EVERY = LEASE_SECONDS / 3
 # SIGTERM is handled between pulls, so this bounds how long a stop takes.
 PULL_TIMEOUT = 5.0
