@@ -1,6 +1,7 @@
 """povstorm: render POV-Ray animations on Google Cloud (or a local emulator
 stack) and get a video back."""
 
+from .client import Cluster, Job, JobResult, WorkUnit
 from .errors import (
     PovstormError,
     RenderError,
@@ -15,6 +16,9 @@ from .model import JobState, UnitState
 from .settings import Settings
 
 __all__ = [
+    "Cluster",
+    "Job",
+    "JobResult",
     "JobState",
     "PovstormError",
     "RenderError",
@@ -26,5 +30,6 @@ __all__ = [
     "UnitState",
     "UnknownJob",
     "UserError",
+    "WorkUnit",
 ]
 __version__ = "0.1.0"

@@ -39,4 +39,3 @@ class Namespace:
 
     def subscription(self, key: str) -> str:
         return f"{self.name}-{SUBSCRIPTIONS[key]}"
-

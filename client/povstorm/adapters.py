@@ -238,7 +238,9 @@ class CloudRunStitchLauncher:
         request = run_v2.RunJobRequest(
             name=self._job_name,
             overrides=run_v2.RunJobRequest.Overrides(
-                container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(args=[job_id])]
+                container_overrides=[
+                    run_v2.RunJobRequest.Overrides.ContainerOverride(args=[job_id])
+                ]
             ),
         )
         try:
@@ -280,7 +282,9 @@ class Clients:
             settings=settings,
             db=firestore_client(settings.project),
             blobs=GcsBlobStore(storage_client(settings.project), settings.bucket),
-            publisher=PubSubPublisher(publisher_client(), settings.project, Namespace(settings.namespace)),
+            publisher=PubSubPublisher(
+                publisher_client(), settings.project, Namespace(settings.namespace)
+            ),
             launcher=stitch_launcher(settings, log_dir),
         )
 

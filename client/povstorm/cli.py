@@ -337,7 +337,7 @@ def _job_row(job: dict[str, Any]) -> dict[str, Any]:
         "units_expected": job.get("units_expected", 0),
         "units_done": job.get("units_done", 0),
         "units_failed": job.get("units_failed", 0),
-        "created_at": created.strftime("%Y-%m-%d %H:%M:%S")
+        "created_at": created.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[union-attr]
         if hasattr(created, "strftime")
         else created,
     }
@@ -438,7 +438,7 @@ def split_render_argv(
 ) -> tuple[list[str], list[str]]:
     """Split ``render``'s arguments into povstorm's options and POV-Ray's, in
     their order: POV-Ray reads options left to right, so order must survive."""
-    render = parser._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr]
+    render = parser._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr,index]
     ours = render._option_string_actions
     mine: list[str] = []
     povray: list[str] = []

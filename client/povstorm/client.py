@@ -65,7 +65,7 @@ class Cluster:
     settings: Settings
     clients: Clients
     auth: Any = None  # a requests auth for the submit function (ID token in the cloud)
-    _stop: Callable[[], None] | None = None  # stops a stack this cluster started
+    _stop: Callable[[], object] | None = None  # stops a stack this cluster started
 
     @classmethod
     def local(
@@ -92,17 +92,19 @@ class Cluster:
     def from_terraform(cls, outputs: str | Path | Mapping[str, Any]) -> Cluster:
         """A deployment, from the JSON its terraform wrote (povstorm-outputs.json,
         or ``terraform output -json``)."""
-        if not isinstance(outputs, Mapping):
+        if isinstance(outputs, Mapping):
+            raw: Mapping[str, Any] = outputs
+        else:
             path = Path(outputs)
             try:
-                outputs = json.loads(path.read_text())
+                raw = json.loads(path.read_text())
             except FileNotFoundError:
                 raise UserError(f"no terraform outputs at {path}") from None
             except ValueError as exc:
                 raise UserError(f"{path} is not JSON: {exc}") from None
         values = {
             k: (v["value"] if isinstance(v, Mapping) and "value" in v else v)
-            for k, v in outputs.items()
+            for k, v in raw.items()
         }
         missing = [k for k in ("project", "bucket", "submit_url") if not values.get(k)]
         if missing:

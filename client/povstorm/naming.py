@@ -1,9 +1,9 @@
 """Object and job naming: the one place that builds and parses bucket paths.
 
-    inputs/<sha256>                          content-addressed input files
-    frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
-    logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
-    videos/<job>/<name>.<ext>, poster.png, stats.json
+inputs/<sha256>                          content-addressed input files
+frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
+logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
+videos/<job>/<name>.<ext>, poster.png, stats.json
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from .errors import PoisonMessage, SpecError
 JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _FRAME_RE = re.compile(
-    "^" + re.escape(PREFIXES["frames"]) + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<unit>\d{6,9})\.png$"
+    "^"
+    + re.escape(PREFIXES["frames"])
+    + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<unit>\d{6,9})\.png$"
 )
 MAX_PATH_LEN = 255
 

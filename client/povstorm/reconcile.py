@@ -110,7 +110,9 @@ def _reconcile_job(
     # A process that died between counting the last unit of a shard and
     # folding the shard into the job: fold it now (idempotent).
     for shard in view.shards:
-        if not shard.get("complete") and int(shard["done"]) + int(shard["failed"]) >= int(shard["expected"]):
+        if not shard.get("complete") and int(shard["done"]) + int(shard["failed"]) >= int(
+            shard["expected"]
+        ):
             outcome = ledger.complete_shard(job_id, int(shard["shard"]))
             report.recovered.append((job_id, -1 - int(shard["shard"])))
             if outcome.launch_stitch:
@@ -125,9 +127,9 @@ def _reconcile_job(
     open_units = ledger.unit_records(job_id, (UnitState.PENDING, UnitState.RENDERING))
     if len(frames) > view.done:
         for unit in open_units:
-            blob = frames.get(int(unit["unit"]))
-            if blob is not None and _older(unit.get("updated_at"), d.lost_event, at):
-                outcome = ledger.record_frame(blob.name, blob.generation, blob.metadata)
+            found = frames.get(int(unit["unit"]))
+            if found is not None and _older(unit.get("updated_at"), d.lost_event, at):
+                outcome = ledger.record_frame(found.name, found.generation, found.metadata)
                 report.recovered.append((job_id, int(unit["unit"])))
                 if outcome.launch_stitch:
                     launch_stitch(clients, ledger, job_id)

@@ -65,8 +65,12 @@ _Inputs = fields.Dict(
 
 
 class FrameRangeSchema(_Strict):
-    first = fields.Integer(required=True, validate=validate.Range(-MAX_FRAME_NUMBER, MAX_FRAME_NUMBER))
-    last = fields.Integer(required=True, validate=validate.Range(-MAX_FRAME_NUMBER, MAX_FRAME_NUMBER))
+    first = fields.Integer(
+        required=True, validate=validate.Range(-MAX_FRAME_NUMBER, MAX_FRAME_NUMBER)
+    )
+    last = fields.Integer(
+        required=True, validate=validate.Range(-MAX_FRAME_NUMBER, MAX_FRAME_NUMBER)
+    )
 
     @validates_schema
     def _order(self, data: dict, **_: Any) -> None:
@@ -93,7 +97,9 @@ class PovraySchema(_Strict):
 
     @post_load
     def _make(self, data: dict, **_: Any) -> PovraySpec:
-        return PovraySpec(args=tuple(data["args"]), frames=data["frames"], animated=data["animated"])
+        return PovraySpec(
+            args=tuple(data["args"]), frames=data["frames"], animated=data["animated"]
+        )
 
 
 class UnitSchema(_Strict):
@@ -119,7 +125,10 @@ class UnitSchema(_Strict):
     @post_load
     def _make(self, data: dict, **_: Any) -> UnitSpec:
         return UnitSpec(
-            args=tuple(data["args"]), inputs=data["inputs"], inline=data["inline"], label=data["label"]
+            args=tuple(data["args"]),
+            inputs=data["inputs"],
+            inline=data["inline"],
+            label=data["label"],
         )
 
 
@@ -137,11 +146,16 @@ class OutputSchema(_Strict):
 
 class JobSpecSchema(_Strict):
     job_id = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(JOB_ID_RE, error="invalid job id")
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(JOB_ID_RE, error="invalid job id"),
     )
     name = fields.String(
         load_default="job",
-        validate=[validate.Length(1, 100), validate.Regexp(r"^[^\x00-\x1f]*$", error="control characters")],
+        validate=[
+            validate.Length(1, 100),
+            validate.Regexp(r"^[^\x00-\x1f]*$", error="control characters"),
+        ],
     )
     inputs = fields.Dict(
         keys=fields.String(),
@@ -207,7 +221,8 @@ def load_job_spec(payload: Any) -> JobSpec:
     try:
         return JobSpecSchema().load(payload)
     except ValidationError as exc:
-        raise SpecError(f"invalid job spec: {_first_message(exc.messages)}", exc.messages) from None
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise SpecError(f"invalid job spec: {_first_message(messages)}", messages) from None
 
 
 def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
@@ -239,7 +254,12 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
         }
     else:
         out["units"] = [
-            {"args": list(u.args), "inputs": dict(u.inputs), "inline": dict(u.inline), "label": u.label}
+            {
+                "args": list(u.args),
+                "inputs": dict(u.inputs),
+                "inline": dict(u.inline),
+                "label": u.label,
+            }
             for u in spec.units
         ]
     return out
@@ -328,7 +348,7 @@ def load_frame_event(data: bytes, attributes: dict[str, str]) -> FrameEvent | No
     bucket = body.get("bucket") or attributes.get("bucketId")
     generation = body.get("generation") or attributes.get("objectGeneration")
     try:
-        gen = int(generation)
+        gen = int(generation)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise PoisonMessage(f"GCS notification without a generation for {name!r}") from None
     if not name or not bucket:

@@ -89,5 +89,7 @@ class JobSpec:
 
     def unit_spec(self, unit: int) -> UnitSpec:
         if self.povray:
-            return UnitSpec(args=self.unit_args(unit), label=f"frame {self.povray.frames.frame(unit)}")
+            return UnitSpec(
+                args=self.unit_args(unit), label=f"frame {self.povray.frames.frame(unit)}"
+            )
         return self.units[unit]
