@@ -22,7 +22,7 @@ import pytest
 from conftest import live_group_members, live_pids, recorded_processes
 from google.cloud import pubsub_v1
 
-from emulator._resources import push_endpoint
+from emulator._resources import WORK_ACK_DEADLINE, push_endpoint
 from emulator.stack import LocalStack, StackState
 from povstorm._names import Namespace
 from povstorm.adapters import GcsBlobStore, storage_client
@@ -177,7 +177,7 @@ def test_the_work_subscription_dead_letters_after_the_delivery_limit(
         subscription=f"projects/{infra_stack.project}/subscriptions/{ns.subscription('work')}"
     )
     assert not work.push_config.push_endpoint
-    assert work.ack_deadline_seconds == 60
+    assert work.ack_deadline_seconds == WORK_ACK_DEADLINE
     assert work.dead_letter_policy.dead_letter_topic == (
         f"projects/{infra_stack.project}/topics/{ns.topic('work_dead_letter')}"
     )
