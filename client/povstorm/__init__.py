@@ -1,5 +1,10 @@
 """povstorm: render POV-Ray animations on Google Cloud (or a local emulator
-stack) and get a video back."""
+stack) and get a video back.
+
+The client API (Cluster, Job, WorkUnit) lives in ``povstorm.client``; it is
+not imported here because the functions and containers import this package
+and must not pull in the client and the local stack it can start.
+"""
 
 from .errors import (
     PovstormError,
@@ -15,9 +20,6 @@ from .model import JobState, UnitState
 from .settings import Settings
 
 __all__ = [
-    "Cluster",
-    "Job",
-    "JobResult",
     "JobState",
     "PovstormError",
     "RenderError",
@@ -29,18 +31,6 @@ __all__ = [
     "UnitState",
     "UnknownJob",
     "UserError",
-    "WorkUnit",
 ]
 __version__ = "0.1.0"
 
-_CLIENT_API = ("Cluster", "Job", "JobResult", "WorkUnit")
-
-
-def __getattr__(name: str) -> object:
-    # The client API is loaded on first use: the functions and containers
-    # import povstorm too, and need neither it nor what it imports.
-    if name in _CLIENT_API:
-        from . import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module 'povstorm' has no attribute {name!r}")
