@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from povstorm._names import Namespace
@@ -32,6 +33,10 @@ LEASE_SECONDS = 20  # short, so a dead worker's unit comes back soon
 EXTEND_EVERY = LEASE_SECONDS / 3
 # SIGTERM is handled between pulls, so this bounds how long a stop takes.
 PULL_TIMEOUT = 5.0
+# At most one empty pull per this many seconds. A pull long-polls (the
+# emulator holds an empty one for about 4 s, as Pub/Sub does), so an empty
+# answer is followed at once by the next pull: a fixed sleep after it left the
+# worker deaf to a new job for up to a second.
 IDLE_WAIT = 1.0
 
 
@@ -120,9 +125,10 @@ class Worker:
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            asked = time.monotonic()
             received = self.pull_one()
             if received is None:
-                self.stopping.wait(IDLE_WAIT)
+                self.stopping.wait(max(0.0, IDLE_WAIT - (time.monotonic() - asked)))
                 continue
             if self.stopping.is_set():  # pulled as the stop came: give it back
                 self._nack(received.ack_id)

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import firestore
+from google.cloud.firestore_v1.transaction import Transaction
 
 from ._names import COLLECTIONS
 from .errors import SpecError, TransientError, UnknownJob, from_google
@@ -149,15 +150,17 @@ class Ledger:
         # The library retries an aborted transaction at once; between rounds we
         # back off with jitter so colliding transactions stop colliding.
         for round_ in range(TX_ROUNDS):
-            transaction = self.db.transaction(max_attempts=TX_ATTEMPTS)
+            transaction = _BoundedTransaction(self.db, max_attempts=TX_ATTEMPTS)
             try:
                 return firestore.transactional(fn)(transaction)
             except ValueError as exc:  # the library's "failed after N attempts"
                 last: Exception = exc
-                if isinstance(exc.__cause__, gexc.ServiceUnavailable | gexc.DeadlineExceeded):
-                    # The client already retried the outage for its own deadline:
-                    # hand the event back to Pub/Sub rather than wait longer.
-                    raise TransientError(f"Firestore unavailable: {exc.__cause__}") from exc
+                outage = _outage(exc)
+                if outage is not None:
+                    # The client already retried the outage for RPC_RETRY's
+                    # deadline: hand the event back to Pub/Sub rather than wait
+                    # longer (another round would wait as long again).
+                    raise TransientError(f"Firestore unavailable: {outage}") from exc
             except (gexc.Aborted, gexc.Conflict) as exc:
                 last = exc
             except gexc.RetryError as exc:
@@ -523,7 +526,7 @@ class Ledger:
             state = UnitState(doc["state"])
             if state == UnitState.DONE:
                 if doc.get("generation") == generation:
-                    return "duplicate", -1
+                    return "duplicate", int(doc["shard"])
                 if generation > int(doc.get("generation") or 0):
                     # A newer object replaced the frame: keep the newest, count nothing.
                     transaction.update(
@@ -550,7 +553,12 @@ class Ledger:
             return "recorded", int(doc["shard"])
 
         kind, shard = self._run(tx)
-        if kind != "recorded":
+        # A redelivered event ("duplicate") goes on to the fold too: the first
+        # delivery may have counted the unit and then died, or failed with a
+        # transient error, before folding the shard; Pub/Sub redelivers because
+        # it was never acknowledged, and only this finishes the job without
+        # waiting for the reconciler. A shard already folded costs one read.
+        if kind not in ("recorded", "duplicate"):
             return Outcome(kind, job_id, unit)
         return self._after_count(job_id, unit, shard, kind)
 
@@ -619,6 +627,10 @@ class Ledger:
         kind, doc = self._run(tx)
         if kind == "requeued":
             return Outcome(kind, job_id, unit, requeue=WorkMessage(job_id, unit, attempt + 1))
+        if kind == "late" and doc.get("state") == UnitState.FAILED.value:
+            # A redelivered report of a unit that failed for good: finish the
+            # fold its first delivery may not have reached (see record_frame).
+            return self._after_count(job_id, unit, int(doc["shard"]), kind)
         if kind != "failed":
             return Outcome(kind, job_id, unit)
         self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **entry})
@@ -816,6 +828,49 @@ class Ledger:
             return out
 
         return self._run(tx)
+
+
+class _BoundedTransaction(Transaction):
+    """A transaction whose BeginTransaction gives up after RPC_RETRY.
+
+    The library's ``_begin`` takes no retry argument, so it uses the gapic
+    default (UNAVAILABLE retried for 60 s); ``_run`` then saw a masked error
+    (below) and tried 4 more rounds: an outage held a function for about 4
+    minutes before the event went back to Pub/Sub. Same request as the
+    library's ``_begin``, with the ledger's bound.
+    """
+
+    def _begin(self, retry_id: bytes | None = None) -> None:
+        if self.in_progress:
+            raise ValueError(f"The transaction {self._id!r} has already begun.")
+        response = self._client._firestore_api.begin_transaction(
+            request={
+                "database": self._client._database_string,
+                "options": self._options_protobuf(retry_id),
+            },
+            metadata=self._client._rpc_metadata,
+            retry=RPC_RETRY,
+            timeout=RPC_TIMEOUT,
+        )
+        self._id = response.transaction
+
+
+def _outage(exc: BaseException) -> BaseException | None:
+    """The outage behind a transaction's failure, if there is one.
+
+    When ``_begin`` fails, the library's transactional wrapper tries to roll
+    back a transaction that never began and raises *that* ValueError ("no
+    transaction ID"): the RetryError / ServiceUnavailable is only its
+    ``__context__``. Look through both links.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, gexc.RetryError | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _stats(stats: RenderStats) -> dict[str, Any]:

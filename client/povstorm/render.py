@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -258,16 +259,22 @@ def run_povray(
             raise PovstormError(f"cannot run {POVRAY}: {exc}") from exc
         deadline = started + timeout
         timed_out = False
-        # Poll without reaping (WNOWAIT): until POV-Ray is reaped its pid stays
-        # its group's id, so signalling the group can never hit a stranger.
-        while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-            now = time.monotonic()
-            if now >= deadline and not timed_out:
-                timed_out = True
-                _kill_group(proc.pid, signal.SIGTERM)
-            elif timed_out and now >= deadline + _KILL_GRACE_SECONDS:
-                _kill_group(proc.pid, signal.SIGKILL)
-            time.sleep(_POLL_SECONDS)
+        pidfd = _pidfd(proc.pid)
+        try:
+            # Check without reaping (WNOWAIT): until POV-Ray is reaped its pid
+            # stays its group's id, so signalling the group can never hit a stranger.
+            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                now = time.monotonic()
+                if now >= deadline and not timed_out:
+                    timed_out = True
+                    _kill_group(proc.pid, signal.SIGTERM)
+                elif timed_out and now >= deadline + _KILL_GRACE_SECONDS:
+                    _kill_group(proc.pid, signal.SIGKILL)
+                wake = deadline + (_KILL_GRACE_SECONDS if timed_out else 0.0)
+                _await_exit(pidfd, max(wake - now, _POLL_SECONDS))
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
         # Helpers POV-Ray left behind in its group end with it.
         _kill_group(proc.pid, signal.SIGKILL)
         # wait4 rather than Popen.wait: it returns this child's own rusage.
@@ -284,6 +291,24 @@ def run_povray(
         maxrss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
         timed_out=timed_out,
     )
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+), or
+    None where there is none: the caller then polls."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _await_exit(pidfd: int | None, seconds: float) -> None:
+    """Sleep until the child exits or ``seconds`` pass. With a pidfd the wake-up
+    is immediate: polling every 50 ms cost each frame 25 ms on average."""
+    if pidfd is None:
+        time.sleep(_POLL_SECONDS)
+    else:
+        select.select([pidfd], [], [], seconds)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

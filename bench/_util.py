@@ -1,0 +1,140 @@
+"""Small helpers of the benchmark: percentiles, the machine, the load on it,
+and the CPU time that process groups (the stack's components) consume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.4999)))
+    return float(ordered[rank - 1])
+
+
+def mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = m[1].strip() if m else ""
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        mem_gib = int(m[1]) / 2**20 if m else 0.0
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count() or 1,
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "memory_gib": round(mem_gib, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "povray": _version(["povray", "--version"], r"POV-Ray\s+(\S+)"),
+        "ffmpeg": _version(["ffmpeg", "-version"], r"ffmpeg version\s+(\S+)"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _version(argv: list[str], pattern: str) -> str:
+    if not shutil.which(argv[0]):
+        return "missing"
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    m = re.search(pattern, proc.stdout + proc.stderr)
+    return m[1] if m else "unknown"
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+@dataclass
+class Window:
+    """A timed stretch of the run, with what the whole machine did meanwhile:
+    ``busy`` is the fraction of all cores in use (ours and everyone else's)."""
+
+    wall: float = 0.0
+    busy: float = 0.0
+    loadavg: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "wall_seconds": round(self.wall, 3),
+            "machine_busy": round(self.busy, 3),
+            "loadavg_1m": round(self.loadavg, 2),
+        }
+
+
+class measure:  # a context manager that reads like a verb
+    """``with measure() as w: ...`` fills ``w`` (a Window) on exit."""
+
+    def __enter__(self) -> Window:
+        self.window = Window()
+        self._t0 = time.monotonic()
+        self._j0 = _cpu_jiffies()
+        return self.window
+
+    def __exit__(self, *_: object) -> None:
+        busy1, total1 = _cpu_jiffies()
+        self.window.wall = time.monotonic() - self._t0
+        dt_total = total1 - self._j0[1]
+        self.window.busy = (busy1 - self._j0[0]) / dt_total if dt_total else 0.0
+        self.window.loadavg = os.getloadavg()[0]
+
+
+def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of the live members of each process group,
+    themselves only: POV-Ray's time is in the ledger, and a function reaps the
+    stitch it launched only whenever it next starts a process."""
+    wanted = set(pgids)
+    out = dict.fromkeys(wanted, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        pgid = int(fields[2])
+        if pgid in wanted:
+            out[pgid] += (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def thread_count(pid: int) -> int:
+    try:
+        m = re.search(r"^Threads:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    except OSError:
+        return 0
+    return int(m[1]) if m else 0

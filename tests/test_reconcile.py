@@ -1,0 +1,227 @@
+"""The reconciler (``povstorm.reconcile.reconcile``) on the real emulators,
+with real frames in the bucket and the real local stitch launcher, one fresh
+project per test. Each test leaves behind what a crash or a lost message
+leaves, checks that a pass before the deadline repairs nothing, that a pass
+after it repairs exactly that, and that the next pass finds nothing to do.
+
+Deadlines are set per test (zero where the deadline itself is not the point);
+"past a deadline" for a unit stuck in rendering is its ``started_at`` moved
+back in time, as the clock would have done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures.faultkit import Farm, render_frames, video_frames
+
+from emulator.stack import StackState
+from povstorm import farm as farm_ops
+from povstorm.adapters import Clients
+from povstorm.ledger import now
+from povstorm.model import FailureReport, JobState, UnitState
+from povstorm.naming import video_object
+from povstorm.reconcile import Deadlines, Report, reconcile
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
+
+ZERO = dt.timedelta(0)
+# Every repair due at once (the stitch-run deadline stays long: a pass must
+# not relaunch a stitch that is running right now).
+DUE = Deadlines(dispatch=ZERO, requeue_publish=ZERO, lost_event=ZERO, stitch_launch=ZERO)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return render_frames(tmp_path_factory.mktemp("reconcile-frames"), 4)
+
+
+@pytest.fixture
+def farm(
+    infra_stack: StackState, fresh_project: str, tmp_path: Path, frames: list[Path]
+) -> Iterator[Farm]:
+    f = Farm.create(infra_stack, fresh_project, tmp_path / "stitch-logs", frames)
+    yield f
+    assert f.close() == [], "a stitch process was still running at the end of the test"
+
+
+def nothing_done(report: Report) -> bool:
+    return not any(report.as_dict().values())
+
+
+def test_a_claimed_stitch_is_launched_after_its_deadline_and_only_once(farm: Farm) -> None:
+    job = farm.make_job()
+    for unit in range(4):  # the events land; whoever claimed the stitch died before launching
+        farm.land(job, unit)
+    claim = farm.ledger.require_job(job)["stitch"]
+    assert farm.state(job) == "stitching" and claim["launched_at"] is None
+
+    assert nothing_done(reconcile(farm.clients, Deadlines(lost_event=ZERO)))  # a fresh claim
+    assert not farm.stitch_in_flight(job)
+
+    report = reconcile(farm.clients, Deadlines(stitch_launch=ZERO))
+    assert report.relaunched == [job] and report.errors == []
+    stitch = farm.ledger.require_job(job)["stitch"]
+    assert stitch["launches"] == 1 and stitch["claim"] == claim["claim"]
+    # Launched a moment ago: a pass does not launch it again while it may run.
+    assert reconcile(farm.clients, Deadlines(stitch_launch=ZERO)).relaunched == []
+
+    done = farm.wait_settled(job)
+    assert farm.stitch_results(job) == ["done"]
+    assert done["state"] == "done" and done["stats"]["units"] == 4
+    assert nothing_done(reconcile(farm.clients, DUE))  # a done job is not active
+
+
+def test_a_stitch_that_launched_and_never_finished_is_launched_again_after_its_run_deadline(
+    farm: Farm, tmp_path: Path
+) -> None:
+    job = farm.make_job(2)
+    for unit in range(2):
+        farm.land(job, unit)
+    # The launch was confirmed, but the execution died before doing anything
+    # (a Cloud Run Job task killed at start-up): nothing will ever finish it.
+    farm.ledger.mark_launched(job)
+    assert reconcile(farm.clients, DUE).relaunched == []  # it may still be running
+
+    report = reconcile(farm.clients, Deadlines(stitch_run=ZERO))
+    assert report.relaunched == [job]
+    done = farm.wait_settled(job)
+    assert farm.stitch_results(job) == ["done"]
+    assert done["state"] == "done" and done["stitch"]["launches"] == 2
+    video = tmp_path / "video.mp4"
+    farm.clients.blobs.download_to(video_object(job), video)
+    assert video_frames(video) == 2
+
+
+def test_units_stuck_in_rendering_past_their_deadline_are_republished_once(farm: Farm) -> None:
+    job = farm.make_job(3, timeout_seconds=5)
+    ledger = farm.ledger
+    assert ledger.start_unit(job, 0, 1, "worker-that-died") is not None
+    assert ledger.start_unit(job, 1, 1, "worker-still-rendering") is not None
+    # Unit 0's worker died a minute ago; the render timeout is 5 s.
+    ledger.unit_ref(job, 0).update({"started_at": now() - dt.timedelta(seconds=60)})
+    margin = dt.timedelta(seconds=10)
+
+    # The deadline is timeout + margin = 15 s: unit 0 is past it, unit 1 is not,
+    # unit 2 is pending in the queue (its first message is still there).
+    report = reconcile(farm.clients, Deadlines(lost_event=ZERO, render_margin=margin))
+    assert report.republished == [(job, 0)] and report.errors == []
+    assert farm.work(job, expect=1) == [(0, 1)]  # the same attempt, sent again
+    assert farm.unit(job, 0)["queued_at"] is not None
+
+    again = reconcile(farm.clients, Deadlines(lost_event=ZERO, render_margin=margin))
+    assert again.republished == [] and farm.work(job) == []
+    # The redelivered attempt reaches a worker as a second delivery of attempt 1:
+    # the worker's delivery limit turns a unit that keeps killing workers into a failure.
+    ticket = ledger.start_unit(job, 0, 1, "worker-2")
+    assert ticket is not None and ticket.deliveries == 2
+    assert farm.unit(job, 1)["state"] == UnitState.RENDERING
+
+
+def test_a_requeued_unit_whose_publish_was_lost_is_republished_once(farm: Farm) -> None:
+    job = farm.make_job(2, max_attempts=3)
+    # Unit 0: the failure went through the whole path (requeue published and confirmed).
+    farm_ops.on_failure(farm.clients, FailureReport(job, 0, 1, "Parse Error: a"))
+    assert farm.work(job, expect=1) == [(0, 2)]
+    # Unit 1: the requeue committed, and the process died before publishing.
+    assert farm.ledger.record_failure(job, 1, 1, "Parse Error: b").kind == "requeued"
+
+    assert reconcile(farm.clients, Deadlines(lost_event=ZERO)).republished == []  # not yet due
+    report = reconcile(farm.clients, Deadlines(lost_event=ZERO, requeue_publish=ZERO))
+    assert report.republished == [(job, 1)]
+    assert farm.work(job, expect=1) == [(1, 2)]
+    assert reconcile(farm.clients, DUE).republished == [] and farm.work(job) == []
+    assert [farm.unit(job, u)["attempts"] for u in (0, 1)] == [2, 2]
+
+
+def test_a_job_stuck_in_submitted_is_dispatched_once(farm: Farm) -> None:
+    job = farm.make_job(3, dispatch=False)  # the submitter died after writing the job
+    assert nothing_done(reconcile(farm.clients, Deadlines()))  # it may still be dispatching
+    assert farm.work(job) == []
+
+    report = reconcile(farm.clients, Deadlines(dispatch=ZERO))
+    assert report.redispatched == [job]
+    assert farm.work(job, expect=3) == [(0, 1), (1, 1), (2, 1)]
+    assert farm.state(job) == JobState.RENDERING
+    assert reconcile(farm.clients, DUE).redispatched == [] and farm.work(job) == []
+
+
+def test_a_job_whose_last_event_was_lost_is_completed_and_stitched_once(farm: Farm) -> None:
+    job = farm.make_job()
+    for unit in range(3):
+        farm.land(job, unit)
+    farm.upload(job, 3)  # the frame is in the bucket; its finalize event never came
+
+    assert nothing_done(reconcile(farm.clients, Deadlines()))  # the event may be on its way
+    report = reconcile(farm.clients, Deadlines(lost_event=ZERO))
+    assert report.recovered == [(job, 3)] and report.errors == []
+    assert farm.unit(job, 3)["state"] == UnitState.DONE
+
+    done = farm.wait_settled(job)
+    assert farm.stitch_results(job) == ["done"] and done["state"] == "done"
+    assert (done["units_done"], done["units_failed"], done["shards_complete"]) == (4, 0, 4)
+    assert farm.counts(job) == (4, 0)
+    assert nothing_done(reconcile(farm.clients, DUE))
+
+
+def test_a_complete_shard_a_crash_left_unfolded_is_folded_once(farm: Farm) -> None:
+    job = farm.make_job()
+    for unit in range(3):
+        farm.land(job, unit)
+    farm.crash("fold", job, 3)  # counted, then killed before folding its shard
+    shard = farm.ledger.view(job).shards[3]
+    assert (shard["done"], shard["complete"]) == (1, False)
+    before = farm.ledger.require_job(job)
+    assert (before["state"], before["shards_complete"], before["units_done"]) == ("rendering", 3, 3)
+
+    assert nothing_done(reconcile(farm.clients, Deadlines()))
+    report = reconcile(farm.clients, Deadlines(lost_event=ZERO))
+    assert report.recovered == [(job, -4)]  # shard 3, reported as -1 - 3
+    done = farm.wait_settled(job)
+    assert farm.stitch_results(job) == ["done"]
+    assert (done["state"], done["units_done"], done["shards_complete"]) == ("done", 4, 4)
+    assert done["stitch"]["launches"] == 1
+    assert nothing_done(reconcile(farm.clients, DUE))
+
+
+def test_two_reconcilers_at_once_repair_everything_once(
+    farm: Farm, infra_stack: StackState
+) -> None:
+    lost = farm.make_job()  # its last event was lost
+    for unit in range(3):
+        farm.land(lost, unit)
+    farm.upload(lost, 3)
+    unfolded = [farm.make_job(), farm.make_job()]  # a crash left a shard unfolded in each
+    for job in unfolded:
+        for unit in range(3):
+            farm.land(job, unit)
+        farm.crash("fold", job, 3)
+    submitted = farm.make_job(2, dispatch=False)
+    requeued = farm.make_job(2, max_attempts=3)
+    farm.ledger.record_failure(requeued, 1, 1, "boom")  # requeue committed, never published
+
+    # Two schedulers firing together, each with clients of its own.
+    others = [farm.clients, Clients.from_settings(farm.settings, log_dir=farm.log_dir)]
+    with cf.ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda c: reconcile(c, DUE), others))
+    assert [r.errors for r in reports] == [[], []]
+
+    for job in [lost, *unfolded]:
+        done = farm.wait_settled(job)
+        results = farm.stitch_results(job)
+        # A stitch may be launched twice (that is allowed); it records one result.
+        assert results.count("done") == 1, results
+        assert set(results) <= {"done", "skipped", "duplicate"}, results
+        assert (done["state"], done["units_done"], done["units_failed"]) == ("done", 4, 0)
+        assert (done["shards_complete"], farm.counts(job)) == (4, (4, 0))
+    assert farm.state(submitted) == "rendering"
+    assert sorted(set(farm.work(submitted, expect=2))) == [(0, 1), (1, 1)]
+    assert set(farm.work(requeued, expect=1)) == {(1, 2)}
+    assert farm.unit(requeued, 1)["attempts"] == 2
+
+    # Once repaired, a further pass finds nothing to do.
+    assert nothing_done(reconcile(farm.clients, DUE))
