@@ -84,7 +84,10 @@ def frame_failed(cloud_event: Any) -> None:
     """Both the failures topic (a report) and the work dead-letter topic (a
     work message Pub/Sub gave up on) arrive here."""
     data, _ = pubsub_data(cloud_event.data)
-    body = json.loads(data or b"{}") if data else {}
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        raise PoisonMessage("failure message is not JSON") from None
     if isinstance(body, dict) and "error" in body:
         farm.on_failure(clients(), load_failure_report(data))
     else:

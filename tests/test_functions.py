@@ -140,6 +140,7 @@ def test_invariant_6_poison_events_are_acknowledged(project: str) -> None:
     )  # not a frame: ignored
     assert push("frame_failed", b'{"job_id": "no-such-job", "unit": 0, "error": "x"}') == 200
     assert push("frame_failed", b'{"unit": "x"}') == 200
+    assert push("frame_failed", b"not json") == 200
 
 
 def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> None:
