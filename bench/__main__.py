@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -110,6 +111,8 @@ def _summarise_overhead(runs: list[overhead.Run], frames: int, workers: int) -> 
                 "b": round(b.wall, 3),
                 "c": round(c.wall, 3),
                 "c_over_b": round(c.wall / b.wall, 4),
+                "foreign_cpu_b": round(b.window.foreign_cpu, 1),
+                "foreign_cpu_c": round(c.window.foreign_cpu, 1),
             }
         )
         # Where farm - per-frame went, in wall seconds: the worker-side totals
@@ -139,9 +142,14 @@ def _summarise_overhead(runs: list[overhead.Run], frames: int, workers: int) -> 
     frame_c = [s for r in by["farm"] for s in r.frame_seconds]
     return {
         "wall_seconds": {k: round(v, 3) for k, v in walls.items()},
+        "foreign_cpu_seconds": {
+            k: round(mean(r.window.foreign_cpu for r in v), 1) for k, v in by.items()
+        },
         "c_over_a": round(walls["farm"] / walls["direct"], 3),
-        # The mean of the back-to-back pairs' ratios (and their spread).
-        "c_over_b": round(mean(ratios), 3),
+        # The median of the back-to-back pairs' ratios: a burst of someone
+        # else's load that hits one pair does not move it (spread alongside).
+        "c_over_b": round(statistics.median(ratios), 3),
+        "c_over_b_mean": round(mean(ratios), 3),
         "c_over_b_min": round(min(ratios), 3),
         "c_over_b_max": round(max(ratios), 3),
         "pairs": pairs,
@@ -269,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             print(
                 f"bench: {scenario:<9} {index + 1} {run.wall:7.2f} s "
-                f"(machine busy {run.window.busy:.0%}, load {run.window.loadavg:.2f})",
+                f"(machine busy {run.window.busy:.0%}, foreign CPU "
+                f"{run.window.foreign_cpu:.1f} s, load {run.window.loadavg:.2f})",
                 file=sys.stderr,
             )
         results["overhead"] = _summarise_overhead(runs, frames, workers)

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -78,20 +79,42 @@ def _cpu_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process and of the children it has reaped (the
+    baselines' povray and ffmpeg)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 @dataclass
 class Window:
-    """A timed stretch of the run, with what the whole machine did meanwhile:
-    ``busy`` is the fraction of all cores in use (ours and everyone else's)."""
+    """A timed stretch of the run, with what the whole machine did meanwhile.
+
+    ``busy`` is the fraction of all cores in use, ours and everyone else's;
+    ``foreign_cpu`` the CPU seconds that were not ours: the machine's busy
+    time minus this process and its reaped children, minus ``extra_own``
+    (what the caller knows it used elsewhere: the stack, POV-Ray in the
+    workers). Other engineers' tests on this shared machine show up there."""
 
     wall: float = 0.0
     busy: float = 0.0
     loadavg: float = 0.0
+    busy_cpu: float = 0.0
+    own_cpu: float = 0.0
+    extra_own: float = 0.0
+
+    @property
+    def foreign_cpu(self) -> float:
+        return max(0.0, self.busy_cpu - self.own_cpu - self.extra_own)
 
     def as_dict(self) -> dict[str, float]:
         return {
             "wall_seconds": round(self.wall, 3),
             "machine_busy": round(self.busy, 3),
             "loadavg_1m": round(self.loadavg, 2),
+            "own_cpu_seconds": round(self.own_cpu + self.extra_own, 2),
+            "foreign_cpu_seconds": round(self.foreign_cpu, 2),
         }
 
 
@@ -102,6 +125,7 @@ class measure:  # a context manager that reads like a verb
         self.window = Window()
         self._t0 = time.monotonic()
         self._j0 = _cpu_jiffies()
+        self._own0 = _own_cpu()
         return self.window
 
     def __exit__(self, *_: object) -> None:
@@ -109,6 +133,8 @@ class measure:  # a context manager that reads like a verb
         self.window.wall = time.monotonic() - self._t0
         dt_total = total1 - self._j0[1]
         self.window.busy = (busy1 - self._j0[0]) / dt_total if dt_total else 0.0
+        self.window.busy_cpu = (busy1 - self._j0[0]) / _TICK
+        self.window.own_cpu = _own_cpu() - self._own0
         self.window.loadavg = os.getloadavg()[0]
 
 

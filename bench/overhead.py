@@ -165,13 +165,17 @@ def run_farm(cluster: Any, anim: Animation, work: Path, index: int, pgids: dict[
         result = job.result(video=out / "video.mp4")
         t3 = time.monotonic()
     cpu_after = group_cpu_seconds(pgids.values())
-    if not result.ok or result.units_done != anim.frames or not (out / "video.mp4").stat().st_size:
+    video = out / "video.mp4"
+    if not result.ok or result.units_done != anim.frames or not video.is_file():
         raise RuntimeError(f"farm job {job_id} ended {result.state}: {result.errors[:3]}")
     profile = profile_job(cluster, job_id, watched_at)
     profile["stack_cpu_seconds"] = {
         name: round(cpu_after.get(pgid, 0.0) - cpu_before.get(pgid, 0.0), 2)
         for name, pgid in pgids.items()
     }
+    # Ours too, though not this process's children: the stack and POV-Ray in
+    # the workers (the stitch, a detached process, is not counted anywhere).
+    window.extra_own = sum(profile["stack_cpu_seconds"].values()) + profile["povray_cpu_seconds"]
     shutil.rmtree(out, ignore_errors=True)
     return Run(
         "farm",
@@ -192,7 +196,7 @@ def profile_job(cluster: Any, job_id: str, watched_at: dt.datetime) -> dict[str,
     frame objects' creation times (every process runs on this machine, so
     the clocks agree)."""
     from povstorm.adapters import storage_client
-    from povstorm.naming import frames_prefix
+    from povstorm.naming import frame_object, frames_prefix
 
     ledger = cluster.ledger
     job = ledger.require_job(job_id)
@@ -202,8 +206,6 @@ def profile_job(cluster: Any, job_id: str, watched_at: dt.datetime) -> dict[str,
         b.name: b.time_created.timestamp()
         for b in client.list_blobs(cluster.settings.bucket, prefix=frames_prefix(job_id))
     }
-    from povstorm.naming import frame_object
-
     rows = []
     for u in units:
         rows.append(
