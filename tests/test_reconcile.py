@@ -212,10 +212,9 @@ def test_two_reconcilers_at_once_repair_everything_once(
 
     for job in [lost, *unfolded]:
         done = farm.wait_settled(job)
-        results = farm.stitch_results(job)
-        # A stitch may be launched twice (that is allowed); it records one result.
-        assert results.count("done") == 1, results
-        assert set(results) <= {"done", "skipped", "duplicate"}, results
+        # Both passes read these jobs while they were rendering: whichever lost
+        # the race to record, fold or claim launched nothing.
+        assert farm.stitch_results(job) == ["done"] and done["stitch"]["launches"] == 1
         assert (done["state"], done["units_done"], done["units_failed"]) == ("done", 4, 0)
         assert (done["shards_complete"], farm.counts(job)) == (4, (4, 0))
     assert farm.state(submitted) == "rendering"
