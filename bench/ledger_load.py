@@ -111,8 +111,8 @@ def ledger_deliveries(
     redeliveries = 0
     lock = threading.Lock()
     attempt_latencies: list[float] = []
-    # (seconds, outcome, did it claim, when it began after the first delivery)
-    slowest: list[tuple[float, str, bool, float]] = []
+    # (seconds, unit, outcome, did it claim, when it began after the first delivery)
+    slowest: list[tuple[float, int, str, bool, float]] = []
     began = time.perf_counter()
 
     def deliver(unit: int) -> None:
@@ -130,7 +130,7 @@ def ledger_deliveries(
             took = time.perf_counter() - t
             with lock:
                 attempt_latencies.append(took)
-                slowest.append((took, outcome.kind, outcome.launch_stitch, t - began))
+                slowest.append((took, unit, outcome.kind, outcome.launch_stitch, t - began))
                 slowest.sort(reverse=True)
                 del slowest[3:]
                 kinds[outcome.kind] += 1
@@ -172,8 +172,14 @@ def ledger_deliveries(
             "redeliveries": redeliveries,
             "max_single_call_ms": round(1000 * max(attempt_latencies, default=0.0), 1),
             "slowest_calls": [
-                {"ms": round(1000 * t, 1), "outcome": k, "claimed_stitch": c, "at_s": round(a, 2)}
-                for t, k, c, a in slowest
+                {
+                    "ms": round(1000 * t, 1),
+                    "unit": u,
+                    "outcome": k,
+                    "claimed_stitch": c,
+                    "at_s": round(a, 2),
+                }
+                for t, u, k, c, a in slowest
             ],
             "create_job_seconds": round(create_seconds, 3),
             "checks": checks,

@@ -414,6 +414,47 @@ def test_a_redelivered_event_finishes_what_a_crash_after_the_count_left(
     assert (done["units_done"], done["shards_complete"], done["stitch"]["launches"]) == (2, 2, 1)
 
 
+def _at_once(n: int, call: Any) -> list[Any]:
+    """``call()`` from ``n`` threads released together; what each returned."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = []
+
+    def one() -> None:
+        barrier.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == n, f"{n - len(results)} of {n} calls did not return"
+    return results
+
+
+def test_concurrent_folds_of_the_last_shard_claim_the_end_of_the_job_once(farm: Farm) -> None:
+    """Eight deliveries that all found the last shard complete fold it and
+    claim the end of the job at the same instant (a barrier releases them):
+    one folds, one claims, whatever the interleaving of their reads and
+    commits. Five jobs, so an unguarded claim cannot hide behind one lucky
+    ordering."""
+    jobs = [farm.make_job(2) for _ in range(5)]
+    for job in jobs:
+        farm.land(job, 0)
+        farm.crash("fold", job, 1)  # counted, its shard complete, nothing folded or claimed
+    for job in jobs:
+        shard = int(farm.unit(job, 1)["shard"])
+        outcomes = _at_once(8, functools.partial(farm.ledger.complete_shard, job, shard))
+        claims = [o for o in outcomes if o.launch_stitch]
+        after = farm.ledger.require_job(job)
+        assert len(claims) == 1, f"{job}: {len(claims)} claims of one job's end"
+        assert (after["state"], after["units_done"], after["shards_complete"]) == (
+            "stitching",
+            2,
+            2,
+        )
+
+
 def test_a_redelivered_failure_report_finishes_what_a_crash_after_the_count_left(
     farm: Farm, fns: PushFunctions
 ) -> None:
@@ -694,6 +735,7 @@ def test_poison_messages_are_acknowledged_once_through_the_push_path(
     )
     fns.publish("failures", [(json.dumps({"unit": "x", "error": tag}).encode(), {})])
     fns.publish("work_dead_letter", [(json.dumps({"unit": "x"}).encode(), {})])
+    fns.publish("failures", [(f"not json {tag}".encode(), {})])
     expected = {
         "frame_finalized": [
             "message is not JSON",
@@ -707,6 +749,7 @@ def test_poison_messages_are_acknowledged_once_through_the_push_path(
             f"unknown job: nojobd-{tag}",
             "malformed failure report",
             "malformed work message",
+            "failure message is not JSON",
         ],
     }
 
