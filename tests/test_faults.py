@@ -470,6 +470,22 @@ def test_a_redelivered_failure_report_finishes_what_a_crash_after_the_count_left
     assert failed["stitch"] is None and not farm.stitch_in_flight(job)
 
 
+def test_a_redelivered_failure_report_ends_a_fail_fast_job_a_crash_left_running(
+    farm: Farm, fns: PushFunctions
+) -> None:
+    job = farm.make_job(3, fail_fast=True)
+    farm.crash_failing("fold", job, 1, 1)  # unit 1 failed for good; killed before fold and fail
+    assert farm.state(job) == "rendering"
+    fns.report(FailureReport(job, 1, 1, "Parse Error: crash test", final=True))
+    wait_until(lambda: fns.failure_kinds(job, 1, 1) == ["late"], 30, "the redelivery")
+    # Fail-fast: the job ends now, with units 0 and 2 never rendered.
+    wait_until(lambda: farm.state(job) == "failed", 30, f"{job} to fail fast")
+    failed = farm.ledger.require_job(job)
+    assert (failed["failed_by"], failed["units_done"], failed["units_failed"]) == (1, 0, 1)
+    assert [(e["unit"], e["attempt"]) for e in failed["errors"]] == [(1, 1)]
+    assert failed["stitch"] is None and not farm.stitch_in_flight(job)
+
+
 def test_a_crash_between_the_stitch_claim_and_its_launch_is_launched_by_the_reconciler(
     farm: Farm,
 ) -> None:
@@ -802,8 +818,14 @@ class RestartableFirestore:
         return next(out.glob("*/*.overall_export_metadata"))
 
     def restart(self, import_data: Path | None = None) -> None:
+        self.stop()
+        self.start(import_data)
+
+    def stop(self) -> None:
         left = _procs.stop_groups([self.pgid], grace=10)
         assert not left, left
+
+    def start(self, import_data: Path | None = None) -> None:
         self.restarts += 1
         argv = list(self.comp.command)
         if import_data is not None:
@@ -878,6 +900,48 @@ def test_a_watcher_rides_out_a_firestore_restart_and_reaches_the_final_state(
     assert not thread.is_alive() and errors == []
     final = seen[-1]
     assert final.state == JobState.DONE and (final.done, final.failed, final.total) == (4, 0, 4)
+
+
+@pytest.mark.timeout(90)
+def test_an_outage_between_a_transactions_read_and_its_commit_becomes_a_quick_redelivery(
+    lone_stack: RestartableFirestore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Firestore goes away after record_frame has read the unit and before
+    it commits: the commit and the rollback give up within the ledger's bound
+    (the library's own retry would hold the event 2 minutes), the event goes
+    back to Pub/Sub, and its redelivery after the outage counts the unit once."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", lone_stack.comp.address)
+    bound = ledger_module.RPC_RETRY
+    monkeypatch.setattr(ledger_module, "RPC_RETRY", Retry(initial=0.05, maximum=0.2, timeout=1.0))
+    project, job = f"outage-{uuid.uuid4().hex[:8]}", "job-outage"
+    ledger = Ledger(firestore.Client(project=project))
+    _scene_job(ledger, job, 1)
+    read = ledger._get
+    exported: list[Path] = []
+    gone: list[float] = []
+
+    def read_then_outage(ref: Any, transaction: Any = None) -> dict[str, Any] | None:
+        doc = read(ref, transaction)
+        if transaction is not None and not gone:
+            exported.append(lone_stack.export(project))
+            lone_stack.stop()
+            gone.append(time.monotonic())
+        return doc
+
+    monkeypatch.setattr(ledger, "_get", read_then_outage)
+    with pytest.raises(TransientError, match="Firestore unavailable"):
+        ledger.record_frame(frame_object(job, 0), 1)
+    held = time.monotonic() - gone[0]
+    assert held < 8, f"the outage held the event {held:.1f}s after Firestore went away"
+
+    lone_stack.start(import_data=exported[0])  # Firestore back with its data
+    monkeypatch.setattr(ledger, "_get", read)
+    # The redelivery, with the production bound: the client reconnects within it.
+    monkeypatch.setattr(ledger_module, "RPC_RETRY", bound)
+    assert ledger.record_frame(frame_object(job, 0), 1).kind == "recorded"  # the redelivery
+    assert ledger.record_frame(frame_object(job, 0), 1).kind == "duplicate"
+    after = ledger.require_job(job)
+    assert (after["state"], after["units_done"], ledger.view(job).done) == ("stitching", 1, 1)
 
 
 def test_a_watcher_whose_job_a_restart_erased_says_so_instead_of_hanging(

@@ -33,4 +33,3 @@ __all__ = [
     "UserError",
 ]
 __version__ = "0.1.0"
-

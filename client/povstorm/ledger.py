@@ -627,24 +627,33 @@ class Ledger:
         kind, doc = self._run(tx)
         if kind == "requeued":
             return Outcome(kind, job_id, unit, requeue=WorkMessage(job_id, unit, attempt + 1))
-        if kind == "late" and doc.get("state") == UnitState.FAILED.value:
-            # A redelivered report of a unit that failed for good: finish the
-            # fold its first delivery may not have reached (see record_frame).
-            return self._after_count(job_id, unit, int(doc["shard"]), kind)
-        if kind != "failed":
+        if kind == "failed":
+            self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **entry})
+        elif kind == "late" and doc.get("state") == UnitState.FAILED.value:
+            # A redelivered report of a unit that failed for good: finish what
+            # its first delivery may not have reached (see record_frame): the
+            # job's copy of the error, the fold and, on a fail-fast job, the end.
+            failed = [e for e in doc.get("errors") or [] if e.get("attempt") == doc["attempts"]]
+            if failed:
+                self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **failed[-1]})
+        else:
             return Outcome(kind, job_id, unit)
-        self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **entry})
         outcome = self._after_count(job_id, unit, int(doc["shard"]), kind)
         if fail_fast and outcome.job_state is None and self.fail_job(job_id, failed_by=unit):
             return Outcome(kind, job_id, unit, job_state=JobState.FAILED)
         return outcome
 
     def _note_error(self, job_id: str, entry: dict[str, Any]) -> None:
-        """Keep the first errors on the job for the console and the CLI. A
-        blind ArrayUnion: many units failing at once must not contend on the job."""
+        """Keep the first errors on the job for the console and the CLI, one per
+        unit and attempt. A blind ArrayUnion: many units failing at once must
+        not contend on the job."""
         job = self.get_job(job_id) or {}
-        if len(job.get("errors") or []) < MAX_ERRORS_ON_JOB:
-            self.job_ref(job_id).update({"errors": firestore.ArrayUnion([entry])})
+        errors = job.get("errors") or []
+        if len(errors) >= MAX_ERRORS_ON_JOB or any(
+            (e.get("unit"), e.get("attempt")) == (entry["unit"], entry["attempt"]) for e in errors
+        ):
+            return
+        self.job_ref(job_id).update({"errors": firestore.ArrayUnion([entry])})
 
     def fail_job(self, job_id: str, **fields: Any) -> bool:
         """Fail a job that is not finished yet (fail-fast); True if this call did."""
@@ -831,13 +840,17 @@ class Ledger:
 
 
 class _BoundedTransaction(Transaction):
-    """A transaction whose BeginTransaction gives up after RPC_RETRY.
+    """A transaction whose Begin, Commit and Rollback give up after RPC_RETRY.
 
-    The library's ``_begin`` takes no retry argument, so it uses the gapic
-    default (UNAVAILABLE retried for 60 s); ``_run`` then saw a masked error
-    (below) and tried 4 more rounds: an outage held a function for about 4
-    minutes before the event went back to Pub/Sub. Same request as the
-    library's ``_begin``, with the ledger's bound.
+    The library's ``_begin``, ``_commit`` and ``_rollback`` take no retry
+    argument, so they use the gapic defaults (UNAVAILABLE retried for 60 s
+    each): an outage at the begin held a function for about 4 minutes before
+    the event went back to Pub/Sub (``_run`` saw a masked error, below, and
+    tried 4 more rounds), and one that began between a transaction's reads and
+    its commit for 2 minutes (commit, then rollback). Same requests as the
+    library's, with the ledger's bound. A commit whose reply is lost in an
+    outage may have been applied: the redelivery then finds the unit counted
+    (``duplicate``) and finishes what follows the count.
     """
 
     def _begin(self, retry_id: bytes | None = None) -> None:
@@ -853,6 +866,42 @@ class _BoundedTransaction(Transaction):
             timeout=RPC_TIMEOUT,
         )
         self._id = response.transaction
+
+    def _commit(self) -> list[Any]:
+        if not self.in_progress:
+            raise ValueError("no transaction in progress to commit")
+        response = self._client._firestore_api.commit(
+            request={
+                "database": self._client._database_string,
+                "writes": self._write_pbs,
+                "transaction": self._id,
+            },
+            metadata=self._client._rpc_metadata,
+            # What the library retries on a commit (not INTERNAL), for our bound.
+            retry=RPC_RETRY.with_predicate(_commit_retryable),
+            timeout=RPC_TIMEOUT,
+        )
+        self._clean_up()
+        self.write_results = list(response.write_results)
+        self.commit_time = response.commit_time
+        return self.write_results
+
+    def _rollback(self) -> None:
+        if not self.in_progress:
+            raise ValueError("no transaction in progress to roll back")
+        try:
+            self._client._firestore_api.rollback(
+                request={"database": self._client._database_string, "transaction": self._id},
+                metadata=self._client._rpc_metadata,
+                retry=RPC_RETRY,
+                timeout=RPC_TIMEOUT,
+            )
+        finally:
+            self._clean_up()  # the transaction is over either way
+
+
+def _commit_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable)
 
 
 def _outage(exc: BaseException) -> BaseException | None:
