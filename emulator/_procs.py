@@ -67,6 +67,22 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def environ(pid: int) -> dict[str, str]:
+    """A process's environment as it started ({} if it is gone or not ours)."""
+    try:
+        raw = (_PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def processes(match: Callable[[int], bool]) -> list[int]:
+    """Live processes for which ``match(pid)`` holds."""
+    pids = (int(e.name) for e in _PROC.iterdir() if e.name.isdigit())
+    return sorted(pid for pid in pids if pid != os.getpid() and is_alive(pid) and match(pid))
+
+
 def owns_group(pgid: int, leader_ticks: int | None) -> bool:
     """Whether the group recorded as ``pgid`` is still ours. If its leader's pid
     now belongs to a process that started at another time (after a reboot, say),

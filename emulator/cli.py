@@ -75,7 +75,11 @@ def add_parser(subparsers: Any) -> None:
     status.set_defaults(func=cmd_status)
 
     logs = sub.add_parser("logs", help="print (or follow) one component's log")
-    logs.add_argument("component", help="firestore, pubsub, gcs, submit, frame_finalized, ...")
+    logs.add_argument(
+        "component",
+        help="firestore, pubsub, gcs, submit, frame_finalized, ..., worker-N, or stitch-JOB "
+        "(a job's stitch)",
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument(
         "-n", "--lines", type=int, default=50, help="last lines to print (default 50)"

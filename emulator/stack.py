@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from povstorm._names import ENV, FUNCTIONS, Namespace
+from povstorm.adapters import STITCH_MODULE
 from povstorm.errors import StackError, UserError
-from povstorm.settings import EMULATOR_VARS, Settings
+from povstorm.settings import EMULATOR_VARS, Settings, local_logs
 
 from . import _procs
 from ._resources import Admin
@@ -169,7 +170,7 @@ class LocalStack:
         self.home = Path(home)
         self.dir = self.home / "local"
         self.state_file = self.dir / "stack.json"
-        self.logs = self.dir / "logs"
+        self.logs = local_logs(self.home)
         self.run_dir = self.dir / "run"
         self.data_dirs = {
             "gcs": self.dir / "gcs",
@@ -275,12 +276,29 @@ class LocalStack:
             return state
 
     def log_path(self, component: str) -> Path:
-        """The log of a component, or of one render worker (``worker-1``...)."""
-        if component not in COMPONENTS and not re.fullmatch(r"worker-[1-9][0-9]*", component):
+        """The log of a component, of one render worker (``worker-1``...) or of
+        a job's stitch (``stitch-JOB``)."""
+        if component not in COMPONENTS and not re.fullmatch(
+            r"worker-[1-9][0-9]*|stitch-[a-z0-9][a-z0-9-]{1,62}", component
+        ):
             raise UserError(
-                f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}, worker-N"
+                f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}, "
+                "worker-N, stitch-JOB"
             )
         return self.logs / f"{component}.log"
+
+    def stitches(self) -> list[int]:
+        """Stitch processes started by this stack's functions or reconciler
+        (detached, so in no recorded group): found by their module and by the
+        POVSTORM_HOME they inherited."""
+        home = str(self.home)
+
+        def ours(pid: int) -> bool:
+            return f"-m {STITCH_MODULE} " in _procs.cmdline(pid) + " " and (
+                _procs.environ(pid).get("POVSTORM_HOME") == home
+            )
+
+        return _procs.processes(ours)
 
     # -- starting -------------------------------------------------------------------
 
@@ -531,6 +549,8 @@ class LocalStack:
                 if c.name in names and _procs.owns_group(c.pgid, c.start_ticks)
             ]
             left += _procs.stop_groups(groups, grace=STOP_GRACE, reap=self._reap)
+        # Once nothing can launch another: a stitch leads its own session.
+        left += _procs.stop_groups(self.stitches(), grace=STOP_GRACE)
         self.state_file.unlink(missing_ok=True)
         if left:
             raise StackError(

@@ -862,7 +862,10 @@ def _watch_in_background(db: Any, job_id: str) -> tuple[list[Progress], list[Bas
 
     def run() -> None:
         try:
-            for progress in JobWatcher(db, job_id, poll_seconds=0.5).follow(timeout=90):
+            # Polls give up on an outage after 1 s (not 10), so the restart,
+            # which takes longer, is an outage the watcher must ride out.
+            watcher = JobWatcher(db, job_id, poll_seconds=0.5, retry=Retry(timeout=1.0))
+            for progress in watcher.follow(timeout=90):
                 seen.append(progress)
         except BaseException as exc:  # handed to the test
             errors.append(exc)
@@ -892,7 +895,10 @@ def test_a_watcher_rides_out_a_firestore_restart_and_reaches_the_final_state(
     seen, errors, thread = _watch_in_background(firestore.Client(project=project), job)
     wait_until(lambda: seen and seen[-1].done == 2, 30, "the watcher to see 2 units done")
 
-    lone_stack.restart(import_data=lone_stack.export(project))
+    saved = lone_stack.export(project)
+    lone_stack.stop()
+    time.sleep(2.5)  # an outage longer than the watcher's poll bound: it polls into it
+    lone_stack.start(import_data=saved)
     for unit in range(2, 4):
         ledger.record_frame(frame_object(job, unit), 1)
     assert ledger.finish_stitch(job, video="videos/x.mp4", poster=None, stats={"units": 4})

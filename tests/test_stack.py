@@ -377,3 +377,42 @@ def test_the_reconciler_runs_a_pass_and_reports_it(
     beat = json.loads(heartbeat.read_text())
     assert beat["passes"] == 1
     assert beat["summary"] == "1 passes, last: nothing to repair"
+
+
+def test_down_stops_a_stitch_still_running_and_its_log_is_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stitch runs detached (its own session), so no recorded group holds
+    it: ``down`` finds it by module and POVSTORM_HOME. Here it is stuck
+    waiting on a Firestore that does not answer, as one would be mid-outage;
+    a stitch of another home is left alone."""
+    from povstorm.adapters import LocalStitchLauncher
+    from povstorm.settings import Settings, local_logs
+
+    home, other = tmp_path / "home", tmp_path / "other"
+    env = user_env(home)
+    up = povstorm(env, "local", "up", "--infra-only")
+    assert up.returncode == 0, up.stderr
+    try:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nobody there
+        for h in (home, other):
+            monkeypatch.setenv("POVSTORM_HOME", str(h))
+            LocalStitchLauncher(Settings(project="stuck")).launch("job-stuck")
+        stack = LocalStack(home)
+        ours = wait_until(stack.stitches, 30, "the stitch to start")
+        theirs = wait_until(LocalStack(other).stitches, 30, "the other home's stitch to start")
+        assert len(ours) == 1 and set(ours).isdisjoint(theirs)
+        assert (local_logs(home) / "stitch-job-stuck.log").exists()
+        logs = povstorm(env, "local", "logs", "stitch-job-stuck")
+        assert logs.returncode == 0, logs.stderr
+        bad = povstorm(env, "local", "logs", "stitch-../x")
+        assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+        assert "unknown component 'stitch-../x'" in bad.stderr
+    finally:
+        down = povstorm(env, "local", "down")
+    assert down.returncode == 0, down.stderr
+    assert live_pids(set(ours)) == set()
+    assert processes_of_home(home) == []
+    assert live_pids(set(theirs)) == set(theirs)  # another home's stitch still runs
+    assert not LocalStack(other).read_state()
+    os.kill(theirs[0], signal.SIGKILL)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ._names import Namespace
 from .errors import PovstormError, TransientError, from_google
-from .settings import Settings
+from .settings import Settings, local_logs
 
 log = logging.getLogger(__name__)
 
@@ -190,36 +190,38 @@ def publisher_client() -> Any:
 # --- Stitch launchers --------------------------------------------------------
 
 
+STITCH_MODULE = "stitch_container.main"
+
+
 class LocalStitchLauncher:
     """Runs the stitch container's entry point as a detached local process,
-    with the same settings the caller has. The stitch is idempotent, so a
-    second launch of the same job is harmless."""
+    with the same settings the caller has, logging to
+    ``log_dir/stitch-JOB.log`` (by default the local stack's logs, where
+    ``povstorm local logs stitch-JOB`` reads it). The stitch is idempotent,
+    so a second launch of the same job is harmless. It inherits the caller's
+    POVSTORM_HOME, by which ``povstorm local down`` finds and stops it."""
 
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
         self._settings = settings
-        self._log_dir = log_dir
+        self._log_dir = log_dir or local_logs()
 
     def launch(self, job_id: str) -> None:
         env = {**os.environ, **self._settings.to_env()}
         root = Path(__file__).resolve().parents[2]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
-        out: Any = subprocess.DEVNULL
-        if self._log_dir:
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self._log_dir / f"stitch-{job_id}.log", "ab")  # noqa: SIM115
         try:
-            subprocess.Popen(
-                [sys.executable, "-m", "stitch_container.main", job_id],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self._log_dir / f"stitch-{job_id}.log", "ab") as out:
+                subprocess.Popen(
+                    [sys.executable, "-m", STITCH_MODULE, job_id],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise TransientError(f"cannot start the stitch for {job_id}: {exc}") from exc
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
 
 
 class CloudRunStitchLauncher:

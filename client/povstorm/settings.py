@@ -24,6 +24,11 @@ def povstorm_home(environ: dict[str, str] | None = None) -> Path:
     return Path(env.get("POVSTORM_HOME") or Path.home() / ".povstorm")
 
 
+def local_logs(home: Path | None = None) -> Path:
+    """Where the local stack's processes, and the stitches they start, log."""
+    return (home or povstorm_home()) / "local" / "logs"
+
+
 @dataclass(frozen=True)
 class Settings:
     project: str = "povstorm-local"

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.api_core.retry import Retry
+
 from ._names import COLLECTIONS
 from .errors import TransientError, UnknownJob
 from .model import JobState
@@ -66,14 +68,23 @@ def _fmt(seconds: float | None) -> str:
     )
 
 
+# A poll gives up on an outage after this long and tries again later (with
+# backoff), rather than sit in the client library's 60 s retry.
+POLL_RETRY = Retry(initial=0.2, maximum=2.0, timeout=10.0)
+POLL_TIMEOUT = 10.0
+
+
 class JobWatcher:
     """Yields a Progress each time the job or a shard changes, until the job
     reaches a terminal state (or the timeout passes)."""
 
-    def __init__(self, db: Any, job_id: str, poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self, db: Any, job_id: str, poll_seconds: float = 5.0, retry: Retry = POLL_RETRY
+    ) -> None:
         self._db = db
         self._job_id = job_id
         self._poll = poll_seconds
+        self._retry = retry
         self._events: queue.Queue[str] = queue.Queue()
         self._job: dict[str, Any] | None = None
         self._shards: dict[str, dict[str, Any]] = {}
@@ -124,11 +135,14 @@ class JobWatcher:
 
     def _refresh(self) -> None:
         """A plain read of the job and its shards: the poll beside the listeners."""
-        job = self._job_ref.get()
+        job = self._job_ref.get(retry=self._retry, timeout=POLL_TIMEOUT)
         if not job.exists:
             raise UnknownJob(self._job_id)
         shards = {
-            d.id: d.to_dict() for d in self._job_ref.collection(COLLECTIONS["shards"]).stream()
+            d.id: d.to_dict()
+            for d in self._job_ref.collection(COLLECTIONS["shards"]).stream(
+                retry=self._retry, timeout=POLL_TIMEOUT
+            )
         }
         with self._lock:
             self._job = job.to_dict()
