@@ -6,34 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from emulator import _procs
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with _NO_PROXY.open(url, timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return False
-    except OSError:
-        return False
+from emulator.stack import free_port, http_ok
 
 
 def _reap(proc: subprocess.Popen) -> None:
@@ -43,7 +23,7 @@ def _reap(proc: subprocess.Popen) -> None:
 def firestore_alone(timeout: float = 120.0) -> float:
     """Seconds from spawning ``gcloud emulators firestore start`` to its
     first 200 on ``/``; the emulator is stopped again before returning."""
-    port = _free_port()
+    port = free_port()
     logdir = Path(tempfile.mkdtemp(prefix="povstorm-bench-fs-"))
     env = {
         **os.environ,
@@ -57,7 +37,7 @@ def firestore_alone(timeout: float = 120.0) -> float:
         log_path=logdir / "firestore.log",
     )
     try:
-        while not _answers(f"http://127.0.0.1:{port}/"):
+        while not http_ok(f"http://127.0.0.1:{port}/", any_status=False)[0]:
             if proc.poll() is not None:
                 raise RuntimeError(f"the Firestore emulator exited; see {logdir}/firestore.log")
             if time.monotonic() - started > timeout:

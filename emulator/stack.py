@@ -504,12 +504,12 @@ class LocalStack:
         if not _procs.group_members(comp.pgid):
             return False, "not running"
         if comp.name in ("firestore", "pubsub"):
-            return _http_ok(comp.url + "/", any_status=False)
+            return http_ok(comp.url + "/", any_status=False)
         if comp.name == "gcs":
-            return _http_ok(comp.url + "/storage/v1/b", any_status=False)
+            return http_ok(comp.url + "/storage/v1/b", any_status=False)
         if comp.name in FUNCTION_COMPONENTS:
             # Any HTTP answer proves that the function was imported and serves.
-            return _http_ok(comp.url + "/robots.txt", any_status=True)
+            return http_ok(comp.url + "/robots.txt", any_status=True)
         beat = _procs.read_heartbeat(self.run_dir / f"{comp.name}.json")
         # The pid tells this process's heartbeat from one a previous stack left.
         if beat is None or beat.get("pid") != comp.pid:
@@ -696,6 +696,16 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's choice)."""
+    return _choose_ports(["port"], {})["port"]
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers ``url`` at all (any HTTP status)."""
+    return http_ok(url, any_status=True)[0]
+
+
 def _choose_ports(names: list[str], configured: dict[str, int]) -> dict[str, int]:
     """Configured ports as given, the others picked by the kernel. All sockets
     stay bound until every port is chosen so that no two components get the
@@ -719,7 +729,9 @@ def _choose_ports(names: list[str], configured: dict[str, int]) -> dict[str, int
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _http_ok(url: str, *, any_status: bool) -> tuple[bool, str]:
+def http_ok(url: str, *, any_status: bool) -> tuple[bool, str]:
+    """(answered as wanted, what it said): a 2xx, or any HTTP status with
+    ``any_status``; no proxy, 2 s timeout."""
     try:
         with _NO_PROXY.open(url, timeout=2) as resp:
             return True, f"HTTP {resp.status}"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.common import video_frames
 
 from povstorm.client import Cluster, Job, WorkUnit
 
@@ -197,22 +198,4 @@ def test_a_30_frame_job_built_with_the_python_api(stack: object, tmp_path: Path)
         result = job.result(video=tmp_path / "generated.mp4", frames_dir=tmp_path / "frames")
     assert result.ok and result.units_done == 30 and seen[-1] == 30
     assert len(result.frames) == 30 and (tmp_path / "generated.mp4").stat().st_size > 0
-    probe = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-            str(tmp_path / "generated.mp4"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert int(probe.stdout) == 30
+    assert video_frames(tmp_path / "generated.mp4") == 30

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.common import video_frames
 
 from povstorm.client import Cluster
 
@@ -30,28 +31,6 @@ def povstorm(
     return subprocess.run(
         [*POVSTORM, *args], cwd=cwd, env=stack_env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def frame_count(video: Path) -> int:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-            str(video),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return int(out.strip())
 
 
 def pixels(png: Path) -> bytes:
@@ -83,7 +62,7 @@ def test_render_writes_a_video_with_every_frame(stack_env: dict[str, str], tmp_p
     assert summary["state"] == "done"
     assert summary["units_expected"] == summary["units_done"] == 24 and summary["units_failed"] == 0
     assert set(summary) >= {"job_id", "video", "frames_dir", "stats", "errors"}
-    assert frame_count(tmp_path / "out.mp4") == 24
+    assert video_frames(tmp_path / "out.mp4") == 24
     assert summary["stats"]["render_seconds"]["total"] > 0 and summary["stats"]["units"] == 24
 
 
@@ -180,4 +159,4 @@ def test_a_worker_killed_mid_frame_still_ends_with_a_whole_video(
         final = cluster.watch(job_id, timeout=300)
         assert final.state.value == "done" and final.done == 4
         cluster.fetch(job_id, video=tmp_path / "slow.mp4")
-    assert frame_count(tmp_path / "slow.mp4") == 4
+    assert video_frames(tmp_path / "slow.mp4") == 4

@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import re
-import socket
 import sys
 import threading
 import time
@@ -43,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.faultkit import REPO, Farm, render_frames, video_frames, wait_until
+from fixtures.common import video_frames, wait_until
+from fixtures.faultkit import REPO, Farm, render_frames
 from functions_framework import create_app
 from google.api_core.retry import Retry
 from google.cloud import firestore, pubsub_v1
@@ -51,7 +51,7 @@ from google.cloud import firestore, pubsub_v1
 import povstorm.ledger as ledger_module
 from emulator import _procs
 from emulator._resources import Admin
-from emulator.stack import LocalStack, StackState
+from emulator.stack import LocalStack, StackState, answers, free_port
 from povstorm import farm as farm_ops
 from povstorm._names import ENV, Namespace
 from povstorm.errors import StackError, TransientError, UnknownJob
@@ -71,22 +71,6 @@ Notification = tuple[bytes, dict[str, str]]
 
 
 # --- the functions, fed by push ----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer: the function is served
-    except OSError:
-        return False
-    return True
 
 
 class PushFunctions:
@@ -116,7 +100,7 @@ class PushFunctions:
         env.update(self.infra.env)
         env.update({ENV["project"]: self.project, "PYTHONUNBUFFERED": "1"})
         for target, log in self.logs.items():
-            port = _free_port()
+            port = free_port()
             proc = _procs.spawn(
                 [sys.executable, "-m", "functions_framework", "--source", str(SOURCE),
                  "--target", target, "--signature-type", "cloudevent",
@@ -144,7 +128,7 @@ class PushFunctions:
         finally:
             stack_admin.close()
         for target, url in self.urls.items():
-            wait_until(functools.partial(_answers, url + "/robots.txt"), 60, f"{target} to serve")
+            wait_until(functools.partial(answers, url + "/robots.txt"), 60, f"{target} to serve")
 
     def stop(self) -> None:
         stack_admin = self._admin(self.infra.project)
@@ -709,7 +693,7 @@ def test_firestore_unavailable_becomes_a_quick_redelivery(
     job = farm.make_job(1)
     note = fns.capture(farm, job, 0)
     real = os.environ["FIRESTORE_EMULATOR_HOST"]
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{_free_port()}")  # nothing there
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing there
     fn.clients.cache_clear()
     started = time.monotonic()
     assert in_process("frame_finalized", note) == 500
@@ -834,7 +818,7 @@ class RestartableFirestore:
         proc = _procs.spawn(argv, env=env, log_path=self.logs / f"firestore-{self.restarts}.log")
         self.pgid = proc.pid
         self.own.append(proc.pid)
-        wait_until(lambda: _answers(self.comp.url + "/"), 60, "the Firestore emulator to restart")
+        wait_until(lambda: answers(self.comp.url + "/"), 60, "the Firestore emulator to restart")
 
     def stop_own(self) -> None:
         assert not _procs.stop_groups(self.own, grace=10)

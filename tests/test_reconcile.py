@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.faultkit import Farm, render_frames, video_frames
+from fixtures.common import video_frames
+from fixtures.faultkit import Farm, render_frames
 
 from emulator.stack import StackState
 from povstorm import farm as farm_ops

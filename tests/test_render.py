@@ -20,18 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.cloud import firestore, pubsub_v1
+from fixtures.common import wire_project
+from google.cloud import pubsub_v1
 
-from emulator._resources import Admin
 from emulator.stack import StackState
 from povstorm._names import Namespace
 from povstorm.adapters import (
     Clients,
-    GcsBlobStore,
-    PubSubPublisher,
-    publisher_client,
-    stitch_launcher,
-    storage_client,
 )
 from povstorm.errors import SpecError
 from povstorm.ledger import Ledger
@@ -61,32 +56,13 @@ def settings(infra_stack: StackState, fresh_project: str) -> Iterator[Settings]:
     """The session's emulators, isolated in a project of this test's own: the
     farm (if another module started it) pulls work and reads failures in the
     stack's project, so it never sees these. Only the bucket is shared."""
-    settings = infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
-    admin = Admin.connect(
-        fresh_project,
-        settings.namespace,
-        infra_stack.components["pubsub"].address,
-        infra_stack.components["gcs"].url,
-    )
-    try:
-        admin.ensure_topics()
-        admin.ensure_work_subscription()
-    finally:
-        admin.close()
-    yield settings
+    wire_project(infra_stack, fresh_project)
+    yield infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
 
 
 @pytest.fixture
 def clients(settings: Settings) -> Clients:
-    return Clients(
-        settings=settings,
-        db=firestore.Client(project=settings.project),
-        blobs=GcsBlobStore(storage_client(settings.project), settings.bucket),
-        publisher=PubSubPublisher(
-            publisher_client(), settings.project, Namespace(settings.namespace)
-        ),
-        launcher=stitch_launcher(settings),
-    )
+    return Clients.from_settings(settings)
 
 
 @pytest.fixture

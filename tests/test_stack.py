@@ -12,18 +12,17 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import live_group_members, live_pids, recorded_processes
+from fixtures.common import wait_until
 from google.cloud import pubsub_v1
 
 from emulator._resources import WORK_ACK_DEADLINE, push_endpoint
-from emulator.stack import LocalStack, StackState
+from emulator.stack import LocalStack, StackState, answers, free_port
 from povstorm._names import Namespace
 from povstorm.adapters import GcsBlobStore, storage_client
 from povstorm.naming import frame_object
@@ -33,32 +32,6 @@ pytestmark = pytest.mark.stack
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POVSTORM = str(Path(sys.executable).parent / "povstorm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer: the server is up
-    except OSError:
-        return False
-    return True
 
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:

@@ -14,17 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.cloud import firestore
 
 from emulator.stack import StackState
-from povstorm._names import Namespace
 from povstorm.adapters import (
     Clients,
-    GcsBlobStore,
-    PubSubPublisher,
-    publisher_client,
-    stitch_launcher,
-    storage_client,
 )
 from povstorm.ledger import Ledger
 from povstorm.model import RenderStats
@@ -66,15 +59,7 @@ def settings(infra_stack: StackState, fresh_project: str) -> Settings:
 
 @pytest.fixture
 def clients(settings: Settings) -> Clients:
-    return Clients(
-        settings=settings,
-        db=firestore.Client(project=settings.project),
-        blobs=GcsBlobStore(storage_client(settings.project), settings.bucket),
-        publisher=PubSubPublisher(
-            publisher_client(), settings.project, Namespace(settings.namespace)
-        ),
-        launcher=stitch_launcher(settings),
-    )
+    return Clients.from_settings(settings)
 
 
 @pytest.fixture

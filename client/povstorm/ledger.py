@@ -301,7 +301,10 @@ class Ledger:
     def get_spec(self, job_id: str) -> JobSpec:
         """The job-level spec; for generated-unit jobs ``units`` is empty (the
         unit specs live on the unit documents): use ``units_expected``."""
-        job = self.require_job(job_id)
+        return self._spec_of(self.require_job(job_id))
+
+    @staticmethod
+    def _spec_of(job: dict[str, Any]) -> JobSpec:
         body = dict(job["spec"])
         if job.get("kind") == "units":
             body["units"] = [{}]  # satisfies the one-form rule; dropped below
@@ -381,7 +384,7 @@ class Ledger:
         doc = self._run(tx)
         if doc is None:
             return None
-        spec = self.get_spec(job_id)
+        spec = self._spec_of(job)  # the spec never changes: the job read above has it
         if job.get("kind") == "units":
             s = doc.get("spec") or {}
             unit_spec = UnitSpec(
