@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["POVSTORM_HOME"] = str(home)
     started = time.monotonic()
 
-    from emulator.stack import LocalStack
+    from povstorm_local.stack import LocalStack
 
     anim = overhead.Animation(SCENE_DIR, "spinning.ini", width, height, frames)
     results: dict[str, Any] = {

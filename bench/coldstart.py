@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulator import _procs
-from emulator.stack import free_port, http_ok
+from povstorm_local import procs as _procs
+from povstorm_local.stack import free_port, http_ok
 
 
 def _reap(proc: subprocess.Popen) -> None:

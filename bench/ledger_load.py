@@ -82,11 +82,11 @@ def plain_writes(db: Any, calls: int, threads: int) -> LoadResult:
 def ledger_deliveries(
     db: Any, units: int, duplicate_share: float, threads: int, seed: int = 7
 ) -> LoadResult:
-    from povstorm.errors import TransientError
-    from povstorm.ledger import Ledger
-    from povstorm.model import JobState
-    from povstorm.naming import frame_object
-    from povstorm.schemas import load_job_spec
+    from povstorm.core.errors import TransientError
+    from povstorm.core.model import JobState
+    from povstorm.core.naming import frame_object
+    from povstorm.core.schemas import load_job_spec
+    from povstorm.ledger.ledger import Ledger
 
     ledger = Ledger(db)
     job_id = f"bench-{uuid.uuid4().hex[:12]}"

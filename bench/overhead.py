@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from povstorm.spec import OutputSpec
-from povstorm.stitch import ffmpeg_command
+from povstorm.core.spec import OutputSpec
+from povstorm.stitch.encode import ffmpeg_command
 
 from ._util import Window, group_cpu_seconds, mean, measure, percentile
 
@@ -195,8 +195,8 @@ def profile_job(cluster: Any, job_id: str, watched_at: dt.datetime) -> dict[str,
     """Where a finished job's time went, from the ledger's timestamps and the
     frame objects' creation times (every process runs on this machine, so
     the clocks agree)."""
-    from povstorm.adapters import storage_client
-    from povstorm.naming import frame_object, frames_prefix
+    from povstorm.cloud.blobs import storage_client
+    from povstorm.core.naming import frame_object, frames_prefix
 
     ledger = cluster.ledger
     job = ledger.require_job(job_id)

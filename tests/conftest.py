@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.stack import LocalStack, StackState
-from povstorm._names import ENV
-from povstorm.errors import StackError
-from povstorm.settings import EMULATOR_VARS
+from povstorm.core.errors import StackError
+from povstorm.core.names import ENV
+from povstorm.core.settings import EMULATOR_VARS
+from povstorm_local.stack import LocalStack, StackState
 
 # What a developer's shell may carry that would point a test somewhere else.
 _FOREIGN = (*EMULATOR_VARS, *ENV.values(), "POVSTORM_HOME", "GOOGLE_CLOUD_PROJECT")

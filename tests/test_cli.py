@@ -27,7 +27,7 @@ def run(
     env: dict[str, str], *args: str, cwd: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "povstorm.cli", *args],
+        [sys.executable, "-m", "povstorm.client.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

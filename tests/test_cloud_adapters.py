@@ -40,9 +40,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from requests.structures import CaseInsensitiveDict
 
-from povstorm.adapters import CloudRunStitchLauncher
-from povstorm.auth import IdTokenAuth, NoAuth, auth_for, token_expiry
-from povstorm.errors import PovstormError, TransientError, UserError
+from povstorm.cloud.auth import IdTokenAuth, NoAuth, auth_for, token_expiry
+from povstorm.cloud.launchers import CloudRunStitchLauncher
+from povstorm.core.errors import PovstormError, TransientError, UserError
 
 JOB_NAME = "projects/render-proj/locations/europe-west1/jobs/povstorm-stitch"
 ROOT = Path(__file__).resolve().parents[1]
@@ -480,7 +480,7 @@ def test_id_token_auth_reports_user_credentials_without_an_id_token(serve) -> No
 # imported, so this runs in a fresh interpreter with the stand-in's address.
 _METADATA_CLIENT = """
 import sys, requests
-from povstorm.auth import IdTokenAuth
+from povstorm.cloud.auth import IdTokenAuth
 reply = requests.post(sys.argv[1], json={}, auth=IdTokenAuth(sys.argv[1]), timeout=20)
 print(reply.status_code)
 """

@@ -216,7 +216,7 @@ def test_render_serves_handle_push_with_functions_framework() -> None:
 def test_stitch_runs_the_module_with_the_job_id_as_its_only_argument() -> None:
     steps = instructions(STITCH)
     entrypoint = json.loads(next(a for i, a in steps if i == "ENTRYPOINT"))
-    assert entrypoint == ["python", "-m", "stitch_container.main"]
+    assert entrypoint == ["python", "-m", "povstorm.shells.stitch_job"]
     # No CMD: the Cloud Run Job's container args (the run_job override) are the
     # job id and nothing else.
     assert not [a for i, a in steps if i == "CMD"]

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path("/usr/share/doc/povray/examples")
-POVSTORM = [sys.executable, "-m", "povstorm.cli"]
+POVSTORM = [sys.executable, "-m", "povstorm.client.cli"]
 
 
 def povstorm(

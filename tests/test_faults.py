@@ -49,19 +49,19 @@ from google.api_core.retry import Retry
 from google.cloud import firestore, pubsub_v1
 
 import povstorm.ledger as ledger_module
-from emulator import _procs
-from emulator._resources import Admin
-from emulator.stack import LocalStack, StackState, answers, free_port
-from povstorm import farm as farm_ops
-from povstorm._names import ENV, Namespace
-from povstorm.errors import StackError, TransientError, UnknownJob
-from povstorm.ledger import Ledger
-from povstorm.model import FailureReport, FrameEvent, JobState
-from povstorm.naming import frame_object, poster_object, video_object
-from povstorm.reconcile import Deadlines, reconcile
-from povstorm.schemas import encode_message, load_job_spec
-from povstorm.settings import EMULATOR_VARS
-from povstorm.watch import JobWatcher, Progress
+from povstorm.client.watch import JobWatcher, Progress
+from povstorm.core.errors import StackError, TransientError, UnknownJob
+from povstorm.core.model import FailureReport, FrameEvent, JobState
+from povstorm.core.names import ENV, Namespace
+from povstorm.core.naming import frame_object, poster_object, video_object
+from povstorm.core.schemas import encode_message, load_job_spec
+from povstorm.core.settings import EMULATOR_VARS
+from povstorm.farm import operations as farm_ops
+from povstorm.farm.reconcile import Deadlines, reconcile
+from povstorm.ledger.ledger import Ledger
+from povstorm_local import procs as _procs
+from povstorm_local.resources import Admin
+from povstorm_local.stack import LocalStack, StackState, answers, free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
@@ -588,7 +588,7 @@ def test_duplicate_and_late_failure_reports_change_nothing(farm: Farm, fns: Push
 def in_process(fns: PushFunctions, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Push a CloudEvent to a function served in this process (the test
     client), configured as the function processes are."""
-    import functions.main as fn
+    import povstorm.shells.functions as fn
 
     monkeypatch.setenv(ENV["project"], fns.project)
     fn.clients.cache_clear()
@@ -685,7 +685,7 @@ def test_firestore_unavailable_becomes_a_quick_redelivery(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import functions.main as fn
+    import povstorm.shells.functions as fn
 
     # The ledger's bound on an outage, shortened from 15 s to 1 s for the test.
     monkeypatch.setattr(ledger_module, "RPC_RETRY", Retry(initial=0.05, maximum=0.2, timeout=1.0))

@@ -16,9 +16,9 @@ import pytest
 from functions_framework import create_app
 from google.cloud import firestore, pubsub_v1
 
-from povstorm._names import Namespace
-from povstorm.ledger import Ledger
-from povstorm.naming import frame_object
+from povstorm.core.names import Namespace
+from povstorm.core.naming import frame_object
+from povstorm.ledger.ledger import Ledger
 
 pytestmark = pytest.mark.stack
 
@@ -42,7 +42,7 @@ def project(
         subscriber.create_subscription(
             name=subscriber.subscription_path(fresh_project, f"probe-{key}"), topic=topic
         )
-    import functions.main as fn
+    import povstorm.shells.functions as fn
 
     fn.clients.cache_clear()
     yield fresh_project
@@ -169,7 +169,7 @@ def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
     client("submit").post("/", json={**SPEC, "job_id": "fn-job-3"})
     import os
 
-    import functions.main as fn
+    import povstorm.shells.functions as fn
 
     real = os.environ["FIRESTORE_EMULATOR_HOST"]
     with socket.socket() as s:  # a port with nothing behind it

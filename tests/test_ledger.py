@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from povstorm.errors import PoisonMessage, SpecError, UnknownJob
-from povstorm.ledger import Ledger, Outcome
-from povstorm.model import JobState, UnitState
-from povstorm.naming import frame_object
-from povstorm.schemas import load_job_spec
+from povstorm.core.errors import PoisonMessage, SpecError, UnknownJob
+from povstorm.core.model import JobState, UnitState
+from povstorm.core.naming import frame_object
+from povstorm.core.schemas import load_job_spec
+from povstorm.ledger.ledger import Ledger, Outcome
 
 pytestmark = pytest.mark.stack
 

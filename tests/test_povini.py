@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from povstorm.errors import SceneError
-from povstorm.povini import Invocation, f32, parse_invocation
-from povstorm.scan import collect_inputs
+from povstorm.core.errors import SceneError
+from povstorm.povray.invocation import Invocation, f32, parse_invocation
+from povstorm.povray.scan import collect_inputs
 
 DATA = Path(__file__).parent / "data" / "povini"
 EXAMPLES = Path("/usr/share/doc/povray/examples/animations")

@@ -1,4 +1,4 @@
-"""The reconciler (``povstorm.reconcile.reconcile``) on the real emulators,
+"""The reconciler (``povstorm.farm.reconcile.reconcile``) on the real emulators,
 with real frames in the bucket and the real local stitch launcher, one fresh
 project per test. Each test leaves behind what a crash or a lost message
 leaves, checks that a pass before the deadline repairs nothing, that a pass
@@ -20,13 +20,13 @@ import pytest
 from fixtures.common import video_frames
 from fixtures.faultkit import Farm, render_frames
 
-from emulator.stack import StackState
-from povstorm import farm as farm_ops
-from povstorm.adapters import Clients
-from povstorm.ledger import now
-from povstorm.model import FailureReport, JobState, UnitState
-from povstorm.naming import video_object
-from povstorm.reconcile import Deadlines, Report, reconcile
+from povstorm.cloud.clients import Clients
+from povstorm.core.model import FailureReport, JobState, UnitState
+from povstorm.core.naming import video_object
+from povstorm.farm import operations as farm_ops
+from povstorm.farm.reconcile import Deadlines, Report, reconcile
+from povstorm.ledger.ledger import now
+from povstorm_local.stack import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

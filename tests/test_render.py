@@ -23,26 +23,19 @@ import pytest
 from fixtures.common import wire_project
 from google.cloud import pubsub_v1
 
-from emulator.stack import StackState
-from povstorm._names import Namespace
-from povstorm.adapters import (
-    Clients,
-)
-from povstorm.errors import SpecError
-from povstorm.ledger import Ledger
-from povstorm.model import FailureReport, WorkMessage
-from povstorm.naming import frame_object, input_object, log_object
-from povstorm.render import (
-    MAX_DELIVERIES,
-    InputCache,
-    error_line,
-    handle_work,
-    materialise,
-    parse_stats,
-)
-from povstorm.schemas import encode_message, load_failure_report, load_job_spec
-from povstorm.settings import Settings
-from povstorm.spec import JobSpec, UnitSpec
+from povstorm.cloud.clients import Clients
+from povstorm.core.errors import SpecError
+from povstorm.core.model import FailureReport, WorkMessage
+from povstorm.core.names import Namespace
+from povstorm.core.naming import frame_object, input_object, log_object
+from povstorm.core.schemas import encode_message, load_failure_report, load_job_spec
+from povstorm.core.settings import Settings
+from povstorm.core.spec import JobSpec, UnitSpec
+from povstorm.ledger.ledger import Ledger
+from povstorm.povray.output import error_line, parse_stats
+from povstorm.worker.inputs import InputCache, materialise
+from povstorm.worker.unit import MAX_DELIVERIES, handle_work
+from povstorm_local.stack import StackState
 
 pytestmark = pytest.mark.stack
 
@@ -383,7 +376,7 @@ def test_the_pull_worker_renders_what_it_pulls_and_stops_on_sigterm(
         "PYTHONPATH": str(REPO),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "render_container.worker"],
+        [sys.executable, "-m", "povstorm_local.pull_worker"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

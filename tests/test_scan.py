@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from povstorm.errors import SceneError
-from povstorm.povini import parse_invocation
-from povstorm.scan import collect_inputs, references
+from povstorm.core.errors import SceneError
+from povstorm.povray.invocation import parse_invocation
+from povstorm.povray.scan import collect_inputs, references
 
 DATA = Path(__file__).parent / "data" / "povini"
 DRUMS = Path("/usr/share/doc/povray/examples/advanced/drums2")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from povstorm.errors import PoisonMessage, SpecError
-from povstorm.model import (
+from povstorm.core.errors import PoisonMessage, SpecError
+from povstorm.core.model import (
     JOB_TRANSITIONS,
     UNIT_TRANSITIONS,
     IllegalTransition,
@@ -16,14 +16,14 @@ from povstorm.model import (
     shard_of,
     shard_sizes,
 )
-from povstorm.naming import (
+from povstorm.core.naming import (
     check_relpath,
     frame_object,
     log_object,
     new_job_id,
     parse_frame_object,
 )
-from povstorm.schemas import (
+from povstorm.core.schemas import (
     MAX_INLINE_BYTES_PER_UNIT,
     MAX_UNITS,
     dump_job_spec,

@@ -21,12 +21,12 @@ from conftest import live_group_members, live_pids, recorded_processes
 from fixtures.common import wait_until
 from google.cloud import pubsub_v1
 
-from emulator._resources import WORK_ACK_DEADLINE, push_endpoint
-from emulator.stack import LocalStack, StackState, answers, free_port
-from povstorm._names import Namespace
-from povstorm.adapters import GcsBlobStore, storage_client
-from povstorm.naming import frame_object
-from povstorm.schemas import load_frame_event, pubsub_data
+from povstorm.cloud.blobs import GcsBlobStore, storage_client
+from povstorm.core.names import Namespace
+from povstorm.core.naming import frame_object
+from povstorm.core.schemas import load_frame_event, pubsub_data
+from povstorm_local.resources import WORK_ACK_DEADLINE, push_endpoint
+from povstorm_local.stack import LocalStack, StackState, answers, free_port
 
 pytestmark = pytest.mark.stack
 
@@ -299,7 +299,7 @@ def test_the_supervisor_restarts_a_crashed_worker_and_stops_on_sigterm(tmp_path:
     heartbeat = tmp_path / "workers.json"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "emulator.workers", "--count", "1", "--module", "flaky_worker",
+            sys.executable, "-m", "povstorm_local.workers", "--count", "1", "--module", "flaky_worker",
             "--log-dir", str(tmp_path), "--heartbeat", str(heartbeat),
         ],
         env={
@@ -340,7 +340,14 @@ def test_the_reconciler_runs_a_pass_and_reports_it(
 ) -> None:
     heartbeat = tmp_path / "reconciler.json"
     result = subprocess.run(
-        [sys.executable, "-m", "emulator.reconciler", "--once", "--heartbeat", str(heartbeat)],
+        [
+            sys.executable,
+            "-m",
+            "povstorm_local.reconciler",
+            "--once",
+            "--heartbeat",
+            str(heartbeat),
+        ],
         env={**os.environ, "POVSTORM_PROJECT": fresh_project},
         capture_output=True,
         text=True,
@@ -359,8 +366,8 @@ def test_down_stops_a_stitch_still_running_and_its_log_is_readable(
     it: ``down`` finds it by module and POVSTORM_HOME. Here it is stuck
     waiting on a Firestore that does not answer, as one would be mid-outage.
     A stitch of another home is not ours to stop."""
-    from povstorm.adapters import LocalStitchLauncher
-    from povstorm.settings import Settings, local_logs
+    from povstorm.cloud.launchers import LocalStitchLauncher
+    from povstorm.core.settings import Settings, local_logs
 
     home, other = tmp_path / "home", tmp_path / "other"
     env = user_env(home)

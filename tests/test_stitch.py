@@ -15,17 +15,16 @@ from typing import Any
 
 import pytest
 
-from emulator.stack import StackState
-from povstorm.adapters import (
-    Clients,
-)
-from povstorm.ledger import Ledger
-from povstorm.model import RenderStats
-from povstorm.naming import frame_object, poster_object, stats_object, video_object
-from povstorm.schemas import load_job_spec
-from povstorm.settings import Settings
-from povstorm.spec import OutputSpec
-from povstorm.stitch import container_for, encode, stitch
+from povstorm.cloud.clients import Clients
+from povstorm.core.model import RenderStats
+from povstorm.core.naming import frame_object, poster_object, stats_object, video_object
+from povstorm.core.schemas import load_job_spec
+from povstorm.core.settings import Settings
+from povstorm.core.spec import OutputSpec
+from povstorm.ledger.ledger import Ledger
+from povstorm.stitch.encode import container_for, encode
+from povstorm.stitch.job import stitch
+from povstorm_local.stack import StackState
 
 pytestmark = pytest.mark.stack
 
@@ -219,7 +218,7 @@ def test_each_codec_encodes_every_frame(
 def run_entry_point(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "stitch_container.main", *args],
+        [sys.executable, "-m", "povstorm.shells.stitch_job", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -31,7 +31,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from povstorm._names import DEFAULTS, ENV, FUNCTIONS, NAMES, SUBSCRIPTIONS, TOPICS, Namespace
+from povstorm.core.names import DEFAULTS, ENV, FUNCTIONS, NAMES, SUBSCRIPTIONS, TOPICS, Namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"

@@ -6,7 +6,7 @@ not imported here because the functions and containers import this package
 and must not pull in the client and the local stack it can start.
 """
 
-from .errors import (
+from povstorm.core.errors import (
     PovstormError,
     RenderError,
     SceneError,
@@ -16,8 +16,8 @@ from .errors import (
     UnknownJob,
     UserError,
 )
-from .model import JobState, UnitState
-from .settings import Settings
+from povstorm.core.model import JobState, UnitState
+from povstorm.core.settings import Settings
 
 __all__ = [
     "JobState",

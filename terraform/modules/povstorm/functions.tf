@@ -254,7 +254,7 @@ resource "google_cloud_scheduler_job" "reconcile" {
   project          = local.project
   region           = local.region
   name             = "${local.ns}-${replace(local.names.functions.reconcile, "_", "-")}"
-  description      = "Repairs what a crash or a lost event left undone (povstorm.reconcile)."
+  description      = "Repairs what a crash or a lost event left undone (povstorm.farm.reconcile)."
   schedule         = var.reconcile_schedule
   time_zone        = "Etc/UTC"
   attempt_deadline = "${var.reconcile_timeout_seconds}s"

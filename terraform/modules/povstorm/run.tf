@@ -75,7 +75,7 @@ resource "google_cloud_run_v2_service" "render" {
   depends_on = [google_project_service.apis]
 }
 
-# The stitch: `python -m stitch_container.main JOB_ID`, one execution per job,
+# The stitch: `python -m povstorm.shells.stitch_job JOB_ID`, one execution per job,
 # started by CloudRunStitchLauncher (run_job with the job id as the container
 # argument override). The image's ENTRYPOINT holds the command; the job
 # itself has no args, so an execution without the override fails fast.

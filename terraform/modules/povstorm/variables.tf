@@ -96,7 +96,7 @@ variable "stitch_job_ram" {
 }
 
 variable "stitch_timeout_seconds" {
-  description = "Timeout of one stitch execution. Keep it below the reconciler's stitch deadline (30 min, povstorm.reconcile.Deadlines.stitch_run), after which it launches the stitch again."
+  description = "Timeout of one stitch execution. Keep it below the reconciler's stitch deadline (30 min, povstorm.farm.reconcile.Deadlines.stitch_run), after which it launches the stitch again."
   type        = number
   default     = 1500
 

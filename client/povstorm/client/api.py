@@ -1,0 +1,553 @@
+"""The Python API: Cluster, Job, WorkUnit.
+
+    cluster = Cluster.local()                      # or Cluster.from_terraform("povstorm-outputs.json")
+    job = Job(cluster, shared="assets/", fps=24)   # shared files land in ./shared of every unit
+    for i in range(30):
+        job.add(WorkUnit(inline={"scene.pov": make_scene(i)}, args=["+Iscene.pov", "+W64", "+H48"]))
+    job.submit()
+    job.wait(on_progress=print)
+    result = job.result(frames_dir="frames/", video="out.mp4")
+
+Or from a POV-Ray invocation: ``Job.from_ini(cluster, ["scene.ini", "+W320", "+KFF24"])``.
+
+Inputs are content-addressed: each file is uploaded once under its sha256
+and a job names it by hash, so a second job with the same textures uploads
+nothing. The spec goes to the submit function over HTTP, the same path on
+the local stack and in the cloud; progress comes from Firestore listeners.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from povstorm.client.watch import Progress, watch
+from povstorm.cloud.blobs import BlobStore
+from povstorm.cloud.clients import Clients
+from povstorm.core.errors import (
+    PovstormError,
+    SpecError,
+    StackError,
+    TransientError,
+    UnknownJob,
+    UserError,
+)
+from povstorm.core.model import JobState, UnitState
+from povstorm.core.naming import (
+    check_relpath,
+    frame_object,
+    input_object,
+    log_object,
+    new_job_id,
+    poster_object,
+)
+from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, dump_job_spec, load_job_spec
+from povstorm.core.settings import EMULATOR_VARS, Settings, povstorm_home
+from povstorm.core.spec import JobSpec
+from povstorm.farm import operations as farm
+from povstorm.ledger.ledger import Ledger, now
+
+UPLOAD_THREADS = 8
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Cluster:
+    """Where jobs run: the local emulator stack or a terraform deployment."""
+
+    settings: Settings
+    clients: Clients
+    auth: Any = None  # a requests auth for the submit function (ID token in the cloud)
+    _stop: Callable[[], object] | None = None  # stops a stack this cluster started
+
+    @classmethod
+    def local(
+        cls, home: Path | None = None, start: bool = True, workers: int | None = None
+    ) -> Cluster:
+        """The local stack; started (and stopped again by ``close``) if it is not running."""
+        from povstorm_local.stack import LocalStack
+
+        stack = LocalStack(home or povstorm_home())
+        state = stack.load()
+        stop = None
+        if state is None or not stack.healthy(state):
+            if not start:
+                raise StackError(
+                    "the local stack is not running: start it with `povstorm local up`"
+                )
+            state = stack.up(workers=workers)
+            stop = stack.down
+        state.apply_env(os.environ)
+        settings = state.settings()
+        return cls(settings=settings, clients=Clients.from_settings(settings), _stop=stop)
+
+    @classmethod
+    def from_terraform(cls, outputs: str | Path | Mapping[str, Any]) -> Cluster:
+        """A deployment, from the JSON its terraform wrote (povstorm-outputs.json,
+        or ``terraform output -json``)."""
+        if isinstance(outputs, Mapping):
+            raw: Mapping[str, Any] = outputs
+        else:
+            path = Path(outputs)
+            try:
+                raw = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise UserError(f"no terraform outputs at {path}") from None
+            except ValueError as exc:
+                raise UserError(f"{path} is not JSON: {exc}") from None
+        values = {
+            k: (v["value"] if isinstance(v, Mapping) and "value" in v else v)
+            for k, v in raw.items()
+        }
+        missing = [k for k in ("project", "bucket", "submit_url") if not values.get(k)]
+        if missing:
+            raise UserError(f"terraform outputs lack {', '.join(missing)}")
+        for var in EMULATOR_VARS:  # a cloud cluster never talks to an emulator
+            os.environ.pop(var, None)
+        settings = Settings.from_env().with_overrides(
+            project=values["project"],
+            bucket=values["bucket"],
+            submit_url=values["submit_url"],
+            region=values.get("region"),
+            namespace=values.get("namespace"),
+            stitch_launcher="cloud-run",
+            stitch_job=values.get("stitch_job"),
+        )
+        from povstorm.cloud.auth import IdTokenAuth
+
+        return cls(
+            settings=settings,
+            clients=Clients.from_settings(settings),
+            auth=IdTokenAuth(values["submit_url"]),
+        )
+
+    def close(self) -> None:
+        if self._stop:
+            self._stop()
+            self._stop = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.clients.db)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.clients.blobs
+
+    # --- inputs and submission -----------------------------------------------------
+
+    def upload_inputs(self, files: Mapping[str, Path | bytes]) -> dict[str, str]:
+        """Upload each file once under its sha256; returns relative path -> sha256."""
+        manifest: dict[str, str] = {}
+        content: dict[str, Path | bytes] = {}
+        for rel, src in files.items():
+            check_relpath(rel, "input name")
+            digest = (
+                hashlib.sha256(src).hexdigest()
+                if isinstance(src, bytes)
+                else sha256_file(Path(src))
+            )
+            manifest[rel] = digest
+            content.setdefault(digest, src)
+
+        def upload(item: tuple[str, Path | bytes]) -> None:
+            digest, src = item
+            name = input_object(digest)
+            if self.blobs.exists(name):
+                return
+            if isinstance(src, bytes):
+                self.blobs.upload_bytes(name, src)
+            else:
+                self.blobs.upload_file(name, Path(src))
+
+        with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            list(pool.map(upload, content.items()))
+        return manifest
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> str:
+        """POST a spec to the submit function; returns the job id."""
+        body = dump_job_spec(spec) if isinstance(spec, JobSpec) else dict(spec)
+        body.setdefault("job_id", new_job_id())
+        if not self.settings.submit_url:
+            raise StackError("no submit URL configured")
+        for attempt in range(5):
+            try:
+                reply = requests.post(
+                    self.settings.submit_url, json=body, auth=self.auth, timeout=300
+                )
+            except requests.RequestException as exc:
+                if attempt == 4:
+                    raise TransientError(
+                        f"submit unreachable at {self.settings.submit_url}: {exc}"
+                    ) from exc
+                continue
+            if reply.status_code < 300:
+                return str(reply.json()["job_id"])
+            message = _error_of(reply)
+            if 400 <= reply.status_code < 500:
+                raise SpecError(message)
+            if attempt == 4:
+                raise TransientError(f"submit failed ({reply.status_code}): {message}")
+        raise TransientError("submit failed")  # unreachable: the loop returns or raises
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def watch(
+        self,
+        job_id: str,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+    ) -> Progress:
+        return watch(self.clients.db, job_id, on_progress=on_progress, timeout=timeout)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        view = self.ledger.view(job_id)
+        return {**view.doc, "units_done": view.done, "units_failed": view.failed}
+
+    def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self.ledger.list_jobs(limit)
+
+    def cancel(self, job_id: str) -> str:
+        return farm.cancel(self.clients, job_id)
+
+    def retry(self, job_id: str) -> int:
+        return farm.retry(self.clients, job_id)
+
+    def logs(
+        self, job_id: str, unit: int | None = None, frame: int | None = None
+    ) -> list[tuple[str, str]]:
+        """POV-Ray's output for the attempts of one unit (or frame): [(object, text)]."""
+        ledger = self.ledger
+        job = ledger.require_job(job_id)
+        if frame is not None:
+            matches = [r for r in ledger.unit_records(job_id) if r.get("frame") == frame]
+            if not matches:
+                raise UserError(f"job {job_id} has no frame {frame}")
+            unit = int(matches[0]["unit"])
+        if unit is None:
+            failed = ledger.unit_records(job_id, (UnitState.FAILED,))
+            unit = int(failed[0]["unit"]) if failed else 0
+        if not 0 <= unit < int(job["units_expected"]):
+            raise UserError(f"job {job_id} has no unit {unit}")
+        record = ledger.unit_record(job_id, unit) or {}
+        out = []
+        for attempt in range(1, int(record.get("attempts", 1)) + 1):
+            name = log_object(job_id, unit, attempt)
+            if self.blobs.exists(name):
+                out.append((name, self.blobs.read_bytes(name).decode(errors="replace")))
+        return out
+
+    def fetch(
+        self,
+        job_id: str,
+        out_dir: Path | None = None,
+        *,
+        video: Path | None = None,
+        frames_dir: Path | None = None,
+        frame_names: Callable[[dict[str, Any]], str] | None = None,
+    ) -> JobResult:
+        """Download what a job produced: the video (and poster, stats.json) and,
+        with ``frames_dir``, every done frame, named as POV-Ray would name it."""
+        view = self.ledger.view(job_id)
+        job = view.doc
+        result = JobResult.from_view(job_id, view)
+        if not result.stats and view.done:
+            # A job that never stitched (failed, cancelled) still gets its numbers.
+            from povstorm.stitch.job import summarise
+
+            records = self.ledger.unit_records(job_id, (UnitState.DONE,))
+            result.stats = summarise(
+                records, job.get("created_at"), job.get("finished_at") or now()
+            )
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            video = video or (out_dir / Path(job["video"]).name if job.get("video") else None)
+            frames_dir = frames_dir or out_dir / "frames"
+            if job.get("poster"):
+                self.blobs.download_to(poster_object(job_id), out_dir / "poster.png")
+            stats_path = out_dir / "stats.json"
+            stats_path.write_text(json.dumps(result.summary(), indent=2, default=str))
+            result.stats_path = stats_path
+        if video is not None and job.get("video"):
+            self.blobs.download_to(job["video"], video)
+            result.video = video
+        if frames_dir is not None:
+            frames_dir.mkdir(parents=True, exist_ok=True)
+            records = self.ledger.unit_records(job_id, (UnitState.DONE,))
+            name_of = frame_names or _default_frame_name(job)
+
+            def get(record: dict[str, Any]) -> Path:
+                dest = frames_dir / name_of(record)
+                self.blobs.download_to(frame_object(job_id, int(record["unit"])), dest)
+                return dest
+
+            with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+                result.frames = list(pool.map(get, records))
+            result.frames_dir = frames_dir
+        return result
+
+
+def _default_frame_name(job: dict[str, Any]) -> Callable[[dict[str, Any]], str]:
+    """POV-Ray's own numbering for scene jobs (scene07.png), the unit otherwise."""
+    spec = job.get("spec") or {}
+    stem = (spec.get("extra") or {}).get("output_stem")
+    digits = int(spec.get("frame_digits") or 0)
+    if job.get("kind") == "scene" and stem:
+        animated = (spec.get("povray") or {}).get("animated", True)
+        return lambda r: f"{stem}{int(r['frame']):0{digits}d}.png" if animated else f"{stem}.png"
+    return lambda r: f"{int(r['unit']):06d}.png"
+
+
+def _error_of(reply: requests.Response) -> str:
+    try:
+        return str(reply.json().get("error") or reply.text)
+    except ValueError:
+        return reply.text.strip()[:500] or reply.reason
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    state: JobState
+    units_expected: int
+    units_done: int
+    units_failed: int
+    stats: dict[str, Any]
+    errors: list[dict[str, Any]]
+    video: Path | None = None
+    frames_dir: Path | None = None
+    frames: list[Path] = field(default_factory=list)
+    stats_path: Path | None = None
+
+    @classmethod
+    def from_view(cls, job_id: str, view: Any) -> JobResult:
+        job = view.doc
+        return cls(
+            job_id=job_id,
+            state=JobState(job["state"]),
+            units_expected=int(job.get("units_expected", 0)),
+            units_done=view.done,
+            units_failed=view.failed,
+            stats=dict(job.get("stats") or {}),
+            errors=list(job.get("errors") or []),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.state == JobState.DONE
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "units_expected": self.units_expected,
+            "units_done": self.units_done,
+            "units_failed": self.units_failed,
+            "video": str(self.video) if self.video else None,
+            "frames_dir": str(self.frames_dir) if self.frames_dir else None,
+            "stats": self.stats,
+            "errors": [
+                {k: (str(v) if k == "at" else v) for k, v in e.items()} for e in self.errors
+            ],
+        }
+
+
+@dataclass
+class WorkUnit:
+    """One unit of a generated job: its POV-Ray args, its own files (inline
+    text/bytes, or paths uploaded by hash), landing in its working directory.
+    The job's shared files are in ./shared."""
+
+    args: Sequence[str] = ()
+    inline: Mapping[str, str | bytes] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+    label: str = ""
+
+
+class Job:
+    """A job being built, then submitted and followed."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        shared: str | Path | None = None,
+        *,
+        name: str = "job",
+        fps: int = 24,
+        codec: str = "h264",
+        crf: int = 20,
+        video: bool = True,
+        max_attempts: int = 3,
+        fail_fast: bool = False,
+        timeout_seconds: int = 600,
+    ) -> None:
+        self.cluster = cluster
+        self.shared = Path(shared) if shared else None
+        self.options = {
+            "name": name,
+            "output": {"fps": fps, "codec": codec, "crf": crf, "video": video},
+            "max_attempts": max_attempts,
+            "fail_fast": fail_fast,
+            "timeout_seconds": timeout_seconds,
+        }
+        self.units: list[WorkUnit] = []
+        self.job_id: str | None = None
+        self._scene: dict[str, Any] | None = None  # set by from_ini
+        self._scene_files: dict[str, Path] = {}
+        self._extra: dict[str, Any] = {}
+        self.invocation: Any = None  # the parsed POV-Ray invocation of a scene job
+
+    def add(self, unit: WorkUnit) -> Job:
+        if self._scene is not None:
+            raise UserError("a scene job renders its frames; it takes no extra units")
+        self.units.append(unit)
+        return self
+
+    def extend(self, units: Iterable[WorkUnit]) -> Job:
+        for unit in units:
+            self.add(unit)
+        return self
+
+    @classmethod
+    def from_ini(
+        cls,
+        cluster: Cluster,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        include: Sequence[Path] = (),
+        **options: Any,
+    ) -> Job:
+        """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
+        ``povray`` would read it; a missing include fails here, before upload."""
+        from povstorm.povray.invocation import parse_invocation
+        from povstorm.povray.scan import collect_inputs
+
+        inv = parse_invocation(list(argv), cwd or Path.cwd())
+        inputs = collect_inputs(inv, extra=list(include))
+        job = cls(cluster, name=options.pop("name", None) or inv.scene.stem, **options)
+        first, last = inv.frames
+        job._scene = {
+            "args": list(inv.farm_args),
+            "frames": {"first": first, "last": last},
+            "animated": inv.animated,
+        }
+        job._scene_files = dict(inputs.files)
+        job._extra = {"output_stem": _output_stem(inv)}
+        job.options["frame_digits"] = inv.frame_digits
+        job.invocation = inv
+        return job
+
+    def spec(self) -> dict[str, Any]:
+        """Upload the inputs and build the job spec (validated before return)."""
+        body: dict[str, Any] = dict(self.options)
+        body["extra"] = dict(self._extra)
+        if self._scene is not None:
+            body["inputs"] = self.cluster.upload_inputs(self._scene_files)
+            body["povray"] = self._scene
+        else:
+            if not self.units:
+                raise UserError("the job has no units: add WorkUnit(...) first")
+            shared = _files_under(self.shared) if self.shared else {}
+            body["inputs"] = self.cluster.upload_inputs(shared)
+            body["inputs_dir"] = "shared"
+            body["units"] = [self._unit_body(u) for u in self.units]
+        body["job_id"] = self.job_id or new_job_id()
+        load_job_spec(body)  # fail here, with the field named, not at the server
+        return body
+
+    def _unit_body(self, unit: WorkUnit) -> dict[str, Any]:
+        inline: dict[str, str] = {}
+        files: dict[str, Path | bytes] = dict(unit.files)
+        for name, content in unit.inline.items():
+            # Text travels inside the spec; bytes (and big text) by hash.
+            if isinstance(content, str) and len(content.encode()) <= MAX_INLINE_BYTES_PER_UNIT // 4:
+                inline[name] = content
+            else:
+                files[name] = content.encode() if isinstance(content, str) else content
+        return {
+            "args": list(unit.args),
+            "inline": inline,
+            "inputs": self.cluster.upload_inputs(files) if files else {},
+            "label": unit.label,
+        }
+
+    def submit(self) -> str:
+        if self.job_id is not None:
+            raise UserError(f"job {self.job_id} is already submitted")
+        body = self.spec()
+        self.job_id = self.cluster.submit(body)
+        return self.job_id
+
+    def _require_id(self) -> str:
+        if self.job_id is None:
+            raise UserError("submit the job first")
+        return self.job_id
+
+    def watch(
+        self, on_progress: Callable[[Progress], None] | None = None, timeout: float | None = None
+    ) -> Progress:
+        return self.cluster.watch(self._require_id(), on_progress=on_progress, timeout=timeout)
+
+    def wait(
+        self, on_progress: Callable[[Progress], None] | None = None, timeout: float | None = None
+    ) -> JobResult:
+        self.watch(on_progress=on_progress, timeout=timeout)
+        return self.result()
+
+    def result(
+        self, *, video: Path | str | None = None, frames_dir: Path | str | None = None
+    ) -> JobResult:
+        return self.cluster.fetch(
+            self._require_id(),
+            video=Path(video) if video else None,
+            frames_dir=Path(frames_dir) if frames_dir else None,
+        )
+
+    def cancel(self) -> str:
+        return self.cluster.cancel(self._require_id())
+
+
+def _output_stem(inv: Any) -> str | None:
+    """The part of POV-Ray's output file name before the frame number, so a
+    later ``fetch`` names frames exactly as ``povray`` would; None if the
+    name does not have that shape (frames are then named by unit)."""
+    first, last = inv.frames
+    stem = None
+    for frame in (first, last):
+        name = Path(inv.output_name(frame)).name
+        suffix = f"{frame:0{inv.frame_digits}d}.png" if inv.animated else ".png"
+        if not name.endswith(suffix):
+            return None
+        stem = name[: -len(suffix)]
+    return stem
+
+
+def _files_under(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise UserError(f"shared directory {root} does not exist")
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+__all__ = ["Cluster", "Job", "JobResult", "PovstormError", "UnknownJob", "WorkUnit"]

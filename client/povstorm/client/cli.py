@@ -1,0 +1,488 @@
+"""The ``povstorm`` command: thin over the library (``povstorm.client``).
+
+Every error a user can cause ends as one line on stderr and a non-zero exit:
+2 for bad input (a malformed scene, an unknown job), 1 for a job that failed
+or a stack that is not available. Options that start with + or - and are not
+povstorm's own are POV-Ray's, passed on exactly as ``povray`` would read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from povstorm.client.watch import Progress
+from povstorm.core.errors import PovstormError, UserError
+
+EPILOG_RENDER = """\
+examples:
+  povstorm render examples/spinning/spinning.ini -o spinning.mp4
+  povstorm render scene.pov +W320 +H240 +KFI1 +KFF48 --fps 24 --frames-dir frames/
+  povstorm render scene.ini +SF10 +EF20 --json
+Any option starting with + or - that povstorm does not know is POV-Ray's.
+"""
+
+
+def _add_cluster_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster",
+        metavar="OUTPUTS.json",
+        default=os.environ.get("POVSTORM_CLUSTER"),
+        help="terraform outputs of a cloud deployment (env POVSTORM_CLUSTER); default: the local stack",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="povstorm",
+        description="Render POV-Ray animations on a farm: a local emulator stack or Google Cloud.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser(
+        "render",
+        help="render a scene (INI or .pov, with POV-Ray options) to frames and a video",
+        description="Upload a scene, render its frames on the farm, watch live, download the video.",
+        epilog=EPILOG_RENDER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    r.add_argument("scene", metavar="SCENE.ini|SCENE.pov", help="the INI file or scene to render")
+    r.add_argument(
+        "povray_args",
+        nargs="*",
+        metavar="POVRAY_OPTION",
+        help="POV-Ray options, e.g. +W320 +H240 +KFF24",
+    )
+    r.add_argument(
+        "-o", "--output", type=Path, help="where to write the video (default: <scene>.mp4)"
+    )
+    r.add_argument("--frames-dir", type=Path, help="also download every frame into this directory")
+    r.add_argument("--fps", type=int, default=24, help="video frame rate (default 24)")
+    r.add_argument(
+        "--codec",
+        default="h264",
+        choices=["h264", "h265", "vp9", "prores", "gif"],
+        help="video codec",
+    )
+    r.add_argument(
+        "--crf", type=int, default=20, help="video quality, lower is better (0-51, default 20)"
+    )
+    r.add_argument("--name", help="job name (default: the scene's name)")
+    r.add_argument(
+        "--include",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="upload this file or directory too (for what a scan cannot see)",
+    )
+    r.add_argument(
+        "--max-attempts", type=int, default=3, help="attempts per frame before it fails (default 3)"
+    )
+    r.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="end the job at the first frame that fails for good",
+    )
+    r.add_argument(
+        "--timeout", type=float, default=None, help="give up watching after this many seconds"
+    )
+    r.add_argument(
+        "--no-wait", action="store_true", help="submit and print the job id, do not watch"
+    )
+    r.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end instead of text"
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="render workers if a local stack is started (default: one per core)",
+    )
+    _add_cluster_option(r)
+    r.set_defaults(func=cmd_render)
+
+    j = sub.add_parser("jobs", help="recent jobs as a table")
+    j.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    j.add_argument("--json", action="store_true", help="print JSON")
+    _add_cluster_option(j)
+    j.set_defaults(func=cmd_jobs)
+
+    s = sub.add_parser("status", help="one job: state, counts, errors, stats")
+    s.add_argument("job_id", metavar="JOB")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    _add_cluster_option(s)
+    s.set_defaults(func=cmd_status)
+
+    w = sub.add_parser("watch", help="follow a job live until it ends")
+    w.add_argument("job_id", metavar="JOB")
+    w.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    _add_cluster_option(w)
+    w.set_defaults(func=cmd_watch)
+
+    lg = sub.add_parser("logs", help="POV-Ray's output for a frame (default: the first failed one)")
+    lg.add_argument("job_id", metavar="JOB")
+    g = lg.add_mutually_exclusive_group()
+    g.add_argument("--frame", type=int, help="POV-Ray frame number")
+    g.add_argument("--unit", type=int, help="unit index (for generated jobs)")
+    _add_cluster_option(lg)
+    lg.set_defaults(func=cmd_logs)
+
+    f = sub.add_parser("fetch", help="download a job's video, poster, frames and stats.json")
+    f.add_argument("job_id", metavar="JOB")
+    f.add_argument("-o", "--out", type=Path, default=None, help="directory (default: ./<JOB>)")
+    f.add_argument("--no-frames", action="store_true", help="skip the frames")
+    _add_cluster_option(f)
+    f.set_defaults(func=cmd_fetch)
+
+    c = sub.add_parser("cancel", help="stop a job: drop its queued work and mark it cancelled")
+    c.add_argument("job_id", metavar="JOB")
+    _add_cluster_option(c)
+    c.set_defaults(func=cmd_cancel)
+
+    rt = sub.add_parser("retry", help="requeue only the failed frames of a failed job")
+    rt.add_argument("job_id", metavar="JOB")
+    rt.add_argument("--wait", action="store_true", help="watch the job to its end")
+    _add_cluster_option(rt)
+    rt.set_defaults(func=cmd_retry)
+
+    from povstorm_local.cli import add_parser as add_local_parser
+
+    add_local_parser(sub)
+    return parser
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _cluster(args: argparse.Namespace, start: bool = False) -> Any:
+    from povstorm.client import Cluster
+
+    if args.cluster:
+        return Cluster.from_terraform(args.cluster)
+    return Cluster.local(start=start, workers=getattr(args, "workers", None))
+
+
+class ProgressPrinter:
+    """A live progress line on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every: float = 2.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every
+        self._last = 0.0
+        self._last_line = ""
+
+    def __call__(self, p: Progress) -> None:
+        line = f"{p.job_id}  {p.line()}"
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+            if p.finished:
+                self.stream.write("\n")
+        elif p.finished or (line != self._last_line and now - self._last >= self.every):
+            self.stream.write(line + "\n")
+            self._last = now
+        self._last_line = line
+        self.stream.flush()
+
+
+def _fmt_seconds(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}s"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def print_stats(stats: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """The job's statistics as ``povstorm.stitch.job.summarise`` writes them."""
+    if not stats:
+        return
+    render = stats.get("render_seconds") or {}
+    rows = [
+        ("wall time", _fmt_seconds(stats.get("wall_seconds"))),
+        ("frames", str(stats.get("units", "-"))),
+        ("render time, total", _fmt_seconds(render.get("total"))),
+        (
+            "render time per frame",
+            f"min {_fmt_seconds(render.get('min'))}  p50 {_fmt_seconds(render.get('p50'))}  "
+            f"max {_fmt_seconds(render.get('max'))}",
+        ),
+        ("CPU time", _fmt_seconds(stats.get("cpu_seconds"))),
+        ("speed-up vs one after another", f"{float(stats.get('speedup') or 0):.2f}x"),
+    ]
+    slow = stats.get("slowest") or []
+    if slow:
+        rows.append(
+            (
+                "slowest frames",
+                ", ".join(
+                    f"{s['frame'] if s.get('frame') is not None else 'unit ' + str(s.get('unit'))}"
+                    f" ({_fmt_seconds(s.get('render_seconds'))})"
+                    for s in slow
+                ),
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}", file=out)
+
+
+def print_errors(errors: list[dict[str, Any]], out: TextIO = sys.stderr) -> None:
+    for e in errors:
+        if "stitch" in e:
+            print(f"  stitch: {e['stitch']}", file=out)
+            continue
+        where = f"frame {e['frame']}" if e.get("frame") is not None else f"unit {e.get('unit')}"
+        print(f"  {where} (attempt {e.get('attempt')}): {e.get('error')}", file=out)
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from povstorm.client import Job
+
+    cluster = _cluster(args, start=True)
+    with cluster:
+        job = Job.from_ini(
+            cluster,
+            [args.scene, *args.povray_args],
+            include=args.include,
+            name=args.name,
+            fps=args.fps,
+            codec=args.codec,
+            crf=args.crf,
+            max_attempts=args.max_attempts,
+            fail_fast=args.fail_fast,
+        )
+        for warning in job.invocation.warnings:
+            print(f"povstorm: warning: {warning}", file=sys.stderr)
+        job_id = job.submit()
+        if args.no_wait:
+            print(job_id)
+            return 0
+        if not args.json:
+            print(f"job {job_id}: {job.invocation.frame_count} frame(s)", file=sys.stderr)
+        final = job.watch(
+            on_progress=None if args.json else ProgressPrinter(), timeout=args.timeout
+        )
+        ext = {"vp9": "webm", "gif": "gif", "prores": "mov"}.get(args.codec, "mp4")
+        video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
+        result = job.result(
+            video=video if final.state.value == "done" else None, frames_dir=args.frames_dir
+        )
+        return _report(result, args.json)
+
+
+def _report(result: Any, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result.summary(), default=str))
+    elif result.ok:
+        print(
+            f"job {result.job_id} done: {result.units_done} frame(s)"
+            + (f", video {result.video}" if result.video else "")
+        )
+        if result.frames_dir:
+            print(f"  frames in {result.frames_dir}")
+        print_stats(result.stats)
+    else:
+        print(
+            f"povstorm: job {result.job_id} {result.state.value}: {result.units_failed} of "
+            f"{result.units_expected} frame(s) failed",
+            file=sys.stderr,
+        )
+        print_errors(result.errors)
+        if result.units_failed:
+            print(
+                f"  povstorm logs {result.job_id}   shows POV-Ray's output; povstorm retry {result.job_id} requeues the failed frames",
+                file=sys.stderr,
+            )
+    return 0 if result.ok else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    jobs = cluster.jobs(limit=args.limit)
+    if args.json:
+        print(json.dumps([_job_row(j) for j in jobs], default=str))
+        return 0
+    if not jobs:
+        print("no jobs yet")
+        return 0
+    header = f"{'JOB':<24} {'NAME':<20} {'STATE':<10} {'DONE':>11} {'FAILED':>6}  CREATED"
+    print(header)
+    for j in jobs:
+        row = _job_row(j)
+        print(
+            f"{row['job_id']:<24} {row['name'][:20]:<20} {row['state']:<10} "
+            f"{row['units_done']:>5}/{row['units_expected']:<5} {row['units_failed']:>6}  {row['created_at']}"
+        )
+    return 0
+
+
+def _job_row(job: dict[str, Any]) -> dict[str, Any]:
+    created = job.get("created_at")
+    return {
+        "job_id": job.get("job_id"),
+        "name": job.get("name", ""),
+        "state": job.get("state"),
+        "units_expected": job.get("units_expected", 0),
+        "units_done": job.get("units_done", 0),
+        "units_failed": job.get("units_failed", 0),
+        "created_at": created.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[union-attr]
+        if hasattr(created, "strftime")
+        else created,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    status = cluster.status(args.job_id)
+    if args.json:
+        keep = (
+            "job_id",
+            "name",
+            "state",
+            "units_expected",
+            "units_done",
+            "units_failed",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "video",
+            "stats",
+            "errors",
+        )
+        print(json.dumps({k: status.get(k) for k in keep}, default=str))
+        return 0
+    print(f"job {status['job_id']} ({status.get('name')}): {status['state']}")
+    print(
+        f"  {status['units_done']}/{status['units_expected']} done, {status['units_failed']} failed"
+    )
+    for key in ("created_at", "started_at", "finished_at"):
+        if status.get(key):
+            print(f"  {key.replace('_at', '')}: {status[key]}")
+    if status.get("video"):
+        print(f"  video: {status['video']}")
+    print_stats(status.get("stats") or {})
+    print_errors(status.get("errors") or [], sys.stdout)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    cluster.ledger.require_job(args.job_id)
+    final = cluster.watch(args.job_id, on_progress=ProgressPrinter(), timeout=args.timeout)
+    return 0 if final.state.value == "done" else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    logs = cluster.logs(args.job_id, unit=args.unit, frame=args.frame)
+    if not logs:
+        raise UserError(f"no POV-Ray output stored for that frame of {args.job_id} yet")
+    for name, text in logs:
+        print(f"==> {name} <==")
+        print(text.rstrip())
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    cluster.ledger.require_job(args.job_id)
+    out = args.out or Path(args.job_id)
+    result = cluster.fetch(args.job_id, out, frames_dir=None if args.no_frames else out / "frames")
+    print(
+        f"fetched {args.job_id} into {out}/: "
+        + ", ".join(
+            filter(
+                None,
+                [
+                    f"video {result.video.name}" if result.video else "no video",
+                    f"{len(result.frames)} frame(s)" if result.frames else "",
+                    "stats.json",
+                ],
+            )
+        )
+    )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    state = cluster.cancel(args.job_id)
+    print(f"job {args.job_id}: {state}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    count = cluster.retry(args.job_id)
+    print(f"job {args.job_id}: requeued {count} unit(s)")
+    if args.wait:
+        final = cluster.watch(args.job_id, on_progress=ProgressPrinter())
+        return 0 if final.state.value == "done" else 1
+    return 0
+
+
+def split_render_argv(
+    parser: argparse.ArgumentParser, argv: list[str]
+) -> tuple[list[str], list[str]]:
+    """Split ``render``'s arguments into povstorm's options and POV-Ray's, in
+    their order: POV-Ray reads options left to right, so order must survive."""
+    render = parser._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr,index]
+    ours = render._option_string_actions
+    mine: list[str] = []
+    povray: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        flag = token.split("=", 1)[0]
+        action = ours.get(flag)
+        if action is None:
+            if token.startswith("--"):
+                raise UserError(f"unknown option {token} (see povstorm render --help)")
+            povray.append(token)
+        else:
+            mine.append(token)
+            if action.nargs != 0 and "=" not in token and i + 1 < len(argv):
+                mine.append(argv[i + 1])
+                i += 1
+        i += 1
+    return mine, povray
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "render" and not {"-h", "--help"} & set(argv):
+            mine, povray = split_render_argv(parser, argv[1:])
+            if not povray:
+                parser.parse_args(["render"])  # argparse's own "scene is required"
+            args = parser.parse_args(["render", *mine, "--", povray[0]])
+            args.povray_args = povray[1:]
+        else:
+            args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"povstorm: error: {exc}", file=sys.stderr)
+        return 2
+    except PovstormError as exc:
+        print(f"povstorm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("povstorm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

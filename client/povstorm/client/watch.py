@@ -1,0 +1,232 @@
+"""Live progress of a job through Firestore listeners.
+
+The client listens to the job document and its shard documents (never to
+the units: a 10,000-frame job would stream 10,000 documents) and sums the
+shards into a ``Progress``. A listener that breaks (the emulator restarted,
+a network blip) is re-opened with backoff, and a slow poll runs beside the
+listener, so the watcher always reaches the final state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core.retry import Retry
+
+from povstorm.core.errors import TransientError, UnknownJob
+from povstorm.core.model import JobState
+from povstorm.core.names import COLLECTIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    state: JobState
+    total: int
+    done: int
+    failed: int
+    elapsed: float  # seconds since the watch began
+    rate: float  # units per second since the first unit landed in this watch
+    eta: float | None  # seconds, None while unknown
+    job: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.state.terminal
+
+    def line(self) -> str:
+        eta = f"ETA {_fmt(self.eta)}" if self.eta is not None and not self.finished else ""
+        pct = 100 * (self.done + self.failed) / self.total if self.total else 100
+        parts = [
+            f"{self.state.value:<9}",
+            f"{self.done}/{self.total} done",
+            f"{self.failed} failed",
+            f"{pct:5.1f}%",
+            f"{self.rate:.2f} frames/s",
+            eta,
+        ]
+        return "  ".join(p for p in parts if p)
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+# A poll gives up on an outage after this long and tries again later (with
+# backoff), rather than sit in the client library's 60 s retry.
+POLL_RETRY = Retry(initial=0.2, maximum=2.0, timeout=10.0)
+POLL_TIMEOUT = 10.0
+
+
+class JobWatcher:
+    """Yields a Progress each time the job or a shard changes, until the job
+    reaches a terminal state (or the timeout passes)."""
+
+    def __init__(
+        self, db: Any, job_id: str, poll_seconds: float = 5.0, retry: Retry = POLL_RETRY
+    ) -> None:
+        self._db = db
+        self._job_id = job_id
+        self._poll = poll_seconds
+        self._retry = retry
+        self._events: queue.Queue[str] = queue.Queue()
+        self._job: dict[str, Any] | None = None
+        self._shards: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._watches: list[Any] = []
+        self._start = time.monotonic()
+        self._first: tuple[float, int] | None = None
+
+    @property
+    def _job_ref(self) -> Any:
+        return self._db.collection(COLLECTIONS["jobs"]).document(self._job_id)
+
+    def _on_job(self, docs: list[Any], _changes: Any, _read_time: Any) -> None:
+        with self._lock:
+            for d in docs:
+                if d.exists:
+                    self._job = d.to_dict()
+        self._events.put("job")
+
+    def _on_shards(self, docs: list[Any], _changes: Any, _read_time: Any) -> None:
+        with self._lock:
+            for d in docs:
+                self._shards[d.id] = d.to_dict()
+        self._events.put("shards")
+
+    def _open(self) -> None:
+        self._close()
+        try:
+            self._watches = [
+                self._job_ref.on_snapshot(self._on_job),
+                self._job_ref.collection(COLLECTIONS["shards"]).on_snapshot(self._on_shards),
+            ]
+        except Exception as exc:  # the listener API raises whatever gRPC gives it
+            log.debug("listener could not open: %s", exc)
+            self._watches = []
+
+    def _close(self) -> None:
+        for w in self._watches:
+            # A broken listener may fail to close; it is gone either way.
+            with contextlib.suppress(Exception):
+                w.unsubscribe()
+        self._watches = []
+
+    def _listeners_broken(self) -> bool:
+        return not self._watches or any(
+            getattr(w, "is_active", True) is False for w in self._watches
+        )
+
+    def _refresh(self) -> None:
+        """A plain read of the job and its shards: the poll beside the listeners."""
+        job = self._job_ref.get(retry=self._retry, timeout=POLL_TIMEOUT)
+        if not job.exists:
+            raise UnknownJob(self._job_id)
+        shards = {
+            d.id: d.to_dict()
+            for d in self._job_ref.collection(COLLECTIONS["shards"]).stream(
+                retry=self._retry, timeout=POLL_TIMEOUT
+            )
+        }
+        with self._lock:
+            self._job = job.to_dict()
+            self._shards = shards
+
+    def snapshot(self) -> Progress:
+        with self._lock:
+            job = dict(self._job or {})
+            shards = list(self._shards.values())
+        total = int(job.get("units_expected", 0))
+        done = sum(int(s.get("done", 0)) for s in shards)
+        failed = sum(int(s.get("failed", 0)) for s in shards)
+        now = time.monotonic()
+        elapsed = now - self._start
+        if self._first is None and done + failed > 0:
+            self._first = (now, done + failed)
+        rate, eta = 0.0, None
+        if self._first is not None:
+            span = now - self._first[0]
+            landed = done + failed - self._first[1]
+            if span > 0 and landed > 0:
+                rate = landed / span
+                eta = (total - done - failed) / rate
+        return Progress(
+            job_id=self._job_id,
+            state=JobState(job.get("state", "submitted")),
+            total=total,
+            done=done,
+            failed=failed,
+            elapsed=elapsed,
+            rate=rate,
+            eta=eta,
+            job=job,
+        )
+
+    def __iter__(self) -> Iterator[Progress]:
+        return self.follow()
+
+    def follow(self, timeout: float | None = None) -> Iterator[Progress]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._refresh()
+        self._open()
+        backoff = 1.0
+        try:
+            while True:
+                progress = self.snapshot()
+                yield progress
+                if progress.finished:
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TransientError(f"timed out watching {self._job_id} ({progress.line()})")
+                try:
+                    self._events.get(timeout=self._poll)
+                    while not self._events.empty():  # coalesce a burst of changes
+                        self._events.get_nowait()
+                except queue.Empty:
+                    try:
+                        self._refresh()
+                        backoff = 1.0
+                    except UnknownJob:
+                        raise
+                    except Exception as exc:  # outage: keep trying; the job goes on without us
+                        log.debug("poll failed: %s", exc)
+                        time.sleep(min(backoff, 10))
+                        backoff *= 2
+                        continue
+                    if self._listeners_broken():
+                        self._open()
+        finally:
+            self._close()
+
+
+def watch(
+    db: Any,
+    job_id: str,
+    on_progress: Callable[[Progress], None] | None = None,
+    timeout: float | None = None,
+    poll_seconds: float = 5.0,
+) -> Progress:
+    """Follow a job to its end, calling ``on_progress`` on each change; returns the final Progress."""
+    last = None
+    for progress in JobWatcher(db, job_id, poll_seconds).follow(timeout):
+        last = progress
+        if on_progress:
+            on_progress(progress)
+    assert last is not None
+    return last

@@ -1,0 +1,126 @@
+"""The blob store: the work bucket (GCS; fake-gcs-server locally).
+
+Inputs, frames, logs and videos live here (see ``povstorm.core.naming``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from povstorm.core.errors import TransientError, from_google
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    generation: int
+    size: int
+    metadata: dict[str, str]
+
+
+class BlobStore(Protocol):
+    def exists(self, name: str) -> bool: ...
+    def info(self, name: str) -> BlobInfo | None: ...
+    def upload_bytes(
+        self, name: str, data: bytes, content_type: str = ..., metadata: dict[str, str] | None = ...
+    ) -> int: ...
+    def upload_file(
+        self, name: str, path: Path, content_type: str = ..., metadata: dict[str, str] | None = ...
+    ) -> int: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def download_to(self, name: str, path: Path) -> None: ...
+    def list(self, prefix: str) -> Iterator[BlobInfo]: ...
+
+
+# --- GCS ---------------------------------------------------------------------
+
+
+def storage_client(project: str) -> Any:
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
+class GcsBlobStore:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+
+    @staticmethod
+    def _info(blob: Any) -> BlobInfo:
+        return BlobInfo(
+            name=blob.name,
+            generation=int(blob.generation or 0),
+            size=int(blob.size or 0),
+            metadata=dict(blob.metadata or {}),
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from google.api_core import exceptions as gexc
+
+        try:
+            return fn(*args, **kwargs)
+        except gexc.NotFound:
+            raise
+        except gexc.GoogleAPICallError as exc:
+            raise from_google(exc) from exc
+        except (ConnectionError, OSError) as exc:
+            raise TransientError(f"storage unreachable: {exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        return bool(self._call(self._bucket.blob(name).exists))
+
+    def info(self, name: str) -> BlobInfo | None:
+        blob = self._call(self._bucket.get_blob, name)
+        return self._info(blob) if blob is not None else None
+
+    def upload_bytes(
+        self,
+        name: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        blob = self._bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
+        self._call(blob.upload_from_string, data, content_type=content_type)
+        return int(blob.generation or 0)
+
+    def upload_file(
+        self,
+        name: str,
+        path: Path,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        blob = self._bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
+        self._call(blob.upload_from_filename, str(path), content_type=content_type)
+        return int(blob.generation or 0)
+
+    def read_bytes(self, name: str) -> bytes:
+        return bytes(self._call(self._bucket.blob(name).download_as_bytes))
+
+    def download_to(self, name: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        self._call(self._bucket.blob(name).download_to_filename, str(tmp))
+        tmp.replace(path)
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        for blob in self._call(self._client.list_blobs, self._bucket, prefix=prefix):
+            yield self._info(blob)

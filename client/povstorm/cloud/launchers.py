@@ -1,0 +1,94 @@
+"""Stitch launchers: a local process, or an execution of the stitch Cloud Run Job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+from povstorm.core.errors import PovstormError, TransientError, from_google
+from povstorm.core.settings import Settings, local_logs
+
+log = logging.getLogger(__name__)
+
+
+class StitchLauncher(Protocol):
+    def launch(self, job_id: str) -> None: ...
+
+
+# --- Stitch launchers --------------------------------------------------------
+
+
+STITCH_MODULE = "povstorm.shells.stitch_job"
+
+
+class LocalStitchLauncher:
+    """Runs the stitch container's entry point as a detached local process,
+    with the same settings the caller has, logging to
+    ``log_dir/stitch-JOB.log`` (by default the local stack's logs, where
+    ``povstorm local logs stitch-JOB`` reads it). The stitch is idempotent,
+    so a second launch of the same job is harmless. It inherits the caller's
+    POVSTORM_HOME, by which ``povstorm local down`` finds and stops it."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+        self._settings = settings
+        self._log_dir = log_dir or local_logs()
+
+    def launch(self, job_id: str) -> None:
+        env = {**os.environ, **self._settings.to_env()}
+        root = Path(__file__).resolve().parents[2]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+        try:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self._log_dir / f"stitch-{job_id}.log", "ab") as out:
+                subprocess.Popen(
+                    [sys.executable, "-m", STITCH_MODULE, job_id],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise TransientError(f"cannot start the stitch for {job_id}: {exc}") from exc
+
+
+class CloudRunStitchLauncher:
+    """Starts an execution of the stitch Cloud Run Job with the job id as its
+    argument. run_job has no idempotency key: the ledger claims the stitch
+    first, and the stitch itself is idempotent."""
+
+    def __init__(self, client: Any, job_name: str) -> None:
+        self._client = client
+        self._job_name = job_name
+
+    def launch(self, job_id: str) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud import run_v2
+
+        request = run_v2.RunJobRequest(
+            name=self._job_name,
+            overrides=run_v2.RunJobRequest.Overrides(
+                container_overrides=[
+                    run_v2.RunJobRequest.Overrides.ContainerOverride(args=[job_id])
+                ]
+            ),
+        )
+        try:
+            # Do not wait for the execution: the stitch reports into the ledger.
+            self._client.run_job(request=request)
+        except gexc.GoogleAPICallError as exc:
+            raise from_google(exc) from exc
+
+
+def stitch_launcher(settings: Settings, log_dir: Path | None = None) -> StitchLauncher:
+    if settings.stitch_launcher == "local":
+        return LocalStitchLauncher(settings, log_dir)
+    if settings.stitch_launcher == "cloud-run":
+        from google.cloud import run_v2
+
+        return CloudRunStitchLauncher(run_v2.JobsClient(), settings.stitch_job)
+    raise PovstormError(f"unknown stitch launcher {settings.stitch_launcher!r}")

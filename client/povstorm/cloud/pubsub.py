@@ -1,0 +1,55 @@
+"""The publisher: the namespace's Pub/Sub topics (the emulator locally)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from povstorm.core.errors import TransientError, from_google
+from povstorm.core.names import Namespace
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, topic_key: str, data: bytes, **attributes: str) -> None: ...
+    def publish_many(self, topic_key: str, payloads: list[bytes]) -> None: ...
+
+
+# --- Pub/Sub -----------------------------------------------------------------
+
+
+class PubSubPublisher:
+    def __init__(self, client: Any, project: str, namespace: Namespace) -> None:
+        self._client = client
+        self._project = project
+        self._ns = namespace
+
+    def _path(self, topic_key: str) -> str:
+        return self._client.topic_path(self._project, self._ns.topic(topic_key))
+
+    def publish(self, topic_key: str, data: bytes, **attributes: str) -> None:
+        self.publish_many(topic_key, [data], **attributes)
+
+    def publish_many(self, topic_key: str, payloads: list[bytes], **attributes: str) -> None:
+        """Publish and wait for every message id: a publish is a side effect
+        that must be confirmed before the caller acknowledges its own event."""
+        from google.api_core import exceptions as gexc
+
+        path = self._path(topic_key)
+        futures = [self._client.publish(path, p, **attributes) for p in payloads]
+        try:
+            for f in futures:
+                f.result(timeout=60)
+        except gexc.GoogleAPICallError as exc:
+            raise from_google(exc) from exc
+        except Exception as exc:  # the publisher's own timeout and batch errors
+            raise TransientError(f"publish to {path} failed: {exc}") from exc
+
+
+def publisher_client() -> Any:
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01)
+    )

@@ -1,0 +1,171 @@
+"""The domain model: job and unit states, their transitions, and the typed
+messages that travel between the parts of the farm.
+
+Pure: no cloud client is imported here. The ledger (``povstorm.ledger``)
+applies these rules inside Firestore transactions; tests exercise them with no
+cloud at all.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from povstorm.core.errors import IllegalTransition
+
+
+class UnitState(enum.StrEnum):
+    """A work unit (a frame or a generated unit). Vocabulary after OpenCue."""
+
+    PENDING = "pending"  # queued, waiting for a worker
+    RENDERING = "rendering"  # a worker holds it
+    DONE = "done"  # its frame object is recorded
+    FAILED = "failed"  # failed for good (attempts exhausted, or fail-fast)
+    CANCELLED = "cancelled"  # its job was cancelled before it finished
+
+    @property
+    def terminal(self) -> bool:
+        return self in _UNIT_TERMINAL
+
+
+class JobState(enum.StrEnum):
+    SUBMITTED = "submitted"  # written, work not yet fully dispatched
+    RENDERING = "rendering"  # every unit dispatched
+    STITCHING = "stitching"  # every unit done; the stitch is claimed
+    DONE = "done"  # video recorded
+    FAILED = "failed"  # some unit failed for good (or the stitch did)
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _JOB_TERMINAL
+
+
+_UNIT_TERMINAL = frozenset({UnitState.DONE, UnitState.FAILED, UnitState.CANCELLED})
+_JOB_TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+# States only move forward. The one way back is an explicit user retry
+# (``povstorm retry JOB``), which is its own transition, not an event.
+UNIT_TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
+    UnitState.PENDING: frozenset(
+        {UnitState.RENDERING, UnitState.DONE, UnitState.FAILED, UnitState.CANCELLED}
+    ),
+    UnitState.RENDERING: frozenset(
+        {UnitState.PENDING, UnitState.DONE, UnitState.FAILED, UnitState.CANCELLED}
+    ),
+    UnitState.DONE: frozenset(),
+    UnitState.FAILED: frozenset(),
+    UnitState.CANCELLED: frozenset(),
+}
+UNIT_RETRY: dict[UnitState, frozenset[UnitState]] = {
+    UnitState.FAILED: frozenset({UnitState.PENDING}),
+}
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SUBMITTED: frozenset(
+        {JobState.RENDERING, JobState.STITCHING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.RENDERING: frozenset({JobState.STITCHING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.STITCHING: frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+JOB_RETRY: dict[JobState, frozenset[JobState]] = {
+    JobState.FAILED: frozenset({JobState.RENDERING}),
+}
+
+
+def can_move(table: dict, old: enum.Enum, new: enum.Enum) -> bool:
+    return new in table.get(old, frozenset())
+
+
+def check_move(table: dict, old: enum.Enum, new: enum.Enum) -> None:
+    if not can_move(table, old, new):
+        raise IllegalTransition(f"illegal transition {old.value} -> {new.value}")
+
+
+def shard_of(unit: int, shard_count: int) -> int:
+    return unit % shard_count
+
+
+def shard_count_for(units: int, max_shards: int = 64) -> int:
+    """One shard per unit up to ``max_shards``: no shard is empty."""
+    return max(1, min(units, max_shards))
+
+
+def shard_sizes(units: int, shard_count: int) -> list[int]:
+    return [len(range(k, units, shard_count)) for k in range(shard_count)]
+
+
+@dataclass(frozen=True)
+class WorkMessage:
+    """One unit of work on the ``work`` topic. Tiny: the worker reads the
+    unit's spec from the ledger, so a requeue only republishes this."""
+
+    job_id: str
+    unit: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """A GCS OBJECT_FINALIZE notification for a frame object."""
+
+    bucket: str
+    name: str
+    generation: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    """A failed attempt, from a render worker or from the dead-letter topic."""
+
+    job_id: str
+    unit: int
+    attempt: int
+    error: str
+    log_tail: str = ""
+    worker: str = ""
+    # False for a crash or dead letter, where another attempt may succeed,
+    # and for POV-Ray errors too: a scene error fails every attempt, but the
+    # max_attempts policy (not the worker) decides when to give up.
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class RenderStats:
+    """What POV-Ray reported about one frame (object metadata on the frame)."""
+
+    render_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    worker: str = ""
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "render_seconds": f"{self.render_seconds:.3f}",
+            "cpu_seconds": f"{self.cpu_seconds:.3f}",
+            "peak_memory_bytes": str(self.peak_memory_bytes),
+            "worker": self.worker,
+        }
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, Any] | None) -> RenderStats:
+        md = md or {}
+
+        def num(key: str, kind: type = float) -> Any:
+            try:
+                return kind(md.get(key, 0) or 0)
+            except (TypeError, ValueError):
+                return kind(0)
+
+        return cls(
+            render_seconds=num("render_seconds"),
+            cpu_seconds=num("cpu_seconds"),
+            peak_memory_bytes=num("peak_memory_bytes", int),
+            worker=str(md.get("worker", "")),
+        )

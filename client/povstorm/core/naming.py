@@ -1,0 +1,92 @@
+"""Object and job naming: the one place that builds and parses bucket paths.
+
+inputs/<sha256>                          content-addressed input files
+frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
+logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
+videos/<job>/<name>.<ext>, poster.png, stats.json
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import posixpath
+import re
+import secrets
+
+from povstorm.core.errors import PoisonMessage, SpecError
+from povstorm.core.names import PREFIXES
+
+JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FRAME_RE = re.compile(
+    "^"
+    + re.escape(PREFIXES["frames"])
+    + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<unit>\d{6,9})\.png$"
+)
+MAX_PATH_LEN = 255
+
+
+def new_job_id(now: _dt.datetime | None = None) -> str:
+    """Sortable and readable: 20261123-084512-3fa9c1."""
+    now = now or _dt.datetime.now(_dt.UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        raise SpecError(f"invalid job id {job_id!r}: use 3-63 of a-z, 0-9 and '-'")
+    return job_id
+
+
+def check_relpath(path: str, what: str = "resource name") -> str:
+    """A relative POSIX path that stays inside the working directory."""
+    if not isinstance(path, str) or not path:
+        raise SpecError(f"empty {what}")
+    if len(path) > MAX_PATH_LEN:
+        raise SpecError(f"{what} {path[:40]!r}... is longer than {MAX_PATH_LEN} characters")
+    if "\x00" in path or "\\" in path:
+        raise SpecError(f"{what} {path!r} has a NUL or backslash")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise SpecError(f"{what} {path!r} is absolute; give a path relative to the scene")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(path) != path:
+        raise SpecError(f"{what} {path!r} leaves its directory or is not normalised")
+    return path
+
+
+def input_object(sha256: str) -> str:
+    if not SHA256_RE.match(sha256):
+        raise SpecError(f"invalid sha256 {sha256!r}")
+    return f"{PREFIXES['inputs']}{sha256}"
+
+
+def frame_object(job_id: str, unit: int) -> str:
+    return f"{PREFIXES['frames']}{job_id}/{unit:06d}.png"
+
+
+def frames_prefix(job_id: str) -> str:
+    return f"{PREFIXES['frames']}{job_id}/"
+
+
+def log_object(job_id: str, unit: int, attempt: int) -> str:
+    return f"{PREFIXES['logs']}{job_id}/{unit:06d}/attempt-{attempt}.log"
+
+
+def video_object(job_id: str, ext: str = "mp4") -> str:
+    return f"{PREFIXES['videos']}{job_id}/video.{ext}"
+
+
+def poster_object(job_id: str) -> str:
+    return f"{PREFIXES['videos']}{job_id}/poster.png"
+
+
+def stats_object(job_id: str) -> str:
+    return f"{PREFIXES['videos']}{job_id}/stats.json"
+
+
+def parse_frame_object(name: str) -> tuple[str, int]:
+    """(job, unit) of a frame object; a PoisonMessage for anything else."""
+    m = _FRAME_RE.match(name or "")
+    if not m:
+        raise PoisonMessage(f"not a frame object: {name!r}")
+    return m["job"], int(m["unit"])

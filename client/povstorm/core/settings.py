@@ -1,0 +1,82 @@
+"""Configuration, read once at the edge and passed down.
+
+Precedence: flag > environment > file (the local stack's state file, or the
+terraform outputs JSON) > default. Entry points call ``Settings.from_env()``
+(optionally ``.with_overrides(...)`` for flags); nothing below them reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from povstorm.core.names import DEFAULTS, ENV
+
+EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+
+
+def povstorm_home(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("POVSTORM_HOME") or Path.home() / ".povstorm")
+
+
+def local_logs(home: Path | None = None) -> Path:
+    """Where the local stack's processes, and the stitches they start, log."""
+    return (home or povstorm_home()) / "local" / "logs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str = "povstorm-local"
+    namespace: str = DEFAULTS["namespace"]
+    bucket: str = "povstorm-local"
+    region: str = "us-central1"
+    submit_url: str = ""
+    # "local": a process on this machine; "cloud-run": a Cloud Run Job execution.
+    stitch_launcher: str = "local"
+    stitch_job: str = ""
+    worker_id: str = ""
+    cache_dir: str = ""
+    render_timeout: int = 600
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+
+        def get(key: str, default: Any) -> Any:
+            return env.get(ENV[key]) or default
+
+        project = get("project", "") or env.get("GOOGLE_CLOUD_PROJECT") or d.project
+        return cls(
+            project=project,
+            namespace=get("namespace", d.namespace),
+            bucket=get("bucket", d.bucket),
+            region=get("region", d.region),
+            submit_url=get("submit_url", d.submit_url),
+            stitch_launcher=get("stitch_launcher", d.stitch_launcher),
+            stitch_job=get("stitch_job", d.stitch_job),
+            worker_id=get("worker_id", "") or f"{socket.gethostname()}:{os.getpid()}",
+            cache_dir=get("cache_dir", d.cache_dir),
+            render_timeout=int(get("render_timeout", d.render_timeout)),
+        )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that hands these settings to a child process."""
+        return {
+            ENV["project"]: self.project,
+            ENV["namespace"]: self.namespace,
+            ENV["bucket"]: self.bucket,
+            ENV["region"]: self.region,
+            ENV["submit_url"]: self.submit_url,
+            ENV["stitch_launcher"]: self.stitch_launcher,
+            ENV["stitch_job"]: self.stitch_job,
+            ENV["render_timeout"]: str(self.render_timeout),
+        }

@@ -1,0 +1,124 @@
+"""The farm's operations: each one a ledger transaction followed, after
+commit, by its side effects (publish, launch). Called by the thin shells in
+functions/, render_container/, stitch_container/ and the reconciler.
+
+A side effect that fails after commit is left for the reconciler (a claimed
+stitch that never launched, a requeued unit never published); the event that
+caused it is still acknowledged, because its count is already recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from povstorm.cloud.clients import Clients
+from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
+from povstorm.core.model import FailureReport, FrameEvent, WorkMessage
+from povstorm.core.naming import frames_prefix, log_object, new_job_id
+from povstorm.core.schemas import encode_message, load_job_spec
+from povstorm.ledger.ledger import Ledger, Outcome
+
+log = logging.getLogger(__name__)
+
+
+def submit(clients: Clients, payload: Any) -> dict[str, Any]:
+    """Validate a job spec, write the job, publish one message per unit."""
+    spec = load_job_spec(payload)
+    ledger = Ledger(clients.db)
+    job_id = spec.job_id or new_job_id()
+    job, created = ledger.create_job(spec, job_id)
+    if created or job["state"] == "submitted":
+        publish_work(clients, [WorkMessage(job_id, u, 1) for u in range(spec.unit_count)])
+        ledger.mark_dispatched(job_id)
+    return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
+
+
+def publish_work(clients: Clients, messages: list[WorkMessage]) -> None:
+    for i in range(0, len(messages), 1000):
+        clients.publisher.publish_many("work", [encode_message(m) for m in messages[i : i + 1000]])
+
+
+def launch_stitch(clients: Clients, ledger: Ledger, job_id: str) -> None:
+    try:
+        clients.launcher.launch(job_id)
+    except PovstormError as exc:
+        log.error("stitch launch for %s failed, the reconciler will retry: %s", job_id, exc)
+        return
+    ledger.mark_launched(job_id)
+
+
+def on_frame_event(clients: Clients, event: FrameEvent) -> Outcome | None:
+    """A GCS finalize notification. Not a frame of ours: acknowledge and log."""
+    if event.bucket != clients.settings.bucket:
+        raise PoisonMessage(f"event for another bucket: {event.bucket}")
+    if not event.name.startswith(frames_prefix("").rstrip("/")):
+        log.debug("ignoring %s", event.name)
+        return None
+    ledger = Ledger(clients.db)
+    outcome = ledger.record_frame(event.name, event.generation, event.metadata)
+    log.info("frame %s gen %s: %s", event.name, event.generation, outcome.kind)
+    if outcome.launch_stitch:
+        launch_stitch(clients, ledger, outcome.job_id)
+    return outcome
+
+
+def on_failure(clients: Clients, report: FailureReport) -> Outcome:
+    ledger = Ledger(clients.db)
+    outcome = ledger.record_failure(
+        report.job_id,
+        report.unit,
+        report.attempt,
+        report.error,
+        log_object=log_object(report.job_id, report.unit, report.attempt),
+        worker=report.worker,
+        final=report.final,
+    )
+    log.info(
+        "failure %s/%s attempt %s: %s", report.job_id, report.unit, report.attempt, outcome.kind
+    )
+    if outcome.requeue:
+        publish_work(clients, [outcome.requeue])
+        ledger.mark_queued(outcome.requeue)
+    if outcome.launch_stitch:
+        launch_stitch(clients, ledger, outcome.job_id)
+    return outcome
+
+
+def on_dead_letter(clients: Clients, message: WorkMessage) -> Outcome:
+    """Pub/Sub gave up delivering a work message: that attempt failed."""
+    return on_failure(
+        clients,
+        FailureReport(
+            job_id=message.job_id,
+            unit=message.unit,
+            attempt=message.attempt,
+            error="delivery attempts exhausted: the render service never acknowledged this unit",
+        ),
+    )
+
+
+def cancel(clients: Clients, job_id: str) -> str:
+    return Ledger(clients.db).cancel(job_id).value
+
+
+def retry(clients: Clients, job_id: str) -> int:
+    ledger = Ledger(clients.db)
+    messages = ledger.retry(job_id)
+    publish_work(clients, messages)
+    for m in messages:
+        ledger.mark_queued(m)
+    return len(messages)
+
+
+__all__ = [
+    "UnknownJob",
+    "cancel",
+    "launch_stitch",
+    "on_dead_letter",
+    "on_failure",
+    "on_frame_event",
+    "publish_work",
+    "retry",
+    "submit",
+]

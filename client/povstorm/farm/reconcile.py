@@ -1,0 +1,159 @@
+"""The reconciler: repairs what a crash or a lost event left undone.
+
+Runs periodically (locally a loop in the stack; on GCP Cloud Scheduler calls
+the ``reconcile`` function). Every repair goes through the same ledger
+transactions as the events themselves, so it is idempotent and safe to run
+twice at once:
+
+* a job stuck in ``submitted`` (the submitter died mid-dispatch): republish
+  its pending units and mark it rendering;
+* a requeued unit whose message was never confirmed published: republish;
+* a unit whose frame object exists but whose finalize event was lost (or
+  arrived before the job existed): record it from the bucket listing;
+* a unit stuck in ``rendering`` past its deadline: republish its attempt (the
+  worker's delivery count turns repeated crashes into a failure);
+* a claimed stitch that never launched, or launched and never finished:
+  launch it again (the stitch is idempotent; the ledger records one result).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from povstorm.cloud.clients import Clients
+from povstorm.core.errors import PovstormError
+from povstorm.core.model import JobState, UnitState, WorkMessage
+from povstorm.core.naming import frames_prefix, parse_frame_object
+from povstorm.farm.operations import launch_stitch, publish_work
+from povstorm.ledger.ledger import Ledger, now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    dispatch: dt.timedelta = dt.timedelta(seconds=60)
+    requeue_publish: dt.timedelta = dt.timedelta(seconds=30)
+    lost_event: dt.timedelta = dt.timedelta(seconds=20)
+    render_margin: dt.timedelta = dt.timedelta(seconds=120)
+    stitch_launch: dt.timedelta = dt.timedelta(seconds=30)
+    stitch_run: dt.timedelta = dt.timedelta(minutes=30)
+
+
+@dataclass
+class Report:
+    redispatched: list[str] = field(default_factory=list)
+    republished: list[tuple[str, int]] = field(default_factory=list)
+    recovered: list[tuple[str, int]] = field(default_factory=list)
+    relaunched: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "redispatched": self.redispatched,
+            "republished": [f"{j}/{u}" for j, u in self.republished],
+            "recovered": [f"{j}/{u}" for j, u in self.recovered],
+            "relaunched": self.relaunched,
+            "errors": self.errors,
+        }
+
+
+def _older(ts: Any, age: dt.timedelta, at: dt.datetime) -> bool:
+    return ts is None or ts < at - age
+
+
+def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
+    deadlines = deadlines or Deadlines()
+    ledger = Ledger(clients.db)
+    report = Report()
+    for job in list(ledger.active_jobs()):
+        try:
+            _reconcile_job(clients, ledger, job, deadlines, report)
+        except PovstormError as exc:
+            report.errors.append(f"{job.get('job_id')}: {exc}")
+            log.warning("reconcile %s: %s", job.get("job_id"), exc)
+    return report
+
+
+def _reconcile_job(
+    clients: Clients, ledger: Ledger, job: dict[str, Any], d: Deadlines, report: Report
+) -> None:
+    job_id = job["job_id"]
+    at = now()
+    state = JobState(job["state"])
+    if state == JobState.STITCHING:
+        stitch = job.get("stitch") or {}
+        launched = stitch.get("launched_at")
+        if (launched is None and _older(stitch.get("claimed_at"), d.stitch_launch, at)) or (
+            launched is not None and _older(launched, d.stitch_run, at)
+        ):
+            launch_stitch(clients, ledger, job_id)
+            report.relaunched.append(job_id)
+        return
+
+    if state == JobState.SUBMITTED and _older(job.get("created_at"), d.dispatch, at):
+        pending = ledger.unit_records(job_id, (UnitState.PENDING,))
+        publish_work(
+            clients, [WorkMessage(job_id, int(u["unit"]), int(u["attempts"])) for u in pending]
+        )
+        ledger.mark_dispatched(job_id)
+        report.redispatched.append(job_id)
+        return
+
+    # Lost finalize events: frames in the bucket the ledger has not counted.
+    if not _older(job.get("started_at") or job.get("created_at"), d.lost_event, at):
+        return
+    view = ledger.view(job_id)
+    # A process that died between counting the last unit of a shard and
+    # folding the shard into the job: fold it now (idempotent).
+    for shard in view.shards:
+        if not shard.get("complete") and int(shard["done"]) + int(shard["failed"]) >= int(
+            shard["expected"]
+        ):
+            outcome = ledger.complete_shard(job_id, int(shard["shard"]))
+            report.recovered.append((job_id, -1 - int(shard["shard"])))
+            if outcome.launch_stitch:
+                launch_stitch(clients, ledger, job_id)
+                return
+    frames = {}
+    for blob in clients.blobs.list(frames_prefix(job_id)):
+        try:
+            frames[parse_frame_object(blob.name)[1]] = blob
+        except PovstormError:
+            continue
+    open_units = ledger.unit_records(job_id, (UnitState.PENDING, UnitState.RENDERING))
+    if len(frames) > view.done:
+        for unit in open_units:
+            found = frames.get(int(unit["unit"]))
+            if found is not None and _older(unit.get("updated_at"), d.lost_event, at):
+                outcome = ledger.record_frame(found.name, found.generation, found.metadata)
+                report.recovered.append((job_id, int(unit["unit"])))
+                if outcome.launch_stitch:
+                    launch_stitch(clients, ledger, job_id)
+    timeout = dt.timedelta(seconds=int(job.get("spec", {}).get("timeout_seconds", 600)))
+    resend = []
+    for unit in open_units:
+        n = int(unit["unit"])
+        if n in frames:
+            continue
+        requeued_unpublished = (
+            unit["state"] == UnitState.PENDING.value
+            and int(unit["attempts"]) > 1
+            and unit.get("queued_at") is None
+            and _older(unit.get("updated_at"), d.requeue_publish, at)
+        )
+        stuck = (
+            unit["state"] == UnitState.RENDERING.value
+            and _older(unit.get("started_at"), timeout + d.render_margin, at)
+            and _older(unit.get("queued_at"), timeout + d.render_margin, at)
+        )
+        if requeued_unpublished or stuck:
+            resend.append(WorkMessage(job_id, n, int(unit["attempts"])))
+    if resend:
+        publish_work(clients, resend)
+        for m in resend:
+            ledger.mark_queued(m)
+        report.republished.extend((m.job_id, m.unit) for m in resend)

@@ -1,0 +1,46 @@
+"""The stitch: ``python -m povstorm.shells.stitch_job JOB_ID``.
+
+Launched by the ledger's claim when a job's last unit lands (a Cloud Run Job
+execution; locally a process). A thin shell over ``povstorm.stitch.job.stitch``:
+exit 0 when the job is stitched or there is nothing to do, 1 when the stitch
+failed (recorded on the job) or an outage stopped it (the reconciler launches
+it again), 2 for a bad job id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from povstorm.cloud.clients import Clients
+from povstorm.core.errors import PovstormError, UserError
+from povstorm.core.settings import Settings
+from povstorm.ledger.ledger import Ledger
+from povstorm.stitch.job import stitch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="povstorm.shells.stitch_job",
+        description="Stitch a job's frames into a video, a poster and stats (idempotent).",
+    )
+    parser.add_argument("job_id", help="the job to stitch; it must be in state 'stitching'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("POVSTORM_LOG_LEVEL", "INFO"))
+    try:
+        clients = Clients.from_settings(Settings.from_env())
+        outcome = stitch(clients, Ledger(clients.db), args.job_id)
+    except UserError as exc:
+        print(f"stitch: {exc}", file=sys.stderr)
+        return 2
+    except PovstormError as exc:
+        print(f"stitch {args.job_id}: {exc}", file=sys.stderr)
+        return 1
+    print(outcome.line(), file=sys.stderr if outcome.exit_code else sys.stdout)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The reconciler loop of the local stack.
+
+On GCP, Cloud Scheduler calls the ``reconcile`` function every few minutes;
+locally this process calls ``povstorm.farm.reconcile.reconcile`` every
+``--interval`` seconds with clients built from the environment the stack gives
+it. A failed pass is logged and the next one tried: the reconciler exists to
+repair what crashes leave behind, so it must not be the thing that stops.
+
+    python -m povstorm_local.reconciler --interval SECONDS [--log-dir DIR] [--heartbeat FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .procs import write_heartbeat
+
+log = logging.getLogger("povstorm.reconciler")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m povstorm_local.reconciler",
+        description="Run povstorm's reconciler periodically.",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between passes (default 10)"
+    )
+    parser.add_argument("--log-dir", type=Path, help="where a relaunched stitch writes its log")
+    parser.add_argument("--heartbeat", type=Path, help="rewrite this status file every second")
+    parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+    )
+    try:
+        from povstorm.cloud.clients import Clients
+        from povstorm.core.errors import PovstormError
+        from povstorm.core.settings import Settings
+        from povstorm.farm.reconcile import reconcile
+    except ImportError as exc:
+        print(f"reconciler: cannot start: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    clients = Clients.from_settings(Settings.from_env(), log_dir=args.log_dir)
+    passes, last = 0, "no pass yet"
+
+    def beat() -> None:
+        if args.heartbeat:
+            write_heartbeat(args.heartbeat, summary=f"{passes} passes, last: {last}", passes=passes)
+
+    beat()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            report = reconcile(clients).as_dict()
+            repaired = {k: v for k, v in report.items() if v}
+            last = "nothing to repair" if not repaired else f"{repaired}"
+            if repaired:
+                log.info("reconciled: %s", repaired)
+        except PovstormError as exc:
+            last = f"error: {exc}"
+            log.warning("reconcile pass failed: %s", exc)
+        except Exception as exc:
+            last = f"error: {type(exc).__name__}: {exc}"
+            log.exception("reconcile pass failed")
+        passes += 1
+        beat()
+        if args.once:
+            break
+        # Wake every second to keep the heartbeat fresh and to stop promptly.
+        while not stop.wait(1.0) and time.monotonic() - started < args.interval:
+            beat()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
