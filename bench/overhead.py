@@ -201,7 +201,7 @@ def profile_job(cluster: Any, job_id: str, watched_at: dt.datetime) -> dict[str,
     ledger = cluster.ledger
     job = ledger.require_job(job_id)
     units = ledger.unit_records(job_id)
-    client = storage_client(cluster.settings.project)
+    client = storage_client(cluster.settings.project, cluster.settings.endpoints.storage)
     created = {
         b.name: b.time_created.timestamp()
         for b in client.list_blobs(cluster.settings.bucket, prefix=frames_prefix(job_id))

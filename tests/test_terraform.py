@@ -276,7 +276,7 @@ def topic_key(cfg: Config, resource_name: str | None) -> str | None:
     return next((k for k in TOPICS if ns.topic(k) == name), None)
 
 
-# Who consumes each topic, from the event flow in ARCHITECTURE.md: the render
+# Who consumes each topic, from the event flow in docs/architecture.md: the render
 # service takes the work; the functions take the events. Every subscription
 # of names.json must be listed here, so a new one needs a decision.
 CONSUMERS = {

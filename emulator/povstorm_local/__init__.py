@@ -3,9 +3,12 @@ reconciler on one machine, wired as terraform wires the cloud.
 
     from povstorm_local.stack import LocalStack
     state = LocalStack(povstorm_home()).up()   # or .load() for a running one
-    state.apply_env(); settings = state.settings()
+    settings = state.settings()                # explicit emulator endpoints
 
-``python -m povstorm_local.workers`` and ``python -m povstorm_local.reconciler`` are
-processes the stack starts; ``povstorm_local.cli`` is ``povstorm local``. Nothing is
-imported here, so those processes start without loading the stack's code.
+This package imports povstorm; povstorm never imports it. It plugs into the
+client (``Cluster.local()``, ``povstorm local``) through the entry point in
+``plugin.py``. ``python -m povstorm_local.workers`` (supervising
+``povstorm_local.pull_worker``) and ``python -m povstorm_local.reconciler``
+are processes the stack starts. Nothing is imported here, so those processes
+start without loading the stack's code.
 """

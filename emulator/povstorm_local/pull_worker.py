@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from povstorm.cloud.clients import Clients
+from povstorm.cloud.pubsub import subscriber_client
 from povstorm.core.errors import TransientError
 from povstorm.core.names import Namespace
 from povstorm.core.settings import Settings
@@ -162,11 +163,10 @@ def main() -> int:
         level=os.environ.get("POVSTORM_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    from google.cloud import pubsub_v1
 
     settings = Settings.from_env()
     clients = Clients.from_settings(settings)
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = subscriber_client(settings.endpoints.pubsub)
     subscription = subscriber.subscription_path(
         settings.project, Namespace(settings.namespace).subscription("work")
     )

@@ -10,7 +10,7 @@
 
 Each component runs in its own process group with its log under
 ``<home>/local/logs``; ``<home>/local/stack.json`` records what runs where, so
-``status``, ``down`` and clients (``LocalStack(home).load().apply_env()``) find
+``status``, ``down`` and clients (``LocalStack(home).load().settings()``) find
 it. Children get their whole configuration from one environment built here
 (the *_EMULATOR_HOST variables plus ``Settings.to_env()``), so domain code has
 no idea it runs locally.
@@ -135,10 +135,11 @@ class StackState:
     ready: bool = False
     version: int = STATE_VERSION
 
-    def apply_env(self, environ: MutableMapping[str, str] | None = None) -> None:
-        """Point the client libraries and ``Settings.from_env`` at this stack."""
-        target = os.environ if environ is None else environ
-        target.update(self.env)
+    def apply_env(self, environ: MutableMapping[str, str]) -> None:
+        """Put this stack's variables into ``environ``: the environment of a
+        child process, or a test harness's. Clients in this process use
+        ``settings()`` instead, whose endpoints are explicit."""
+        environ.update(self.env)
 
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
@@ -190,7 +191,7 @@ class LocalStack:
     def load(self) -> StackState | None:
         """The state of the stack running in this home, or None if none runs
         there (no state file, still starting, or every recorded process gone).
-        Clients then call ``state.apply_env()`` and ``state.settings()``."""
+        Clients then call ``state.settings()``."""
         state = self.read_state()
         if state is None or not state.ready:
             return None

@@ -29,6 +29,7 @@ from typing import Any
 
 import requests
 
+from povstorm.client import stacks
 from povstorm.client.watch import Progress, watch
 from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
@@ -50,7 +51,7 @@ from povstorm.core.naming import (
     poster_object,
 )
 from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, dump_job_spec, load_job_spec
-from povstorm.core.settings import EMULATOR_VARS, Settings, povstorm_home
+from povstorm.core.settings import EMULATOR_VARS, Settings
 from povstorm.core.spec import JobSpec
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
@@ -79,21 +80,10 @@ class Cluster:
     def local(
         cls, home: Path | None = None, start: bool = True, workers: int | None = None
     ) -> Cluster:
-        """The local stack; started (and stopped again by ``close``) if it is not running."""
-        from povstorm_local.stack import LocalStack
-
-        stack = LocalStack(home or povstorm_home())
-        state = stack.load()
-        stop = None
-        if state is None or not stack.healthy(state):
-            if not start:
-                raise StackError(
-                    "the local stack is not running: start it with `povstorm local up`"
-                )
-            state = stack.up(workers=workers)
-            stop = stack.down
-        state.apply_env(os.environ)
-        settings = state.settings()
+        """The local stack; started (and stopped again by ``close``) if it is not
+        running. The stack is a plugin (``povstorm.client.stacks``): this
+        package never imports it."""
+        settings, stop = stacks.require("local").connect(home, start=start, workers=workers)
         return cls(settings=settings, clients=Clients.from_settings(settings), _stop=stop)
 
     @classmethod
@@ -117,8 +107,14 @@ class Cluster:
         missing = [k for k in ("project", "bucket", "submit_url") if not values.get(k)]
         if missing:
             raise UserError(f"terraform outputs lack {', '.join(missing)}")
-        for var in EMULATOR_VARS:  # a cloud cluster never talks to an emulator
-            os.environ.pop(var, None)
+        # The client libraries read these variables themselves and would send
+        # a cloud cluster's calls to an emulator; say so rather than unset them.
+        stray = [var for var in EMULATOR_VARS if os.environ.get(var)]
+        if stray:
+            raise UserError(
+                f"{', '.join(stray)} set in the environment would point the clients at "
+                "an emulator: unset it to use a cloud cluster"
+            )
         settings = Settings.from_env().with_overrides(
             project=values["project"],
             bucket=values["bucket"],

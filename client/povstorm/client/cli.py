@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from povstorm.client import stacks
 from povstorm.client.watch import Progress
 from povstorm.core.errors import PovstormError, UserError
 
@@ -153,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(rt)
     rt.set_defaults(func=cmd_retry)
 
-    from povstorm_local.cli import add_parser as add_local_parser
-
-    add_local_parser(sub)
+    stacks.add_cli(sub)  # `povstorm local ...`, from the local stack's plugin
     return parser
 
 

@@ -6,7 +6,6 @@ Inputs, frames, logs and videos live here (see ``povstorm.core.naming``).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,18 @@ class BlobStore(Protocol):
 # --- GCS ---------------------------------------------------------------------
 
 
-def storage_client(project: str) -> Any:
+def storage_client(project: str, emulator_url: str = "") -> Any:
+    """A GCS client; with ``emulator_url``, one for fake-gcs-server (no credentials)."""
     from google.cloud import storage
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+    if emulator_url:
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project, credentials=AnonymousCredentials())
+        return storage.Client(
+            project=project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator_url},
+        )
     return storage.Client(project=project)
 
 

@@ -1,7 +1,7 @@
 """Adapters: the small interfaces the domain code talks to, with the
-implementations that talk to Google Cloud (or, unchanged, to the emulators,
-which the client libraries find through the standard *_EMULATOR_HOST
-variables).
+implementations that talk to Google Cloud, or unchanged to the emulators,
+whose endpoints come from ``Settings.endpoints`` (read from the standard
+*_EMULATOR_HOST variables at the edge, never written to ``os.environ``).
 
     BlobStore       GCS bucket (fake-gcs-server locally)
     Publisher       Pub/Sub topics of the namespace
@@ -28,9 +28,23 @@ from povstorm.core.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def firestore_client(project: str) -> Any:
+def firestore_client(project: str, emulator_host: str = "") -> Any:
+    """A Firestore client; with ``emulator_host``, one for the Firestore emulator.
+
+    firestore.Client takes its emulator from FIRESTORE_EMULATOR_HOST in
+    os.environ and nowhere else. Rather than write that variable (global
+    state every other client in the process would see), the endpoint is set
+    on the client itself: ``_emulator_host`` is private, read by the client for
+    its channel and its auth header, and the reason google-cloud-firestore is
+    pinned to its major version in pyproject.toml.
+    """
+    from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
 
+    if emulator_host:
+        client = firestore.Client(project=project, credentials=AnonymousCredentials())
+        client._emulator_host = emulator_host
+        return client
     return firestore.Client(project=project)
 
 
@@ -48,10 +62,14 @@ class Clients:
     def from_settings(cls, settings: Settings, log_dir: Path | None = None) -> Clients:
         return cls(
             settings=settings,
-            db=firestore_client(settings.project),
-            blobs=GcsBlobStore(storage_client(settings.project), settings.bucket),
+            db=firestore_client(settings.project, settings.endpoints.firestore),
+            blobs=GcsBlobStore(
+                storage_client(settings.project, settings.endpoints.storage), settings.bucket
+            ),
             publisher=PubSubPublisher(
-                publisher_client(), settings.project, Namespace(settings.namespace)
+                publisher_client(settings.endpoints.pubsub),
+                settings.project,
+                Namespace(settings.namespace),
             ),
             launcher=stitch_launcher(settings, log_dir),
         )

@@ -47,9 +47,34 @@ class PubSubPublisher:
             raise TransientError(f"publish to {path} failed: {exc}") from exc
 
 
-def publisher_client() -> Any:
+def publisher_client(emulator_host: str = "") -> Any:
+    """A publisher; with ``emulator_host``, one for the Pub/Sub emulator."""
     from google.cloud import pubsub_v1
 
-    return pubsub_v1.PublisherClient(
-        batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01)
-    )
+    batching = pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01)
+    if emulator_host:
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+        transport = PublisherGrpcTransport(channel=_insecure_channel(emulator_host))
+        return pubsub_v1.PublisherClient(batch_settings=batching, transport=transport)
+    return pubsub_v1.PublisherClient(batch_settings=batching)
+
+
+def subscriber_client(emulator_host: str = "") -> Any:
+    """A subscriber; with ``emulator_host``, one for the Pub/Sub emulator."""
+    from google.cloud import pubsub_v1
+
+    if emulator_host:
+        from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+        transport = SubscriberGrpcTransport(channel=_insecure_channel(emulator_host))
+        return pubsub_v1.SubscriberClient(transport=transport)
+    return pubsub_v1.SubscriberClient()
+
+
+def _insecure_channel(host: str) -> Any:
+    # The emulator speaks plain gRPC; the libraries build this channel only
+    # when PUBSUB_EMULATOR_HOST is in os.environ, so it is built here instead.
+    import grpc
+
+    return grpc.insecure_channel(host)

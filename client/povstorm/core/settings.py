@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,31 @@ def local_logs(home: Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class Endpoints:
+    """Where the clients connect: the emulators of a local stack, or Google
+    Cloud where a field is empty. Read from the standard variables at the
+    edge and then handed to the client factories (``povstorm.cloud.clients``),
+    so no code has to put them into ``os.environ`` for a library to find."""
+
+    firestore: str = ""  # host:port of the Firestore emulator
+    pubsub: str = ""  # host:port of the Pub/Sub emulator
+    storage: str = ""  # URL of fake-gcs-server
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Endpoints:
+        firestore, pubsub, storage = (environ.get(var, "") for var in EMULATOR_VARS)
+        return cls(firestore=firestore, pubsub=pubsub, storage=storage)
+
+    def to_env(self) -> dict[str, str]:
+        values = (self.firestore, self.pubsub, self.storage)
+        return {var: value for var, value in zip(EMULATOR_VARS, values, strict=True) if value}
+
+    @property
+    def emulated(self) -> bool:
+        return any((self.firestore, self.pubsub, self.storage))
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str = "povstorm-local"
     namespace: str = DEFAULTS["namespace"]
@@ -42,9 +68,10 @@ class Settings:
     worker_id: str = ""
     cache_dir: str = ""
     render_timeout: int = 600
+    endpoints: Endpoints = Endpoints()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         d = cls()
 
@@ -63,6 +90,7 @@ class Settings:
             worker_id=get("worker_id", "") or f"{socket.gethostname()}:{os.getpid()}",
             cache_dir=get("cache_dir", d.cache_dir),
             render_timeout=int(get("render_timeout", d.render_timeout)),
+            endpoints=Endpoints.from_env(env),
         )
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -79,4 +107,5 @@ class Settings:
             ENV["stitch_launcher"]: self.stitch_launcher,
             ENV["stitch_job"]: self.stitch_job,
             ENV["render_timeout"]: str(self.render_timeout),
+            **self.endpoints.to_env(),
         }

@@ -1,5 +1,5 @@
 # povstorm on Google Cloud: the cloud half of the event flow in
-# /work/shared/ARCHITECTURE.md (the local stack is the other half).
+# docs/architecture.md (the local stack is the other half).
 #
 # Every name the code knows (topics, subscriptions, collections, prefixes,
 # environment variables, function entry points) is read from the package's
