@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from povstorm.core.errors import SceneError
-from povstorm.povray.invocation import Invocation, f32, parse_invocation
-from povstorm.povray.scan import collect_inputs
+from povstorm.povray import Invocation, collect_inputs, f32, parse_invocation
 
 DATA = Path(__file__).parent / "data" / "povini"
 EXAMPLES = Path("/usr/share/doc/povray/examples/animations")
