@@ -9,8 +9,8 @@ The client side, from ``povstorm render ARGS`` to a job spec:
 * ``options``: POV-Ray's option tables, and ``FARM_OPTIONS``, the options the
   farm makes every render use;
 * ``lexer``, ``reader``, ``apply``: the port of POV-Ray's option reader
-  (``processoptions.cpp``: the text; ``processrenderoptions.cpp``: what each
-  option does);
+  (``processoptions.cpp`` and ``processrenderoptions.cpp``): the strings, the
+  INI files and arguments, and what each option does;
 * ``cfloat``: C ``float`` and ``sscanf`` as that reader uses them;
 * ``invocation``: ``Invocation`` and the types it holds, output file names;
 * ``farm_args``: the arguments the worker runs with, and each file's name on

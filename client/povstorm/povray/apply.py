@@ -1,12 +1,13 @@
-"""Apply POV-Ray's options as ``frontend/processrenderoptions.cpp`` and the
-unix front end do.
+"""Apply POV-Ray's options as ``frontend/processoptions.cpp``
+(``Process_Switch``, ``Process_INI_Option``), ``processrenderoptions.cpp``
+(the special handlers, ``ProcessUnknownString``) and the unix front end do.
 
 Where it sits: ``Reader`` is the ``TextReader`` (``reader.py``) that
 ``parse.parse_invocation`` runs. Each switch and ``Key=Value`` the text
 reader finds is applied here to ``values`` (the INI keyword's attribute, as
 POV-Ray's POVMS object would hold it), library paths, declares and
 shell-out commands; a bare word becomes the scene, a library directory or an
-INI file to read (``ProcessUnknownString``).
+INI file to read.
 
 The default INI file is the first of ``$POVINI``, ``./povray.ini``,
 ``~/.povray/3.7/povray.ini``, ``/etc/povray/3.7/povray.ini`` (then the old
@@ -42,7 +43,9 @@ from povstorm.povray.reader import Backtrack, Item, Lib, TextReader
 
 
 class Reader(TextReader):
-    """``ProcessRenderOptions``: what each option does to the render's settings."""
+    """What each option does to the render's settings: the option handlers of
+    ``ProcessOptions`` and ``ProcessRenderOptions``, and the default INI file
+    of ``UnixOptionsProcessor``."""
 
     def switch(self, key: str, value: str | None, token: str, origin: str, text: str) -> Item:
         """Find and apply a ``+X`` / ``-X`` switch (``Process_Switch``)."""

@@ -6,11 +6,12 @@ collects the files it needs, and the job spec carries ``farm_args`` plus the
 frame range (``farm_args.py``).
 
 Fidelity. The option reader is a port of POV-Ray 3.7.0's own
-(``frontend/processoptions.cpp``: ``reader.py`` and ``lexer.py``;
-``processrenderoptions.cpp`` and the unix ``vfe`` front end: ``apply.py``;
-the tables: ``options.py``), quirks included, and every rule was checked
-against the installed ``povray`` 3.7.0.10. What is left for this module is
-``VirtualFrontEnd::Start`` and ``AnimationProcessing``:
+(``frontend/processoptions.cpp``, ``processrenderoptions.cpp`` and the unix
+``vfe`` front end: ``lexer.py`` and ``reader.py`` read the text, ``apply.py``
+applies each option, ``options.py`` holds the tables), quirks included, and
+every rule was checked against the installed ``povray`` 3.7.0.10. What is
+left for this module is ``VirtualFrontEnd::Start`` and
+``AnimationProcessing``:
 
 * floats are C ``float`` (``cfloat.py``): clock values are computed in single
   precision the way ``AnimationProcessing`` does, and match ``clock`` in the

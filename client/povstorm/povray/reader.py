@@ -5,7 +5,7 @@ Where it sits: ``parse.parse_invocation`` feeds the default INI file and then
 each argument to a ``Reader`` (``apply.py``), whose base ``TextReader`` here
 walks the text: INI files (``ParseFile``, ``Parse_INI_Option``) and
 command-line arguments (``ParseString``). Each option it finds goes to the
-subclass to be applied (``switch``, ``option``, ``unknown_string``), and each
+subclass to be applied (``switch``, ``option``, ``unknown_string``), and
 becomes an ``Item`` that ``farm_args.py`` later keeps, drops or rewrites.
 
 The syntax, quirks included, checked against the installed ``povray``
@@ -28,6 +28,7 @@ the text again as a plain string (``Backtrack``), which usually ends in
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ class Backtrack(Exception):
 
 @dataclass
 class Item:
+    """One thing the reader applied, in order: what farm_args keeps, drops or
+    rewrites, and what ``Invocation.settings`` shows."""
+
     origin: str
     text: str
     kind: str  # "switch" | "option" | "ini" | "scene" | "library"
@@ -60,17 +64,18 @@ class Item:
 
 @dataclass
 class Lib:
+    """A library path entry as written; parse.py resolves it once the scene is found."""
+
     literal: str
     origin: str
     from_cl: bool
 
 
-class TextReader:
-    """``ProcessOptions``: the text of INI files and arguments, option by option.
-
-    What an option does is the subclass's (``apply.Reader``), as in POV-Ray,
-    where ``ProcessRenderOptions`` supplies the handlers; the state both
-    halves fill lives here.
+class TextReader(ABC):
+    """The text half of ``ProcessOptions``: INI files and arguments, option by
+    option. What an option does is the subclass's (``apply.Reader``): the
+    seam is the one between POV-Ray's parsing and its option handlers. The
+    state both halves fill lives here.
     """
 
     def __init__(self, cwd: Path, environ: Mapping[str, str]) -> None:
@@ -354,11 +359,14 @@ class TextReader:
 
     # -- applying, done by the subclass ----------------------------------------
 
+    @abstractmethod
     def switch(self, key: str, value: str | None, token: str, origin: str, text: str) -> Item:
-        raise NotImplementedError
+        """Apply a ``+X`` / ``-X`` switch; the item that records it."""
 
+    @abstractmethod
     def option(self, row: tuple[str, str, str], value: str, origin: str, text: str) -> None:
-        raise NotImplementedError
+        """Apply one value of a ``Key=Value`` option (``row`` from ``INI_TABLE``)."""
 
+    @abstractmethod
     def unknown_string(self, text: str, origin: str, from_cl: bool) -> None:
-        raise NotImplementedError
+        """Apply a bare word: a scene, a library directory or an INI file."""
