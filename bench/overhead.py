@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from povstorm.core.spec import OutputSpec
+from povstorm.povray import FARM_OPTIONS
 from povstorm.stitch.encode import ffmpeg_command
 
 from ._util import Window, group_cpu_seconds, mean, measure, percentile
 
 POVRAY = "povray"
-# What the farm's worker adds to every POV-Ray run (render.FARM_OPTIONS):
-# given to the baselines too, so all three do the same work.
-QUIET = ("-D", "-P", "+FN")
+# What the farm's worker adds to every POV-Ray run: given to the baselines
+# too, so all three do the same work.
+QUIET = FARM_OPTIONS
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from povstorm.core.errors import SceneError
-from povstorm.povray.invocation import Invocation, f32, parse_invocation
-from povstorm.povray.scan import collect_inputs
+from povstorm.povray import FARM_OPTIONS, Invocation, collect_inputs, f32, parse_invocation
+from povstorm.povray.options import FARM_OPTION_KEYS
 
 DATA = Path(__file__).parent / "data" / "povini"
 EXAMPLES = Path("/usr/share/doc/povray/examples/animations")
@@ -435,6 +435,20 @@ def test_farm_args_drop_owned_options_from_the_command_line(work: Path) -> None:
     for text in ("+Oout.png", "+FT", "+D", "+GIx.ini", "+C", "+GSstats.txt"):
         assert any(repr(text) in w for w in inv.warnings), text
     assert inv.output_name(3) == "out3.png"
+
+
+def test_farm_option_keys_are_the_keys_the_farm_options_set(work: Path) -> None:
+    """farm_args derives what it drops from FARM_OPTION_KEYS: each key a farm
+    option sets, as the reader applies it, must be listed there."""
+    inv = parse(["scene.pov", "+W8", "+H6", *FARM_OPTIONS], work)
+    applied = {s.text: set(s.keys) for s in inv.settings if s.text in FARM_OPTIONS}
+    assert set(applied) == set(FARM_OPTIONS)
+    for option, keys in applied.items():
+        assert keys, option
+        assert keys <= set(FARM_OPTION_KEYS[option]), option
+    # The user's copies of -D and -P are dropped; FARM_OPTIONS closes the line.
+    assert inv.farm_args[-4:] == (*FARM_OPTIONS, "+Iscene.pov")
+    assert inv.farm_args.count("-D") == inv.farm_args.count("-P") == 1
 
 
 def test_farm_args_rewrite_paths_relative_to_root(work: Path, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from povstorm.core.schemas import encode_message, load_failure_report, load_job_
 from povstorm.core.settings import Settings
 from povstorm.core.spec import JobSpec, UnitSpec
 from povstorm.ledger.ledger import Ledger
-from povstorm.povray.output import error_line, parse_stats
+from povstorm.povray import error_line, parse_stats
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, handle_work
 from povstorm_local.stack import StackState

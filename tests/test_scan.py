@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from povstorm.core.errors import SceneError
-from povstorm.povray.invocation import parse_invocation
-from povstorm.povray.scan import collect_inputs, references
+from povstorm.povray import collect_inputs, parse_invocation, references
 
 DATA = Path(__file__).parent / "data" / "povini"
 DRUMS = Path("/usr/share/doc/povray/examples/advanced/drums2")

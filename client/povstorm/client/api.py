@@ -437,8 +437,7 @@ class Job:
     ) -> Job:
         """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
         ``povray`` would read it; a missing include fails here, before upload."""
-        from povstorm.povray.invocation import parse_invocation
-        from povstorm.povray.scan import collect_inputs
+        from povstorm.povray import collect_inputs, parse_invocation
 
         inv = parse_invocation(list(argv), cwd or Path.cwd())
         inputs = collect_inputs(inv, extra=list(include))

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from povstorm.core.errors import PovstormError
+from povstorm.povray.options import FARM_OPTIONS
 
 POVRAY = "povray"
-# Appended after the unit's own arguments so they win: no display window, no
-# pause at the end, PNG into a directory the farm owns.
-FARM_OPTIONS = ("-D", "-P", "+FN")
 _KILL_GRACE_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 
@@ -36,6 +34,8 @@ class PovrayRun:
 def povray_command(
     args: tuple[str, ...] | list[str], outdir: Path, library: list[Path]
 ) -> list[str]:
+    # After the unit's own arguments so they win; +O puts the PNGs into a
+    # directory the farm owns.
     farm = [*(f"+L{p}" for p in library), *FARM_OPTIONS, f"+O{outdir}/"]
     return [POVRAY, *args, *farm]
 

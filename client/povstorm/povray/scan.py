@@ -1,6 +1,6 @@
 """Collect the files a scene needs, found as POV-Ray would find them.
 
-Where it sits: after ``povini.parse_invocation`` and before upload. The
+Where it sits: after ``parse.parse_invocation`` and before upload. The
 result maps each file's name in the unit working directory to the local file;
 the client uploads them content-addressed and the worker materialises them
 under those names, then runs ``povray`` there with ``Invocation.farm_args``.
@@ -19,7 +19,7 @@ the library path. Files under POV-Ray's own directory
 Names in the upload follow the worker's view: a file found in the current
 directory as ``tex/a.png`` is uploaded as ``tex/a.png``; one found in a
 library directory is uploaded below that directory's name on the worker
-(``povini.LibraryDir.remote``; ``_lib/<n>-<name>`` for directories outside
+(``LibraryDir.remote``; ``_lib/<n>-<name>`` for directories outside
 the scene directory, which ``farm_args`` adds with ``+L``). A literal that
 leaves the working directory (``../textures/x.png``) or is absolute cannot be
 given the same meaning on a worker and is refused with a message that says
@@ -43,7 +43,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from povstorm.core.errors import SceneError
-from povstorm.povray.invocation import Invocation, LibraryDir, find_file, is_system_path, worker_key
+from povstorm.povray.farm_args import find_file, is_system_path, worker_key
+from povstorm.povray.invocation import Invocation, LibraryDir
 
 DEFAULT_LIMIT_BYTES = 1 << 30
 

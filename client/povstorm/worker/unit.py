@@ -35,8 +35,7 @@ from povstorm.core.model import FailureReport, RenderStats, WorkMessage
 from povstorm.core.naming import frame_object, log_object
 from povstorm.core.schemas import encode_message, load_work_message
 from povstorm.core.spec import JobSpec
-from povstorm.povray.output import error_line, parse_stats, tail
-from povstorm.povray.process import PovrayRun, run_povray
+from povstorm.povray import PovrayRun, error_line, parse_stats, run_povray, tail
 from povstorm.worker.inputs import InputCache, materialise
 
 if TYPE_CHECKING:
