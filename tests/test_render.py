@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import wire_project
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.clients import Clients
@@ -35,32 +34,14 @@ from povstorm.ledger.ledger import Ledger
 from povstorm.povray.output import error_line, parse_stats
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, handle_work
-from povstorm_local.stack import StackState
 
-pytestmark = pytest.mark.stack
+# Units publish failure reports and the pull worker pulls work: the test's
+# project needs the namespace's topics.
+pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("project_topics")]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "render"
 SIZE = ["+W64", "+H48"]
-
-
-@pytest.fixture
-def settings(infra_stack: StackState, fresh_project: str) -> Iterator[Settings]:
-    """The session's emulators, isolated in a project of this test's own: the
-    farm (if another module started it) pulls work and reads failures in the
-    stack's project, so it never sees these. Only the bucket is shared."""
-    wire_project(infra_stack, fresh_project)
-    yield infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
-
-
-@pytest.fixture
-def clients(settings: Settings) -> Clients:
-    return Clients.from_settings(settings)
-
-
-@pytest.fixture
-def ledger(clients: Clients) -> Ledger:
-    return Ledger(clients.db)
 
 
 @pytest.fixture
@@ -69,7 +50,9 @@ def cache(tmp_path: Path) -> InputCache:
 
 
 @pytest.fixture
-def failures(clients: Clients) -> Iterator[Callable[..., list[FailureReport]]]:
+def failures(
+    project_topics: Settings, clients: Clients
+) -> Iterator[Callable[..., list[FailureReport]]]:
     """A subscription of our own on the failures topic, and a way to read it."""
     settings = clients.settings
     ns = Namespace(settings.namespace)

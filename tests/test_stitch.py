@@ -24,7 +24,6 @@ from povstorm.core.spec import OutputSpec
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.encode import container_for, encode
 from povstorm.stitch.job import stitch
-from povstorm_local.stack import StackState
 
 pytestmark = pytest.mark.stack
 
@@ -48,22 +47,6 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == FRAMES
     return pngs
-
-
-@pytest.fixture
-def settings(infra_stack: StackState, fresh_project: str) -> Settings:
-    # The ledger lives in this test's own project; the bucket is shared.
-    return infra_stack.settings().with_overrides(project=fresh_project)
-
-
-@pytest.fixture
-def clients(settings: Settings) -> Clients:
-    return Clients.from_settings(settings)
-
-
-@pytest.fixture
-def ledger(clients: Clients) -> Ledger:
-    return Ledger(clients.db)
 
 
 def probe(video: Path) -> dict[str, Any]:
