@@ -5,7 +5,6 @@ functions-framework's test client and the pull worker as a process."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.common import push_request
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.clients import Clients
@@ -317,10 +317,8 @@ def test_a_unit_that_keeps_losing_its_worker_is_reported_not_rendered(
 
 
 def envelope(data: bytes) -> dict[str, Any]:
-    return {
-        "message": {"data": base64.b64encode(data).decode(), "attributes": {}, "messageId": "1"},
-        "subscription": "projects/p/subscriptions/work",
-    }
+    """The push envelope Pub/Sub delivers (recorded on the stack), carrying ``data``."""
+    return push_request(data)[1]
 
 
 def test_the_push_handler_maps_outcomes_to_status(
