@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import gcs_notification, push_request
+from fixtures.common import gcs_notification, push_request, unit_doc
 from functions_framework import create_app
 from google.cloud import firestore, pubsub_v1
 
@@ -145,7 +145,7 @@ def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> N
         push("frame_failed", json.dumps({"job_id": "fn-job-2", "unit": 1, "attempt": 2}).encode())
         == 200
     )
-    assert ledger.unit_record("fn-job-2", 1)["attempts"] == 3
+    assert unit_doc(ledger, "fn-job-2", 1)["attempts"] == 3
 
 
 def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
@@ -168,4 +168,4 @@ def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
     fn.clients.cache_clear()
     assert push("frame_finalized", *event) == 200  # the redelivery
     ledger = Ledger(firestore.Client(project=project))
-    assert ledger.unit_record("fn-job-3", 2)["state"] == "done"
+    assert unit_doc(ledger, "fn-job-3", 2)["state"] == "done"

@@ -15,11 +15,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import push_request
+from fixtures.common import push_request, unit_doc
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.clients import Clients
@@ -102,15 +103,23 @@ def upload(clients: Clients, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def submit(ledger: Ledger, body: dict[str, Any]) -> JobSpec:
+@dataclass(frozen=True)
+class Submitted:
+    """A job in the ledger: its spec and its id (which a spec may lack)."""
+
+    spec: JobSpec
+    job_id: str
+
+
+def submit(ledger: Ledger, body: dict[str, Any]) -> Submitted:
     spec = load_job_spec({"job_id": job_id(), **body})
     assert spec.job_id
     ledger.create_job(spec, spec.job_id)
     ledger.mark_dispatched(spec.job_id)
-    return spec
+    return Submitted(spec, spec.job_id)
 
 
-def leftovers(spec: JobSpec) -> list[Path]:
+def leftovers(spec: Submitted) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"povstorm-{spec.job_id}-*"))
 
 
@@ -119,7 +128,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -> JobSpec:
+def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -> Submitted:
     """The scene form: the .pov and its include as inputs in the working directory."""
     inputs = upload(
         clients,
@@ -141,7 +150,7 @@ def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -
     )
 
 
-def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra: Any) -> JobSpec:
+def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra: Any) -> Submitted:
     """Generated units: each an inline scene, the include shared under ./shared."""
     return submit(
         ledger,
@@ -154,8 +163,7 @@ def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra
     )
 
 
-def work(spec: JobSpec, unit: int, attempt: int = 1) -> bytes:
-    assert spec.job_id
+def work(spec: Submitted, unit: int, attempt: int = 1) -> bytes:
     return encode_message(WorkMessage(spec.job_id, unit, attempt))
 
 
@@ -184,7 +192,7 @@ def test_units_render_from_their_manifest_and_inputs_download_once(
         logged = clients.blobs.read_bytes(log_object(spec.job_id, u, 1)).decode()
         assert "POV-Ray finished" in logged
     assert images[0] != images[1]  # the ball moved: each unit rendered its own scene
-    assert ledger.unit_record(spec.job_id, 0)["state"] == "rendering"  # done comes from GCS
+    assert unit_doc(ledger, spec.job_id, 0)["state"] == "rendering"  # done comes from GCS
     assert leftovers(spec) == []  # the working directories are gone
 
 
@@ -283,7 +291,7 @@ def test_path_traversal_in_an_inline_name_is_refused(
     workdir.mkdir()
     for bad in ("../x.pov", "/tmp/x.pov", "a/../../x.pov", "shared/./x"):
         with pytest.raises(SpecError):
-            materialise(clients, cache, spec, UnitSpec(inline={bad: "//"}), workdir)
+            materialise(clients, cache, spec.spec, UnitSpec(inline={bad: "//"}), workdir)
     assert list(tmp_path.glob("*.pov")) == [] and list(workdir.iterdir()) == []
 
 
