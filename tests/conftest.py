@@ -13,6 +13,12 @@
 * ``fresh_project``: a new project id. Both gcloud emulators accept any
   project id, so a test isolates its Firestore and Pub/Sub data with it.
   (GCS notifications always go to the stack's own project.)
+* ``settings`` / ``clients`` / ``ledger``: the farm's view of the stack from
+  a fresh project: its own ledger, the stack's bucket and namespace (objects
+  are shared, so tests name theirs by a unique job id), worker id
+  ``test-worker``. The project has no topics until a test also asks for
+  ``project_topics``, which creates the namespace's topics and the work
+  subscription there, as terraform does.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.common import wire_project
 
+from povstorm.cloud.clients import Clients
 from povstorm.core.errors import StackError
 from povstorm.core.names import ENV
-from povstorm.core.settings import EMULATOR_VARS
+from povstorm.core.settings import EMULATOR_VARS, Settings
+from povstorm.ledger.ledger import Ledger
 from povstorm_local.stack import LocalStack, StackState
 
 # What a developer's shell may carry that would point a test somewhere else.
@@ -140,3 +149,31 @@ def firestore_env(_clean_environ: None, infra_stack: StackState) -> None:
 @pytest.fixture
 def fresh_project() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(infra_stack: StackState, fresh_project: str) -> Settings:
+    """The session's emulators, isolated in a project of this test's own: the
+    farm (if a module started it) pulls work, reads failures and keeps its
+    ledger in the stack's project, so it never sees this test's. Only the
+    bucket is shared. A fixed worker id lets a test assert what a worker
+    stamps on its frames."""
+    return infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
+
+
+@pytest.fixture
+def project_topics(infra_stack: StackState, settings: Settings) -> Settings:
+    """``settings`` whose project has the namespace's topics and the work
+    subscription: for a test that publishes, or runs a worker that pulls."""
+    wire_project(infra_stack, settings.project)
+    return settings
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Clients:
+    return Clients.from_settings(settings)
+
+
+@pytest.fixture
+def ledger(clients: Clients) -> Ledger:
+    return Ledger(clients.db)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.common import run_cli as run
 from fixtures.common import video_frames
 
 from povstorm.client import Cluster, Job, WorkUnit
@@ -21,19 +22,6 @@ SCENE = (
     "light_source { <0,5,-5> rgb 1 }\n"
     "sphere { 0, 1 pigment { rgb <clock, 0.5, 1 - clock> } }\n"
 )
-
-
-def run(
-    env: dict[str, str], *args: str, cwd: Path, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "povstorm.client.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:

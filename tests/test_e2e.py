@@ -8,13 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import video_frames
+from fixtures.common import decoded_pixels, run_cli, video_frames
 
 from povstorm.client import Cluster
 
@@ -22,30 +21,12 @@ pytestmark = [pytest.mark.stack, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path("/usr/share/doc/povray/examples")
-POVSTORM = [sys.executable, "-m", "povstorm.client.cli"]
-
-
-def povstorm(
-    stack_env: dict[str, str], *args: str, cwd: Path, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*POVSTORM, *args], cwd=cwd, env=stack_env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def pixels(png: Path) -> bytes:
-    """Decoded pixels: PNG files may differ in metadata chunks, never in these."""
-    return subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 def test_render_writes_a_video_with_every_frame(stack_env: dict[str, str], tmp_path: Path) -> None:
     scene = tmp_path / "spinning"
     shutil.copytree(REPO / "examples" / "spinning", scene)
-    result = povstorm(
+    result = run_cli(
         stack_env,
         "render",
         "spinning.ini",
@@ -85,15 +66,15 @@ def test_farm_frames_are_pixel_identical_to_povray(
         timeout=300,
     )
     farm = tmp_path / "farm"
-    result = povstorm(
-        stack_env, "render", ini, *opts, "--frames-dir", str(farm), "--json", cwd=work
-    )
+    result = run_cli(stack_env, "render", ini, *opts, "--frames-dir", str(farm), "--json", cwd=work)
     assert result.returncode == 0, result.stderr
     want = sorted(p.name for p in direct.glob("*.png"))
     got = sorted(p.name for p in farm.glob("*.png"))
     assert got == want and len(want) > 1
     for name in want:
-        assert pixels(farm / name) == pixels(direct / name), f"{example}: {name} differs"
+        assert decoded_pixels(farm / name) == decoded_pixels(direct / name), (
+            f"{example}: {name} differs"
+        )
 
 
 def test_a_frame_that_fails_to_parse_fails_the_job_with_its_error(
@@ -108,7 +89,7 @@ def test_a_frame_that_fails_to_parse_fails_the_job_with_its_error(
         "  sphere { 0, 1 pigment { rgb <0,1,0> } }\n"
         "#end\n"
     )
-    result = povstorm(
+    result = run_cli(
         stack_env,
         "render",
         "broken.pov",
@@ -123,7 +104,7 @@ def test_a_frame_that_fails_to_parse_fails_the_job_with_its_error(
     assert result.returncode == 1
     assert "frame 3" in result.stderr and "Parse Error" in result.stderr
     job_id = result.stderr.split("job ", 2)[-1].split()[0]
-    logs = povstorm(stack_env, "logs", job_id, "--frame", "3", cwd=tmp_path)
+    logs = run_cli(stack_env, "logs", job_id, "--frame", "3", cwd=tmp_path)
     assert logs.returncode == 0 and "Parse Error" in logs.stdout
 
 
@@ -140,7 +121,7 @@ def test_a_worker_killed_mid_frame_still_ends_with_a_whole_video(
         "sphere { 0, 1 pigment { rgb <clock, 0.5, 1 - clock> } }\n"
     )
     env = dict(stack_env)
-    submit = povstorm(
+    submit = run_cli(
         env, "render", "slow.pov", "+W32", "+H24", "+KFI1", "+KFF4", "--no-wait", cwd=tmp_path
     )
     assert submit.returncode == 0, submit.stderr

@@ -4,15 +4,14 @@ emulators (a fresh project per test): what each event maps to (ack, retry,
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.common import gcs_notification, push_request, unit_doc
 from functions_framework import create_app
 from google.cloud import firestore, pubsub_v1
 
@@ -65,31 +64,17 @@ def client(target: str) -> Any:
 
 
 def push(target: str, data: bytes, attributes: dict[str, str] | None = None) -> int:
-    """Deliver a Pub/Sub messagePublished CloudEvent, as Eventarc or a push would."""
-    body = {
-        "message": {
-            "data": base64.b64encode(data).decode(),
-            "attributes": attributes or {},
-            "messageId": "1",
-        }
-    }
-    reply = client(target).post(
-        "/",
-        json=body,
-        headers={
-            "ce-id": uuid.uuid4().hex,
-            "ce-source": "//pubsub.googleapis.com/projects/p/topics/t",
-            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
-            "ce-specversion": "1.0",
-        },
-    )
+    """Deliver a message to a function exactly as the Pub/Sub emulator pushes
+    it (the recorded request: path, envelope, no CloudEvent headers), so
+    functions-framework builds the messagePublished CloudEvent itself."""
+    path, body = push_request(data, attributes)
+    reply = client(target).post(path, json=body)
     return int(reply.status_code)
 
 
-def finalize_event(name: str, generation: int = 1) -> bytes:
-    return json.dumps(
-        {"bucket": "fn-bucket", "name": name, "generation": str(generation), "metadata": {}}
-    ).encode()
+def finalize_event(name: str, generation: int = 1) -> tuple[bytes, dict[str, str]]:
+    """The recorded OBJECT_FINALIZE notification, for ``name`` in the functions' bucket."""
+    return gcs_notification("fn-bucket", name, generation)
 
 
 SPEC = {"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 3}}}
@@ -133,10 +118,10 @@ def test_submit_refuses_other_methods_and_non_json(project: str) -> None:
 
 def test_invariant_6_poison_events_are_acknowledged(project: str) -> None:
     assert push("frame_finalized", b"not json", {"eventType": "OBJECT_FINALIZE"}) == 200
-    assert push("frame_finalized", finalize_event("frames/Bad Name/1.png")) == 200
-    assert push("frame_finalized", finalize_event(frame_object("no-such-job", 0))) == 200
+    assert push("frame_finalized", *finalize_event("frames/Bad Name/1.png")) == 200
+    assert push("frame_finalized", *finalize_event(frame_object("no-such-job", 0))) == 200
     assert (
-        push("frame_finalized", finalize_event("inputs/" + "a" * 64)) == 200
+        push("frame_finalized", *finalize_event("inputs/" + "a" * 64)) == 200
     )  # not a frame: ignored
     assert push("frame_failed", b'{"job_id": "no-such-job", "unit": 0, "error": "x"}') == 200
     assert push("frame_failed", b'{"unit": "x"}') == 200
@@ -146,8 +131,8 @@ def test_invariant_6_poison_events_are_acknowledged(project: str) -> None:
 def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> None:
     client("submit").post("/", json={**SPEC, "job_id": "fn-job-2"})
     pulled(project, "work")
-    assert push("frame_finalized", finalize_event(frame_object("fn-job-2", 0))) == 200
-    assert push("frame_finalized", finalize_event(frame_object("fn-job-2", 0))) == 200  # duplicate
+    assert push("frame_finalized", *finalize_event(frame_object("fn-job-2", 0))) == 200
+    assert push("frame_finalized", *finalize_event(frame_object("fn-job-2", 0))) == 200  # duplicate
     report = {"job_id": "fn-job-2", "unit": 1, "attempt": 1, "error": "Parse Error: x"}
     assert push("frame_failed", json.dumps(report).encode()) == 200
     assert push("frame_failed", json.dumps(report).encode()) == 200  # duplicate report
@@ -160,7 +145,7 @@ def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> N
         push("frame_failed", json.dumps({"job_id": "fn-job-2", "unit": 1, "attempt": 2}).encode())
         == 200
     )
-    assert ledger.unit_record("fn-job-2", 1)["attempts"] == 3
+    assert unit_doc(ledger, "fn-job-2", 1)["attempts"] == 3
 
 
 def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
@@ -178,9 +163,9 @@ def test_firestore_unavailable_becomes_a_redelivery_not_a_loss(
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", dead)
     fn.clients.cache_clear()
     event = finalize_event(frame_object("fn-job-3", 2))
-    assert push("frame_finalized", event) == 500  # Pub/Sub will redeliver
+    assert push("frame_finalized", *event) == 500  # Pub/Sub will redeliver
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", real)
     fn.clients.cache_clear()
-    assert push("frame_finalized", event) == 200  # the redelivery
+    assert push("frame_finalized", *event) == 200  # the redelivery
     ledger = Ledger(firestore.Client(project=project))
-    assert ledger.unit_record("fn-job-3", 2)["state"] == "done"
+    assert unit_doc(ledger, "fn-job-3", 2)["state"] == "done"

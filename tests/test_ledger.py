@@ -9,7 +9,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from google.cloud import firestore
 
 from povstorm.core.errors import PoisonMessage, SpecError, UnknownJob
 from povstorm.core.model import JobState, UnitState
@@ -18,11 +17,6 @@ from povstorm.core.schemas import load_job_spec
 from povstorm.ledger.ledger import Ledger, Outcome
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def ledger(firestore_env: None, fresh_project: str) -> Ledger:
-    return Ledger(firestore.Client(project=fresh_project))
 
 
 def make_job(ledger: Ledger, job_id: str, frames: int, **extra: Any) -> None:

@@ -5,7 +5,6 @@ functions-framework's test client and the pull worker as a process."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import signal
@@ -16,11 +15,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import wire_project
+from fixtures.common import push_request, unit_doc
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.clients import Clients
@@ -35,32 +35,14 @@ from povstorm.ledger.ledger import Ledger
 from povstorm.povray import error_line, parse_stats
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, handle_work
-from povstorm_local.stack import StackState
 
-pytestmark = pytest.mark.stack
+# Units publish failure reports and the pull worker pulls work: the test's
+# project needs the namespace's topics.
+pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("project_topics")]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "render"
 SIZE = ["+W64", "+H48"]
-
-
-@pytest.fixture
-def settings(infra_stack: StackState, fresh_project: str) -> Iterator[Settings]:
-    """The session's emulators, isolated in a project of this test's own: the
-    farm (if another module started it) pulls work and reads failures in the
-    stack's project, so it never sees these. Only the bucket is shared."""
-    wire_project(infra_stack, fresh_project)
-    yield infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
-
-
-@pytest.fixture
-def clients(settings: Settings) -> Clients:
-    return Clients.from_settings(settings)
-
-
-@pytest.fixture
-def ledger(clients: Clients) -> Ledger:
-    return Ledger(clients.db)
 
 
 @pytest.fixture
@@ -69,7 +51,9 @@ def cache(tmp_path: Path) -> InputCache:
 
 
 @pytest.fixture
-def failures(clients: Clients) -> Iterator[Callable[..., list[FailureReport]]]:
+def failures(
+    project_topics: Settings, clients: Clients
+) -> Iterator[Callable[..., list[FailureReport]]]:
     """A subscription of our own on the failures topic, and a way to read it."""
     settings = clients.settings
     ns = Namespace(settings.namespace)
@@ -119,15 +103,23 @@ def upload(clients: Clients, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def submit(ledger: Ledger, body: dict[str, Any]) -> JobSpec:
+@dataclass(frozen=True)
+class Submitted:
+    """A job in the ledger: its spec and its id (which a spec may lack)."""
+
+    spec: JobSpec
+    job_id: str
+
+
+def submit(ledger: Ledger, body: dict[str, Any]) -> Submitted:
     spec = load_job_spec({"job_id": job_id(), **body})
     assert spec.job_id
     ledger.create_job(spec, spec.job_id)
     ledger.mark_dispatched(spec.job_id)
-    return spec
+    return Submitted(spec, spec.job_id)
 
 
-def leftovers(spec: JobSpec) -> list[Path]:
+def leftovers(spec: Submitted) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"povstorm-{spec.job_id}-*"))
 
 
@@ -136,7 +128,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -> JobSpec:
+def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -> Submitted:
     """The scene form: the .pov and its include as inputs in the working directory."""
     inputs = upload(
         clients,
@@ -158,7 +150,7 @@ def scene_job(clients: Clients, ledger: Ledger, frames: int = 2, **extra: Any) -
     )
 
 
-def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra: Any) -> JobSpec:
+def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra: Any) -> Submitted:
     """Generated units: each an inline scene, the include shared under ./shared."""
     return submit(
         ledger,
@@ -171,8 +163,7 @@ def units_job(ledger: Ledger, inputs: dict[str, str], scenes: list[str], **extra
     )
 
 
-def work(spec: JobSpec, unit: int, attempt: int = 1) -> bytes:
-    assert spec.job_id
+def work(spec: Submitted, unit: int, attempt: int = 1) -> bytes:
     return encode_message(WorkMessage(spec.job_id, unit, attempt))
 
 
@@ -201,7 +192,7 @@ def test_units_render_from_their_manifest_and_inputs_download_once(
         logged = clients.blobs.read_bytes(log_object(spec.job_id, u, 1)).decode()
         assert "POV-Ray finished" in logged
     assert images[0] != images[1]  # the ball moved: each unit rendered its own scene
-    assert ledger.unit_record(spec.job_id, 0)["state"] == "rendering"  # done comes from GCS
+    assert unit_doc(ledger, spec.job_id, 0)["state"] == "rendering"  # done comes from GCS
     assert leftovers(spec) == []  # the working directories are gone
 
 
@@ -300,7 +291,7 @@ def test_path_traversal_in_an_inline_name_is_refused(
     workdir.mkdir()
     for bad in ("../x.pov", "/tmp/x.pov", "a/../../x.pov", "shared/./x"):
         with pytest.raises(SpecError):
-            materialise(clients, cache, spec, UnitSpec(inline={bad: "//"}), workdir)
+            materialise(clients, cache, spec.spec, UnitSpec(inline={bad: "//"}), workdir)
     assert list(tmp_path.glob("*.pov")) == [] and list(workdir.iterdir()) == []
 
 
@@ -334,10 +325,8 @@ def test_a_unit_that_keeps_losing_its_worker_is_reported_not_rendered(
 
 
 def envelope(data: bytes) -> dict[str, Any]:
-    return {
-        "message": {"data": base64.b64encode(data).decode(), "attributes": {}, "messageId": "1"},
-        "subscription": "projects/p/subscriptions/work",
-    }
+    """The push envelope Pub/Sub delivers (recorded on the stack), carrying ``data``."""
+    return push_request(data)[1]
 
 
 def test_the_push_handler_maps_outcomes_to_status(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.common import job_doc
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.model import RenderStats
@@ -24,7 +25,6 @@ from povstorm.core.spec import OutputSpec
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.encode import container_for, encode
 from povstorm.stitch.job import stitch
-from povstorm_local.stack import StackState
 
 pytestmark = pytest.mark.stack
 
@@ -48,22 +48,6 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == FRAMES
     return pngs
-
-
-@pytest.fixture
-def settings(infra_stack: StackState, fresh_project: str) -> Settings:
-    # The ledger lives in this test's own project; the bucket is shared.
-    return infra_stack.settings().with_overrides(project=fresh_project)
-
-
-@pytest.fixture
-def clients(settings: Settings) -> Clients:
-    return Clients.from_settings(settings)
-
-
-@pytest.fixture
-def ledger(clients: Clients) -> Ledger:
-    return Ledger(clients.db)
 
 
 def probe(video: Path) -> dict[str, Any]:
@@ -105,7 +89,7 @@ def make_job(
         if upload is None or unit in upload:
             generation = clients.blobs.upload_file(frame_object(job_id, unit), png, "image/png", md)
         ledger.record_frame(frame_object(job_id, unit), generation or 1, md)
-    assert ledger.get_job(job_id)["state"] == "stitching"
+    assert job_doc(ledger, job_id)["state"] == "stitching"
     return job_id
 
 
@@ -132,7 +116,7 @@ def test_frames_become_a_video_with_a_poster_and_stats(
     assert stats["workers"] == 2 and stats["wall_seconds"] > 0
     assert stats["speedup"] == pytest.approx(12.5 / stats["wall_seconds"], rel=1e-2)
 
-    job = ledger.get_job(job_id)
+    job = job_doc(ledger, job_id)
     assert job["state"] == "done"
     assert job["video"] == video_object(job_id, "mp4") and job["poster"] == poster_object(job_id)
     assert job["stats"]["units"] == FRAMES and job["stats_object"] == stats_object(job_id)
@@ -144,11 +128,11 @@ def test_the_stitch_is_idempotent(clients: Clients, ledger: Ledger, frames: list
     with cf.ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(lambda _: stitch(clients, ledger, job_id), range(2)))
     assert sorted(o.status for o in outcomes) in (["done", "duplicate"], ["done", "skipped"])
-    first = ledger.get_job(job_id)
+    first = job_doc(ledger, job_id)
     # And again later: nothing to do, nothing changes.
     again = stitch(clients, ledger, job_id)
     assert again.status == "skipped" and again.exit_code == 0
-    assert ledger.get_job(job_id)["finished_at"] == first["finished_at"]
+    assert job_doc(ledger, job_id)["finished_at"] == first["finished_at"]
     assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [
         poster_object(job_id),
         stats_object(job_id),
@@ -162,7 +146,7 @@ def test_a_missing_frame_fails_the_stitch_cleanly(
     job_id = make_job(clients, ledger, frames, upload={0, 1, 3})
     outcome = stitch(clients, ledger, job_id)
     assert outcome.status == "failed" and outcome.exit_code == 1
-    job = ledger.get_job(job_id)
+    job = job_doc(ledger, job_id)
     assert job["state"] == "failed"
     assert job["stitch_error"] == "missing frames for 2 of 5 units: 2, 4"
     assert list(clients.blobs.list(f"videos/{job_id}/")) == []
@@ -176,7 +160,7 @@ def test_a_frame_ffmpeg_cannot_decode_fails_with_its_error_line(
     job_id = make_job(clients, ledger, [frames[0], broken, frames[2]])
     outcome = stitch(clients, ledger, job_id)
     assert outcome.status == "failed"
-    error = ledger.get_job(job_id)["stitch_error"]
+    error = job_doc(ledger, job_id)["stitch_error"]
     assert error.startswith("ffmpeg: png: ") and "\n" not in error, error
 
 
@@ -186,7 +170,7 @@ def test_units_that_are_not_frames_record_stats_without_a_video(
     job_id = make_job(clients, ledger, frames[:2], output={"video": False})
     outcome = stitch(clients, ledger, job_id)
     assert outcome.status == "done" and outcome.video is None
-    job = ledger.get_job(job_id)
+    job = job_doc(ledger, job_id)
     assert job["state"] == "done" and job["video"] is None and job["poster"] is None
     assert job["stats"]["units"] == 2
     assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [stats_object(job_id)]
