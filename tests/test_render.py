@@ -35,7 +35,7 @@ from povstorm.ledger.ledger import Ledger
 from povstorm.povray import error_line, parse_stats
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, handle_work
-from povstorm_local.stack import StackState
+from povstorm_local.state import StackState
 
 pytestmark = pytest.mark.stack
 

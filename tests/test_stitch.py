@@ -24,7 +24,7 @@ from povstorm.core.spec import OutputSpec
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.encode import container_for, encode
 from povstorm.stitch.job import stitch
-from povstorm_local.stack import StackState
+from povstorm_local.state import StackState
 
 pytestmark = pytest.mark.stack
 
