@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from povstorm_local import procs as _procs
-from povstorm_local.stack import free_port, http_ok
+from povstorm_local.net import free_port, http_ok
 
 
 def _reap(proc: subprocess.Popen) -> None:

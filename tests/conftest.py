@@ -37,7 +37,8 @@ from povstorm.core.errors import StackError
 from povstorm.core.names import ENV
 from povstorm.core.settings import EMULATOR_VARS, Settings
 from povstorm.ledger.ledger import Ledger
-from povstorm_local.stack import LocalStack, StackState
+from povstorm_local.stack import LocalStack
+from povstorm_local.state import StackState
 
 # What a developer's shell may carry that would point a test somewhere else.
 _FOREIGN = (*EMULATOR_VARS, *ENV.values(), "POVSTORM_HOME", "GOOGLE_CLOUD_PROJECT")

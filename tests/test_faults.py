@@ -60,8 +60,10 @@ from povstorm.farm import operations as farm_ops
 from povstorm.farm.reconcile import Deadlines, reconcile
 from povstorm.ledger.ledger import Ledger
 from povstorm_local import procs as _procs
+from povstorm_local.net import answers, free_port
 from povstorm_local.resources import Admin
-from povstorm_local.stack import LocalStack, StackState, answers, free_port
+from povstorm_local.stack import LocalStack
+from povstorm_local.state import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

@@ -26,7 +26,7 @@ from povstorm.core.naming import video_object
 from povstorm.farm import operations as farm_ops
 from povstorm.farm.reconcile import Deadlines, Report, reconcile
 from povstorm.ledger.ledger import now
-from povstorm_local.stack import StackState
+from povstorm_local.state import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

@@ -25,8 +25,10 @@ from povstorm.cloud.blobs import GcsBlobStore, storage_client
 from povstorm.core.names import Namespace
 from povstorm.core.naming import frame_object
 from povstorm.core.schemas import load_frame_event, pubsub_data
+from povstorm_local.net import answers, free_port
 from povstorm_local.resources import WORK_ACK_DEADLINE, push_endpoint
-from povstorm_local.stack import LocalStack, StackState, answers, free_port
+from povstorm_local.stack import LocalStack
+from povstorm_local.state import StackState
 
 pytestmark = pytest.mark.stack
 

@@ -23,7 +23,8 @@ from typing import Any
 from povstorm.core.errors import StackError, UserError
 from povstorm.core.settings import povstorm_home
 
-from .stack import PORTED, LocalStack, StackState
+from .stack import LocalStack
+from .state import PORTED, StackState
 
 EPILOG = """\
 examples:

