@@ -20,9 +20,9 @@ from povstorm.core.model import RenderStats
 from povstorm.core.naming import frame_object, poster_object, stats_object, video_object
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.settings import Settings
-from povstorm.core.spec import OutputSpec
+from povstorm.core.spec import OutputSpec, container_for
 from povstorm.ledger.ledger import Ledger
-from povstorm.stitch.encode import container_for, encode
+from povstorm.stitch.encode import encode
 from povstorm.stitch.job import stitch
 from povstorm_local.stack import StackState
 

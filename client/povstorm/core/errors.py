@@ -45,7 +45,6 @@ class PovstormError(Exception):
 class UserError(PovstormError):
     http_status = 400
     exit_code = 2
-    log_level = logging.WARNING
 
 
 class SpecError(UserError):
@@ -61,7 +60,9 @@ class SceneError(UserError):
 
 
 class UnknownJob(UserError):
+    # An event for a job that is gone or never was: nothing to do, nothing broken.
     http_status = 404
+    log_level = logging.WARNING
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"unknown job: {job_id}")
