@@ -299,7 +299,7 @@ class LocalStack:
 
         def ours(pid: int) -> bool:
             return f"-m {STITCH_MODULE} " in _procs.cmdline(pid) + " " and (
-                _procs.environ(pid).get("POVSTORM_HOME") == home
+                _procs.environ(pid).get(ENV["home"]) == home
             )
 
         return _procs.processes(ours)
@@ -485,13 +485,14 @@ class LocalStack:
             # Settings.to_env leaves the cache out; every local process shares one.
             ENV["cache_dir"]: settings.cache_dir,
             "GOOGLE_CLOUD_PROJECT": project,
-            "POVSTORM_HOME": str(self.home),
+            ENV["home"]: str(self.home),
         }
 
     def _child_env(self, state: StackState, *, gcloud: bool = False) -> dict[str, str]:
         """The one environment every child gets: this process's, minus any
         povstorm or emulator settings it happens to carry, plus the stack's."""
-        ours = set(ENV.values()) | set(EMULATOR_VARS)
+        # The log level is the user's to pass on, not a setting of the stack's.
+        ours = (set(ENV.values()) - {ENV["log_level"]}) | set(EMULATOR_VARS)
         env = {k: v for k, v in os.environ.items() if k not in ours}
         env.update(state.env)
         env["PYTHONUNBUFFERED"] = "1"

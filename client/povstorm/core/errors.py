@@ -121,7 +121,11 @@ def from_google(exc: BaseException) -> PovstormError:
     from google.api_core import exceptions as gexc
 
     transient = tuple(getattr(gexc, name) for name in _TRANSIENT_NAMES)
-    if isinstance(exc, transient | gexc.RetryError):
+    # AlreadyExists is a Conflict (409) to google.api_core, but a create() that
+    # found its document will find it again: retrying cannot help.
+    if isinstance(exc, gexc.AlreadyExists):
+        return PovstormError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (*transient, gexc.RetryError)):
         return TransientError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, gexc.NotFound):
         return NotFound(f"not found: {exc}")
