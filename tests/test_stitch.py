@@ -21,9 +21,9 @@ from povstorm.core.model import RenderStats
 from povstorm.core.naming import frame_object, poster_object, stats_object, video_object
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.settings import Settings
-from povstorm.core.spec import OutputSpec
+from povstorm.core.spec import CONTAINERS, FORMATS, OutputSpec, container_for
 from povstorm.ledger.ledger import Ledger
-from povstorm.stitch.encode import container_for, encode
+from povstorm.stitch.encode import CONTENT_TYPES, ENCODER_OPTIONS, encode
 from povstorm.stitch.job import stitch
 
 pytestmark = pytest.mark.stack
@@ -174,6 +174,13 @@ def test_units_that_are_not_frames_record_stats_without_a_video(
     assert job["state"] == "done" and job["video"] is None and job["poster"] is None
     assert job["stats"]["units"] == 2
     assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [stats_object(job_id)]
+
+
+def test_the_stitch_can_encode_and_upload_every_codec_and_container_the_spec_accepts() -> None:
+    # The schema takes its codecs and formats from core/spec.py's CONTAINERS;
+    # a codec or container added there without the stitch's half fails here.
+    assert set(ENCODER_OPTIONS) == set(CONTAINERS)
+    assert set(CONTENT_TYPES) == set(FORMATS)
 
 
 @pytest.mark.parametrize(

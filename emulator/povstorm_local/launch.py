@@ -124,14 +124,15 @@ def base_env(
         # Settings.to_env leaves the cache out; every local process shares one.
         ENV["cache_dir"]: settings.cache_dir,
         "GOOGLE_CLOUD_PROJECT": project,
-        "POVSTORM_HOME": str(home),
+        ENV["home"]: str(home),
     }
 
 
 def child_env(state: StackState, *, gcloud: bool = False) -> dict[str, str]:
     """The one environment every child gets: this process's, minus any
     povstorm or emulator settings it happens to carry, plus the stack's."""
-    ours = set(ENV.values()) | set(EMULATOR_VARS)
+    # The log level is the user's to pass on, not a setting of the stack's.
+    ours = (set(ENV.values()) - {ENV["log_level"]}) | set(EMULATOR_VARS)
     env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(state.env)
     env["PYTHONUNBUFFERED"] = "1"

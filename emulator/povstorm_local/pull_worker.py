@@ -1,19 +1,21 @@
 """The local render worker: ``python -m povstorm_local.pull_worker``.
 
-On Cloud Run, Pub/Sub pushes work to ``render_container.main``; on the local
-stack workers pull it instead, one message at a time, and run the same
-``povstorm.worker.unit.handle_work``. While a unit renders, a background thread
-keeps extending the message's ack deadline, so a long render is not handed to
-a second worker; if this process dies, the lease lapses and Pub/Sub
+On Cloud Run, Pub/Sub pushes work to ``povstorm.shells.render_service``; on
+the local stack workers pull it instead, one message at a time, and run the
+same ``povstorm.worker.unit.handle_work``. While a unit renders, a background
+thread keeps extending the message's ack deadline, so a long render is not
+handed to a second worker; if this process dies, the lease lapses and Pub/Sub
 redelivers. Acknowledge on every outcome (rendered, failed and reported,
-skipped, poison); on a TransientError set the deadline to 0 so the message is
-redelivered at once. SIGTERM (or Ctrl-C) stops after the current unit.
+skipped, poison). An error that escapes ``handle_work`` left its unit without
+an outcome, so the message is never acknowledged but its deadline set to 0,
+redelivering it at once, as the render service's non-2xx does: the error's
+``verdict`` only says how it is logged. SIGTERM (or Ctrl-C) stops after the
+current unit.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -22,7 +24,8 @@ from typing import Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.cloud.pubsub import subscriber_client
-from povstorm.core.errors import TransientError
+from povstorm.core.errors import PovstormError, translate, verdict
+from povstorm.core.logs import setup_logging
 from povstorm.core.names import Namespace
 from povstorm.core.settings import Settings
 from povstorm.ledger.ledger import Ledger
@@ -100,11 +103,10 @@ class Worker:
 
     @staticmethod
     def _call(method: Any, request: dict[str, Any]) -> None:
-        from google.api_core import exceptions as gexc
-
         try:
-            method(request=request)
-        except gexc.GoogleAPICallError as exc:
+            with translate("pubsub"):
+                method(request=request)
+        except PovstormError as exc:
             # The lease lapses by itself and Pub/Sub redelivers; the ledger
             # settles a duplicate. Not worth ending the worker for.
             log.warning("%s failed: %s", getattr(method, "__name__", "call"), exc)
@@ -112,6 +114,8 @@ class Worker:
     def pull_one(self) -> Any | None:
         from google.api_core import exceptions as gexc
 
+        # Not translate(): DeadlineExceeded here is an empty long-poll, not an
+        # outage, and translate() would make it one TransientError with the rest.
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.subscription, "max_messages": 1},
@@ -144,12 +148,14 @@ class Worker:
                 outcome = handle_work(
                     self.clients, self.ledger, received.message.data, cache=self.cache
                 )
-            except TransientError as exc:
-                log.warning("redelivering: %s", exc)
-            except Exception:
-                # A bug or a broken machine: let Pub/Sub redeliver; the
-                # ledger's delivery count ends a unit that always does this.
-                log.exception("render crashed; redelivering")
+            except Exception as exc:
+                v = verdict(exc)
+                if isinstance(exc, PovstormError) and not v.ack:
+                    log.log(v.log_level, "redelivering: %s", exc)
+                else:
+                    # A bug or a broken machine: let Pub/Sub redeliver; the
+                    # ledger's delivery count ends a unit that always does this.
+                    log.exception("render crashed; redelivering")
         # Only once the lease keeper has stopped, so no extension follows.
         if outcome is None:
             self._nack(received.ack_id)
@@ -159,10 +165,7 @@ class Worker:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("POVSTORM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    setup_logging()
 
     settings = Settings.from_env()
     clients = Clients.from_settings(settings)

@@ -39,19 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be positive")
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stdout,
-    )
     try:
         from povstorm.cloud.clients import Clients
         from povstorm.core.errors import PovstormError
+        from povstorm.core.logs import setup_logging
         from povstorm.core.settings import Settings
         from povstorm.farm.reconcile import reconcile
     except ImportError as exc:
         print(f"reconciler: cannot start: {exc}", file=sys.stderr)
         return 2
+    setup_logging(stream=sys.stdout)
 
     stop = threading.Event()
 

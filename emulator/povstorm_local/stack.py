@@ -207,7 +207,7 @@ class LocalStack:
 
         def ours(pid: int) -> bool:
             return f"-m {STITCH_MODULE} " in _procs.cmdline(pid) + " " and (
-                _procs.environ(pid).get("POVSTORM_HOME") == home
+                _procs.environ(pid).get(ENV["home"]) == home
             )
 
         return _procs.processes(ours)

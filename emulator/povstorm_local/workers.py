@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from povstorm.core.logs import setup_logging
+
 from .procs import write_heartbeat
 
 log = logging.getLogger("povstorm.workers")
@@ -167,11 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stdout,
-    )
+    setup_logging(stream=sys.stdout)
     sup = Supervisor(args.count, args.module, args.log_dir, args.heartbeat)
 
     def on_signal(signum: int, _frame: object) -> None:

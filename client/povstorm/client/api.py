@@ -19,7 +19,6 @@ the local stack and in the cloud; progress comes from Firestore listeners.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from povstorm.client import stacks
 from povstorm.client.watch import Progress, watch
 from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
+from povstorm.core.digest import sha256_bytes, sha256_file
 from povstorm.core.errors import (
     PovstormError,
     SpecError,
@@ -52,19 +52,18 @@ from povstorm.core.naming import (
 )
 from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, dump_job_spec, load_job_spec
 from povstorm.core.settings import EMULATOR_VARS, Settings
-from povstorm.core.spec import JobSpec
+from povstorm.core.spec import (
+    CRF,
+    DEFAULT_CODEC,
+    FPS,
+    MAX_ATTEMPTS,
+    TIMEOUT_SECONDS,
+    JobSpec,
+)
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
 
 UPLOAD_THREADS = 8
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -159,11 +158,7 @@ class Cluster:
         content: dict[str, Path | bytes] = {}
         for rel, src in files.items():
             check_relpath(rel, "input name")
-            digest = (
-                hashlib.sha256(src).hexdigest()
-                if isinstance(src, bytes)
-                else sha256_file(Path(src))
-            )
+            digest = sha256_bytes(src) if isinstance(src, bytes) else sha256_file(Path(src))
             manifest[rel] = digest
             content.setdefault(digest, src)
 
@@ -390,13 +385,13 @@ class Job:
         shared: str | Path | None = None,
         *,
         name: str = "job",
-        fps: int = 24,
-        codec: str = "h264",
-        crf: int = 20,
+        fps: int = FPS.default,
+        codec: str = DEFAULT_CODEC,
+        crf: int = CRF.default,
         video: bool = True,
-        max_attempts: int = 3,
+        max_attempts: int = MAX_ATTEMPTS.default,
         fail_fast: bool = False,
-        timeout_seconds: int = 600,
+        timeout_seconds: int = TIMEOUT_SECONDS.default,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None

@@ -19,7 +19,17 @@ from typing import Any, TextIO
 
 from povstorm.client import stacks
 from povstorm.client.watch import Progress
-from povstorm.core.errors import PovstormError, UserError
+from povstorm.core.errors import PovstormError, UserError, verdict
+from povstorm.core.names import ENV
+from povstorm.core.spec import (
+    CODECS,
+    CRF,
+    DEFAULT_CODEC,
+    FPS,
+    MAX_ATTEMPTS,
+    OutputSpec,
+    container_for,
+)
 
 EPILOG_RENDER = """\
 examples:
@@ -34,8 +44,8 @@ def _add_cluster_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cluster",
         metavar="OUTPUTS.json",
-        default=os.environ.get("POVSTORM_CLUSTER"),
-        help="terraform outputs of a cloud deployment (env POVSTORM_CLUSTER); default: the local stack",
+        default=os.environ.get(ENV["cluster"]),
+        help=f"terraform outputs of a cloud deployment (env {ENV['cluster']}); default: the local stack",
     )
 
 
@@ -62,18 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="POV-Ray options, e.g. +W320 +H240 +KFF24",
     )
     r.add_argument(
-        "-o", "--output", type=Path, help="where to write the video (default: <scene>.mp4)"
+        "-o",
+        "--output",
+        type=Path,
+        help="where to write the video (default: <scene>.<the codec's container>, e.g. .mp4)",
     )
     r.add_argument("--frames-dir", type=Path, help="also download every frame into this directory")
-    r.add_argument("--fps", type=int, default=24, help="video frame rate (default 24)")
     r.add_argument(
-        "--codec",
-        default="h264",
-        choices=["h264", "h265", "vp9", "prores", "gif"],
-        help="video codec",
+        "--fps", type=int, default=FPS.default, help=f"video frame rate ({FPS.describe()})"
     )
     r.add_argument(
-        "--crf", type=int, default=20, help="video quality, lower is better (0-51, default 20)"
+        "--codec",
+        default=DEFAULT_CODEC,
+        choices=CODECS,
+        help=f"video codec (default {DEFAULT_CODEC})",
+    )
+    r.add_argument(
+        "--crf",
+        type=int,
+        default=CRF.default,
+        help=f"video quality, lower is better ({CRF.describe()})",
     )
     r.add_argument("--name", help="job name (default: the scene's name)")
     r.add_argument(
@@ -85,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload this file or directory too (for what a scan cannot see)",
     )
     r.add_argument(
-        "--max-attempts", type=int, default=3, help="attempts per frame before it fails (default 3)"
+        "--max-attempts",
+        type=int,
+        default=MAX_ATTEMPTS.default,
+        help=f"attempts per frame before it fails ({MAX_ATTEMPTS.describe()})",
     )
     r.add_argument(
         "--fail-fast",
@@ -273,7 +294,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         final = job.watch(
             on_progress=None if args.json else ProgressPrinter(), timeout=args.timeout
         )
-        ext = {"vp9": "webm", "gif": "gif", "prores": "mov"}.get(args.codec, "mp4")
+        ext = container_for(OutputSpec(codec=args.codec))
         video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
         result = job.result(
             video=video if final.state.value == "done" else None, frames_dir=args.frames_dir
@@ -472,12 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"povstorm: error: {exc}", file=sys.stderr)
-        return 2
     except PovstormError as exc:
+        # Anything else is a bug: its traceback is worth more than a line.
         print(f"povstorm: error: {exc}", file=sys.stderr)
-        return 1
+        return verdict(exc).exit_code
     except KeyboardInterrupt:
         print("povstorm: interrupted", file=sys.stderr)
         return 130

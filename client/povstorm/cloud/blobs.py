@@ -1,6 +1,9 @@
 """The blob store: the work bucket (GCS; fake-gcs-server locally).
 
 Inputs, frames, logs and videos live here (see ``povstorm.core.naming``).
+Every call raises povstorm's errors (``povstorm.core.errors.translate``): a
+missing object is ``NotFound`` (``info`` returns None instead), an outage or
+an unreachable endpoint ``TransientError``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from povstorm.core.errors import TransientError, from_google
+from povstorm.core.errors import translate
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +75,9 @@ class GcsBlobStore:
         )
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from google.api_core import exceptions as gexc
-
-        try:
+        # The HTTP-based storage client lets connection errors through as OSError.
+        with translate("storage", network=True):
             return fn(*args, **kwargs)
-        except gexc.NotFound:
-            raise
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
-        except (ConnectionError, OSError) as exc:
-            raise TransientError(f"storage unreachable: {exc}") from exc
 
     def exists(self, name: str) -> bool:
         return bool(self._call(self._bucket.blob(name).exists))
@@ -126,5 +122,7 @@ class GcsBlobStore:
         tmp.replace(path)
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
-        for blob in self._call(self._client.list_blobs, self._bucket, prefix=prefix):
-            yield self._info(blob)
+        # The listing fetches its pages as it is iterated: translate those calls too.
+        with translate("storage", network=True):
+            for blob in self._client.list_blobs(self._bucket, prefix=prefix):
+                yield self._info(blob)

@@ -13,7 +13,6 @@ down; nothing here is built at import time.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,3 @@ class Clients:
             ),
             launcher=stitch_launcher(settings, log_dir),
         )
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str).encode()

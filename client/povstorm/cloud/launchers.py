@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from povstorm.core.errors import PovstormError, TransientError, from_google
+from povstorm.core.errors import PovstormError, TransientError, translate
 from povstorm.core.settings import Settings, local_logs
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ class CloudRunStitchLauncher:
         self._job_name = job_name
 
     def launch(self, job_id: str) -> None:
-        from google.api_core import exceptions as gexc
         from google.cloud import run_v2
 
         request = run_v2.RunJobRequest(
@@ -77,11 +76,9 @@ class CloudRunStitchLauncher:
                 ]
             ),
         )
-        try:
-            # Do not wait for the execution: the stitch reports into the ledger.
+        # Do not wait for the execution: the stitch reports into the ledger.
+        with translate():
             self._client.run_job(request=request)
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
 
 
 def stitch_launcher(settings: Settings, log_dir: Path | None = None) -> StitchLauncher:

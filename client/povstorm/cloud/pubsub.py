@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from povstorm.core.errors import TransientError, from_google
+from povstorm.core.errors import PovstormError, TransientError, translate
 from povstorm.core.names import Namespace
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,14 @@ class PubSubPublisher:
     def publish_many(self, topic_key: str, payloads: list[bytes], **attributes: str) -> None:
         """Publish and wait for every message id: a publish is a side effect
         that must be confirmed before the caller acknowledges its own event."""
-        from google.api_core import exceptions as gexc
-
         path = self._path(topic_key)
         futures = [self._client.publish(path, p, **attributes) for p in payloads]
         try:
-            for f in futures:
-                f.result(timeout=60)
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
+            with translate():
+                for f in futures:
+                    f.result(timeout=60)
+        except PovstormError:
+            raise
         except Exception as exc:  # the publisher's own timeout and batch errors
             raise TransientError(f"publish to {path} failed: {exc}") from exc
 

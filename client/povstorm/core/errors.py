@@ -45,7 +45,6 @@ class PovstormError(Exception):
 class UserError(PovstormError):
     http_status = 400
     exit_code = 2
-    log_level = logging.WARNING
 
 
 class SpecError(UserError):
@@ -61,7 +60,9 @@ class SceneError(UserError):
 
 
 class UnknownJob(UserError):
+    # An event for a job that is gone or never was: nothing to do, nothing broken.
     http_status = 404
+    log_level = logging.WARNING
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"unknown job: {job_id}")
@@ -120,7 +121,11 @@ def from_google(exc: BaseException) -> PovstormError:
     from google.api_core import exceptions as gexc
 
     transient = tuple(getattr(gexc, name) for name in _TRANSIENT_NAMES)
-    if isinstance(exc, transient | gexc.RetryError):
+    # AlreadyExists is a Conflict (409) to google.api_core, but a create() that
+    # found its document will find it again: retrying cannot help.
+    if isinstance(exc, gexc.AlreadyExists):
+        return PovstormError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (*transient, gexc.RetryError)):
         return TransientError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, gexc.NotFound):
         return NotFound(f"not found: {exc}")

@@ -3,7 +3,8 @@
 inputs/<sha256>                          content-addressed input files
 frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
 logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
-videos/<job>/<name>.<ext>, poster.png, stats.json
+videos/<job>/video.<ext>                 the stitch's video (<ext>: core.spec.container_for)
+videos/<job>/poster.png, stats.json      the stitch's poster frame and statistics
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import secrets
 
 from povstorm.core.errors import PoisonMessage, SpecError
 from povstorm.core.names import PREFIXES
+from povstorm.core.spec import DEFAULT_FORMAT
 
 JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -72,7 +74,7 @@ def log_object(job_id: str, unit: int, attempt: int) -> str:
     return f"{PREFIXES['logs']}{job_id}/{unit:06d}/attempt-{attempt}.log"
 
 
-def video_object(job_id: str, ext: str = "mp4") -> str:
+def video_object(job_id: str, ext: str = DEFAULT_FORMAT) -> str:
     return f"{PREFIXES['videos']}{job_id}/video.{ext}"
 
 

@@ -1,7 +1,7 @@
 """Marshmallow schemas at the edges: HTTP bodies, Pub/Sub payloads, GCS events.
 
 Everything from the wire passes through ``load_*`` here and comes out as a
-frozen dataclass from ``povstorm.spec`` / ``povstorm.model``, or as a
+frozen dataclass from ``povstorm.core.spec`` / ``povstorm.core.model``, or as a
 ``SpecError`` whose message is one line naming the field.
 """
 
@@ -26,7 +26,22 @@ from marshmallow import (
 from povstorm.core.errors import PoisonMessage, SpecError
 from povstorm.core.model import FailureReport, FrameEvent, WorkMessage
 from povstorm.core.naming import JOB_ID_RE, SHA256_RE, check_relpath
-from povstorm.core.spec import FrameRange, JobSpec, OutputSpec, PovraySpec, UnitSpec
+from povstorm.core.spec import (
+    CODECS,
+    CRF,
+    DEFAULT_CODEC,
+    DEFAULT_FORMAT,
+    FORMATS,
+    FPS,
+    MAX_ATTEMPTS,
+    TIMEOUT_SECONDS,
+    Bounded,
+    FrameRange,
+    JobSpec,
+    OutputSpec,
+    PovraySpec,
+    UnitSpec,
+)
 
 MAX_UNITS = 100_000
 MAX_INPUTS = 5_000
@@ -35,8 +50,12 @@ MAX_ARG_LEN = 4_096
 MAX_INLINE_BYTES_PER_UNIT = 256 * 1024
 MAX_INLINE_BYTES_PER_JOB = 8 * 1024 * 1024
 MAX_FRAME_NUMBER = 999_999_999
-CODECS = ("h264", "h265", "vp9", "prores", "gif")
-FORMATS = ("mp4", "mkv", "webm", "mov", "gif")
+
+
+def _bounded(option: Bounded) -> fields.Integer:
+    return fields.Integer(
+        load_default=option.default, validate=validate.Range(option.low, option.high)
+    )
 
 
 def _check_paths(mapping: dict[str, Any], what: str) -> None:
@@ -133,10 +152,10 @@ class UnitSchema(_Strict):
 
 
 class OutputSchema(_Strict):
-    fps = fields.Integer(load_default=24, validate=validate.Range(1, 240))
-    codec = fields.String(load_default="h264", validate=validate.OneOf(CODECS))
-    crf = fields.Integer(load_default=20, validate=validate.Range(0, 51))
-    format = fields.String(load_default="mp4", validate=validate.OneOf(FORMATS))
+    fps = _bounded(FPS)
+    codec = fields.String(load_default=DEFAULT_CODEC, validate=validate.OneOf(CODECS))
+    crf = _bounded(CRF)
+    format = fields.String(load_default=DEFAULT_FORMAT, validate=validate.OneOf(FORMATS))
     video = fields.Boolean(load_default=True)
 
     @post_load
@@ -166,9 +185,9 @@ class JobSpecSchema(_Strict):
     povray = fields.Nested(PovraySchema, load_default=None, allow_none=True)
     units = fields.List(fields.Nested(UnitSchema), load_default=list)
     output = fields.Nested(OutputSchema, load_default=lambda: OutputSpec())
-    max_attempts = fields.Integer(load_default=3, validate=validate.Range(1, 10))
+    max_attempts = _bounded(MAX_ATTEMPTS)
     fail_fast = fields.Boolean(load_default=False)
-    timeout_seconds = fields.Integer(load_default=600, validate=validate.Range(5, 3600))
+    timeout_seconds = _bounded(TIMEOUT_SECONDS)
     frame_digits = fields.Integer(load_default=0, validate=validate.Range(0, 9))
     extra = fields.Dict(keys=fields.String(), load_default=dict)
 

@@ -21,8 +21,9 @@ EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMU
 
 
 def povstorm_home(environ: dict[str, str] | None = None) -> Path:
+    """The client's state directory (the local stack lives in its ``local/``)."""
     env = os.environ if environ is None else environ
-    return Path(env.get("POVSTORM_HOME") or Path.home() / ".povstorm")
+    return Path(env.get(ENV["home"]) or Path.home() / ".povstorm")
 
 
 def local_logs(home: Path | None = None) -> Path:
@@ -67,7 +68,10 @@ class Settings:
     stitch_job: str = ""
     worker_id: str = ""
     cache_dir: str = ""
-    render_timeout: int = 600
+    # The worker's ceiling on one render, whatever the job asks: a push is
+    # redelivered after the work subscription's ack deadline, so no render may
+    # outlast it (terraform sets a lower value that leaves time for uploads).
+    render_timeout: int = DEFAULTS["ack_deadline_seconds"]
     endpoints: Endpoints = Endpoints()
 
     @classmethod

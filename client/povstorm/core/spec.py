@@ -10,7 +10,11 @@ Two forms, exactly one per job:
 
 ``inputs`` maps relative paths to sha256 digests of content-addressed objects;
 they are materialised under ``inputs_dir`` in each unit's working directory.
-Validation lives in ``povstorm.schemas``.
+Validation lives in ``povstorm.core.schemas``.
+
+This module is also the one home of a job's defaults and valid ranges and of
+the codec -> container table: the dataclasses below, the schemas, the Python
+API's ``Job``, the CLI and the stitch all read them from here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from povstorm.core.names import DEFAULTS
+
+@dataclass(frozen=True)
+class Bounded:
+    """An integer option: its default and the inclusive range the schema accepts."""
+
+    default: int
+    low: int
+    high: int
+
+    def describe(self) -> str:
+        return f"{self.low}-{self.high}, default {self.default}"
+
+
+FPS = Bounded(24, 1, 240)
+CRF = Bounded(20, 0, 51)  # x264/x265's scale: lower is better
+MAX_ATTEMPTS = Bounded(3, 1, 10)
+TIMEOUT_SECONDS = Bounded(600, 5, 3600)
+
+# codec -> the containers it may go in, its default container first. The
+# encoder options for each codec are the stitch's (stitch/encode.py).
+CONTAINERS: dict[str, tuple[str, ...]] = {
+    "h264": ("mp4", "mkv", "mov"),
+    "h265": ("mp4", "mkv", "mov"),
+    "vp9": ("webm", "mkv"),
+    "prores": ("mov", "mkv"),
+    "gif": ("gif",),
+}
+CODECS = tuple(CONTAINERS)
+FORMATS = tuple(dict.fromkeys(c for cs in CONTAINERS.values() for c in cs))
+DEFAULT_CODEC = "h264"
+DEFAULT_FORMAT = CONTAINERS[DEFAULT_CODEC][0]
 
 
 @dataclass(frozen=True)
@@ -51,10 +85,10 @@ class UnitSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    fps: int = 24
-    codec: str = "h264"
-    crf: int = 20
-    format: str = "mp4"
+    fps: int = FPS.default
+    codec: str = DEFAULT_CODEC
+    crf: int = CRF.default
+    format: str = DEFAULT_FORMAT
     video: bool = True
 
 
@@ -66,9 +100,9 @@ class JobSpec:
     povray: PovraySpec | None = None
     units: tuple[UnitSpec, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
-    max_attempts: int = DEFAULTS["max_attempts"]
+    max_attempts: int = MAX_ATTEMPTS.default
     fail_fast: bool = False
-    timeout_seconds: int = 600
+    timeout_seconds: int = TIMEOUT_SECONDS.default
     job_id: str | None = None
     # POV-Ray's own numbering of the frames, for names on download (scene form).
     frame_digits: int = 0
@@ -93,3 +127,11 @@ class JobSpec:
                 args=self.unit_args(unit), label=f"frame {self.povray.frames.frame(unit)}"
             )
         return self.units[unit]
+
+
+def container_for(output: OutputSpec) -> str:
+    """The video's container (its file extension): the spec's format when its
+    codec fits in it, else the codec's default (vp9 -> webm, prores -> mov,
+    gif -> gif)."""
+    containers = CONTAINERS[output.codec]
+    return output.format if output.format in containers else containers[0]

@@ -1,8 +1,12 @@
-"""Cloud Functions (2nd gen) entry points; locally the same file is served by
-functions-framework. Each one parses its event, calls ``povstorm.farm`` and
-maps the outcome to a status: 2xx acknowledges, non-2xx makes Pub/Sub
-redeliver. Poison (a malformed object name, an unknown job) is acknowledged
-and logged, never retried forever; contention and outages are retried.
+"""The Cloud Functions (2nd gen) handlers: submit, frame_finalized,
+frame_failed and reconcile. Cloud Functions loads them through the source
+root ``functions/main.py``; locally functions-framework serves the same.
+
+Each one parses its event, calls ``povstorm.farm`` and lets
+``povstorm.core.errors.verdict`` say what an error means: 2xx acknowledges,
+non-2xx makes Pub/Sub redeliver. Poison (a malformed object name, an unknown
+job) is acknowledged and logged, never retried forever; contention and
+outages are retried.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from typing import Any
 
 import functions_framework
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.errors import PoisonMessage, PovstormError, TransientError, UnknownJob, UserError
+from povstorm.core.errors import PoisonMessage, PovstormError, verdict
+from povstorm.core.logs import setup_logging
 from povstorm.core.schemas import (
     load_failure_report,
     load_frame_event,
@@ -27,7 +31,7 @@ from povstorm.core.settings import Settings
 from povstorm.farm import operations as farm
 from povstorm.farm.reconcile import reconcile as run_reconcile
 
-logging.basicConfig(level=os.environ.get("POVSTORM_LOG_LEVEL", "INFO"))
+setup_logging()
 log = logging.getLogger("povstorm.functions")
 
 
@@ -41,20 +45,25 @@ def _json(status: int, body: dict[str, Any]) -> tuple[str, int, dict[str, str]]:
     return json.dumps(body, default=str), status, {"Content-Type": "application/json"}
 
 
+def _error_reply(exc: PovstormError) -> tuple[str, int, dict[str, str]]:
+    return _json(verdict(exc).http_status, {"error": exc.message})
+
+
 def _ack_or_retry(handler: Any) -> Any:
-    """Map povstorm's exceptions to what Pub/Sub should do with the event."""
+    """Tell Pub/Sub what to do with the event, as the error's verdict says."""
 
     @functools.wraps(handler)
     def wrapper(cloud_event: Any) -> None:
         try:
             handler(cloud_event)
-        except (PoisonMessage, UnknownJob) as exc:
-            log.warning("acknowledged without effect: %s", exc)
-        except TransientError as exc:
-            log.warning("will be redelivered: %s", exc)
-            raise  # functions-framework answers 500: Pub/Sub redelivers
-        except PovstormError as exc:
-            log.error("acknowledged after error: %s", exc)
+        except Exception as exc:
+            v = verdict(exc)
+            if not v.ack:
+                if isinstance(exc, PovstormError):
+                    log.log(v.log_level, "will be redelivered: %s", exc)
+                raise  # functions-framework answers 500 (a bug with its traceback)
+            what = "without effect" if v.log_level < logging.ERROR else "after error"
+            log.log(v.log_level, "acknowledged %s: %s", what, exc)
 
     return wrapper
 
@@ -68,10 +77,8 @@ def submit(request: Any) -> Any:
         return _json(400, {"error": "body is not JSON"})
     try:
         return _json(200, farm.submit(clients(), payload))
-    except UserError as exc:
-        return _json(exc.http_status, {"error": exc.message})
-    except TransientError as exc:
-        return _json(503, {"error": exc.message})
+    except PovstormError as exc:
+        return _error_reply(exc)
 
 
 @functions_framework.cloud_event
@@ -103,5 +110,5 @@ def frame_failed(cloud_event: Any) -> None:
 def reconcile(request: Any) -> Any:
     try:
         return _json(200, run_reconcile(clients()).as_dict())
-    except TransientError as exc:
-        return _json(503, {"error": exc.message})
+    except PovstormError as exc:
+        return _error_reply(exc)

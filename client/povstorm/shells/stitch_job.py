@@ -10,12 +10,11 @@ it again), 2 for a bad job id.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.errors import PovstormError, UserError
+from povstorm.core.errors import PovstormError, UserError, verdict
+from povstorm.core.logs import setup_logging
 from povstorm.core.settings import Settings
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.job import stitch
@@ -28,16 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("job_id", help="the job to stitch; it must be in state 'stitching'")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("POVSTORM_LOG_LEVEL", "INFO"))
+    setup_logging()
     try:
         clients = Clients.from_settings(Settings.from_env())
         outcome = stitch(clients, Ledger(clients.db), args.job_id)
-    except UserError as exc:
-        print(f"stitch: {exc}", file=sys.stderr)
-        return 2
     except PovstormError as exc:
-        print(f"stitch {args.job_id}: {exc}", file=sys.stderr)
-        return 1
+        # A bad job id is the caller's; anything else names the job it stopped.
+        where = "stitch" if isinstance(exc, UserError) else f"stitch {args.job_id}"
+        print(f"{where}: {exc}", file=sys.stderr)
+        return verdict(exc).exit_code
     print(outcome.line(), file=sys.stderr if outcome.exit_code else sys.stdout)
     return outcome.exit_code
 

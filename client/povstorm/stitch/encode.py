@@ -1,4 +1,8 @@
-"""The encode: which codecs go in which containers, and the ffmpeg command."""
+"""The encode: the ffmpeg command that turns a job's frames into its video.
+
+Called by the stitch (``povstorm.stitch.job``) once every frame is
+downloaded; the container is ``povstorm.core.spec.container_for``'s.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +15,26 @@ from povstorm.core.spec import OutputSpec
 
 FFMPEG = "ffmpeg"
 
-# codec -> (encoder options, containers it may go in; the first is its default)
 _EVEN = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # yuv420p needs even sizes: pad, never crop
-CODECS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "h264": (
-        ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "medium"],
-        ("mp4", "mkv", "mov"),
-    ),
-    "h265": (
-        # hvc1 is the tag Apple players want; x265 is chatty on stderr otherwise.
-        [
-            "-c:v",
-            "libx265",
-            "-pix_fmt",
-            "yuv420p",
-            "-tag:v",
-            "hvc1",
-            "-x265-params",
-            "log-level=error",
-        ],
-        ("mp4", "mkv", "mov"),
-    ),
-    "vp9": (
-        # -b:v 0 makes -crf a constant quality rather than a cap on a bitrate.
-        ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-row-mt", "1"],
-        ("webm", "mkv"),
-    ),
-    "prores": (["-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le"], ("mov", "mkv")),
-    "gif": ([], ("gif",)),
+# codec -> ffmpeg's encoder options. Which containers a codec may go in is
+# core/spec.py's CONTAINERS; gif needs none (it is encoded through a palette).
+ENCODER_OPTIONS: dict[str, list[str]] = {
+    "h264": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "medium"],
+    # hvc1 is the tag Apple players want; x265 is chatty on stderr otherwise.
+    "h265": [
+        "-c:v",
+        "libx265",
+        "-pix_fmt",
+        "yuv420p",
+        "-tag:v",
+        "hvc1",
+        "-x265-params",
+        "log-level=error",
+    ],
+    # -b:v 0 makes -crf a constant quality rather than a cap on a bitrate.
+    "vp9": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-row-mt", "1"],
+    "prores": ["-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le"],
+    "gif": [],
 }
 CONTENT_TYPES = {
     "mp4": "video/mp4",
@@ -47,13 +43,6 @@ CONTENT_TYPES = {
     "mov": "video/quicktime",
     "gif": "image/gif",
 }
-
-
-def container_for(output: OutputSpec) -> str:
-    """The file extension: the spec's format when its codec fits in it,
-    else the codec's own container (vp9 -> webm, prores -> mov, gif -> gif)."""
-    _, containers = CODECS[output.codec]
-    return output.format if output.format in containers else containers[0]
 
 
 def ffmpeg_command(output: OutputSpec, pattern: Path, dest: Path) -> list[str]:
@@ -66,8 +55,7 @@ def ffmpeg_command(output: OutputSpec, pattern: Path, dest: Path) -> list[str]:
         # One palette for the whole clip: GIF has 256 colours per frame.
         cmd += ["-filter_complex", "[0:v]split[a][b];[a]palettegen[p];[b][p]paletteuse"]
     else:
-        options, _ = CODECS[output.codec]
-        cmd += ["-vf", _EVEN, *options, "-crf", str(output.crf)]
+        cmd += ["-vf", _EVEN, *ENCODER_OPTIONS[output.codec], "-crf", str(output.crf)]
         if dest.suffix in (".mp4", ".mov"):
             cmd += ["-movflags", "+faststart"]  # playable while it downloads
     cmd += ["-an", str(dest)]

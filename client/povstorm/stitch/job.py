@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.errors import UnknownJob
+from povstorm.core.errors import StitchFailed, UnknownJob
 from povstorm.core.model import JobState
 from povstorm.core.naming import (
     check_job_id,
@@ -35,7 +35,8 @@ from povstorm.core.naming import (
     stats_object,
     video_object,
 )
-from povstorm.stitch.encode import CONTENT_TYPES, StitchFailed, container_for, encode
+from povstorm.core.spec import container_for
+from povstorm.stitch.encode import CONTENT_TYPES, encode
 
 if TYPE_CHECKING:
     from povstorm.ledger.ledger import Ledger

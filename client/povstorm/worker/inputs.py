@@ -1,9 +1,14 @@
 """A unit's files: the content-addressed input cache of a worker instance and
-materialising a unit's inputs and inline files into its working directory."""
+materialising a unit's inputs and inline files into its working directory.
+
+Called by ``povstorm.worker.unit.handle_work`` before POV-Ray runs. Inputs
+are fetched from ``inputs/<sha256>`` in the bucket once per instance and
+checked against their name with ``povstorm.core.digest``, the same helper the
+client named them with.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -13,6 +18,7 @@ from pathlib import Path
 
 from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
+from povstorm.core.digest import sha256_file
 from povstorm.core.errors import SpecError
 from povstorm.core.naming import check_relpath, input_object
 from povstorm.core.settings import Settings
@@ -54,7 +60,7 @@ class InputCache:
                 return target
             # Left by another worker sharing the cache, or changed since we
             # verified it: keep it only if it still matches its name.
-            if target.exists() and _sha256_of(target) == sha256:
+            if target.exists() and sha256_file(target) == sha256:
                 self._stamp(target, sha256)
                 return target
             if blobs.info(name) is None:
@@ -63,7 +69,7 @@ class InputCache:
             try:
                 blobs.download_to(name, tmp)
                 self.downloads += 1
-                got = _sha256_of(tmp)
+                got = sha256_file(tmp)
                 if got != sha256:
                     raise SpecError(f"input {name} has digest {got[:12]}..., not its name")
                 tmp.chmod(0o444)
@@ -92,14 +98,6 @@ class InputCache:
             os.link(src, dest)
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(src, dest)
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _inside(workdir: Path, relpath: str, what: str) -> Path:
