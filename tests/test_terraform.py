@@ -496,8 +496,8 @@ def check_env(cfg: Config) -> list[str]:
 
 
 def launcher_names() -> set[str]:
-    """The launcher names povstorm.adapters.stitch_launcher accepts, besides "local"."""
-    source = (ROOT / "client" / "povstorm" / "adapters.py").read_text()
+    """The launcher names povstorm.cloud.launchers.stitch_launcher accepts, besides "local"."""
+    source = (ROOT / "client" / "povstorm" / "cloud" / "launchers.py").read_text()
     return set(re.findall(r'settings\.stitch_launcher == "([a-z-]+)"', source)) - {"local"}
 
 
@@ -513,7 +513,7 @@ DOCUMENTED_OUTPUTS = {
 def client_output_keys() -> set[str]:
     """The keys Cluster.from_terraform reads: values["k"], values.get("k"), and
     the literal tuple of required keys."""
-    tree = ast.parse((ROOT / "client" / "povstorm" / "client.py").read_text())
+    tree = ast.parse((ROOT / "client" / "povstorm" / "client" / "api.py").read_text())
     fn = next(
         n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "from_terraform"
     )
@@ -704,6 +704,7 @@ _DIST_OF = {  # import name -> distribution, where they differ
     "google.api_core": "google-api-core",
     "google.auth": "google-auth",
     "google.oauth2": "google-auth",
+    "grpc": "grpcio",
 }
 
 
@@ -744,23 +745,35 @@ def third_party_imports(main: Path, package: Path) -> dict[str, str]:
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: a povstorm module
-                    names = [f"povstorm.{node.module}" if node.module else "povstorm"]
-                    names += [f"povstorm.{a.name}" for a in node.names if not node.module]
-                elif node.module:
-                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
                 top = name.split(".")[0]
                 if top == "povstorm":
-                    sub = name.split(".")[1] if "." in name else "__init__"
-                    file = package / f"{sub}.py"
-                    if file.exists() and sub not in seen_modules:
-                        seen_modules.add(sub)
-                        queue.append(file)
+                    for file in povstorm_files(package, name):
+                        if str(file) not in seen_modules:
+                            seen_modules.add(str(file))
+                            queue.append(file)
                 elif top not in sys.stdlib_module_names and top != "__future__":
-                    found.setdefault(name, str(path.name))
+                    found.setdefault(name, str(path.relative_to(package.parent)))
     return found
+
+
+def povstorm_files(package: Path, name: str) -> list[Path]:
+    """The files importing ``name`` (povstorm.a.b...) runs: each package's
+    __init__.py on the way, and the module itself if it is one."""
+    files = [package / "__init__.py"]
+    here = package
+    for part in name.split(".")[1:]:
+        here = here / part
+        if (here / "__init__.py").exists():
+            files.append(here / "__init__.py")
+        elif here.with_suffix(".py").exists():
+            files.append(here.with_suffix(".py"))
+            break
+        else:
+            break  # a name defined in the module before it
+    return files
 
 
 def check_function_imports(main: Path, package: Path, requirements: list[str]) -> list[str]:
