@@ -23,11 +23,10 @@ run: $(STAMP)
 	cd examples/spinning && ../../$(BIN)/povstorm render spinning.ini -o ../../spinning.mp4
 
 ## test: lint, static checks, unit, integration and end-to-end tests
-test: $(STAMP) .venv-tools/bin/checkov
-	$(BIN)/ruff check .
+test: lint .venv-tools/bin/checkov
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## lint: ruff and mypy
+## lint: ruff, ruff format and mypy over every Python file of the repository
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

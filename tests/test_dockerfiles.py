@@ -196,6 +196,17 @@ def _functions(path: Path) -> set[str]:
     return {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
 
 
+def _served(main: Path) -> set[str]:
+    """The functions a source root serves: its own, and those it imports from
+    povstorm (checked to be functions of the module it names)."""
+    names = _functions(main)
+    for node in ast.parse(main.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("povstorm."):
+            module = ROOT / "client" / Path(*node.module.split(".")).with_suffix(".py")
+            names |= {a.name for a in node.names} & _functions(module)
+    return names
+
+
 def test_render_serves_handle_push_with_functions_framework() -> None:
     steps = instructions(RENDER)
     cmd = json.loads(next(a for i, a in steps if i == "CMD"))
@@ -203,7 +214,7 @@ def test_render_serves_handle_push_with_functions_framework() -> None:
     source = Path(cmd[cmd.index("--source") + 1])
     target = cmd[cmd.index("--target") + 1]
     assert not source.is_absolute()
-    assert target in _functions(ROOT / source)
+    assert target in _served(ROOT / source)
     # The path --source names is where WORKDIR + COPY put it.
     workdir = next(a for i, a in steps if i == "WORKDIR")
     assert workdir == "/app"
@@ -220,7 +231,9 @@ def test_stitch_runs_the_module_with_the_job_id_as_its_only_argument() -> None:
     # No CMD: the Cloud Run Job's container args (the run_job override) are the
     # job id and nothing else.
     assert not [a for i, a in steps if i == "CMD"]
-    assert "main" in _functions(ROOT / "stitch_container" / "main.py")
+    module = ROOT / "client" / "povstorm" / "shells" / "stitch_job.py"
+    assert "main" in _functions(module)
+    assert 'if __name__ == "__main__":' in module.read_text()
 
 
 def test_cloud_build_builds_both_images_from_the_repository_root() -> None:
