@@ -48,7 +48,7 @@ from functions_framework import create_app
 from google.api_core.retry import Retry
 from google.cloud import firestore, pubsub_v1
 
-import povstorm.ledger as ledger_module
+import povstorm.ledger.ledger as ledger_module
 from povstorm.client.watch import JobWatcher, Progress
 from povstorm.core.errors import StackError, TransientError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState
