@@ -11,11 +11,18 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from povstorm.core.errors import PoisonMessage, SpecError, UnknownJob
+from povstorm.core.errors import (
+    IllegalTransition,
+    PoisonMessage,
+    SpecError,
+    UnknownJob,
+    verdict,
+)
 from povstorm.core.model import JobState, UnitState
 from povstorm.core.naming import frame_object
 from povstorm.core.schemas import load_job_spec
-from povstorm.ledger.ledger import Ledger, Outcome
+from povstorm.ledger.docs import JobDoc, ShardDoc, UnitDoc
+from povstorm.ledger.ledger import Ledger, Outcome, now
 
 pytestmark = pytest.mark.stack
 
@@ -225,3 +232,106 @@ def test_generated_units_keep_their_spec_on_the_unit(ledger: Ledger) -> None:
     ticket = ledger.start_unit("job-units", 1, 1, "w")
     assert ticket is not None and ticket.unit_spec.inline == {"a.pov": "sphere{0,1}"}
     assert "units" not in ledger.get_job("job-units")["spec"]
+
+
+# --- invariant 5 as code: the transition tables refuse a move ---------------------
+
+
+def test_invariant_5_a_done_unit_cannot_move_back_to_rendering_through_the_ledger(
+    ledger: Ledger,
+) -> None:
+    make_job(ledger, "job-back", 2)
+    finalize(ledger, "job-back", 0)
+    uref = ledger.unit_ref("job-back", 0)
+
+    def restart(transaction: Any) -> None:
+        # What start_unit would write if its terminal check were gone.
+        doc = ledger._unit(uref, transaction)
+        assert doc is not None and doc.state == UnitState.DONE
+        transaction.update(uref, doc.moved(UnitState.RENDERING, worker="w", updated_at=now()))
+
+    with pytest.raises(IllegalTransition, match="unit 0: illegal transition done -> rendering"):
+        ledger._run(restart)
+    # A bug, not contention: acknowledged and logged, never redelivered.
+    assert verdict(IllegalTransition("x")).ack
+    record = ledger.unit_record("job-back", 0)
+    assert record is not None and record["state"] == UnitState.DONE and "worker" in record
+    assert record["worker"] == ""  # the frame's stats wrote it; the refused move wrote nothing
+    assert counts(ledger, "job-back") == (1, 0)
+
+
+def test_invariant_5_a_done_job_takes_no_second_result_through_the_ledger(
+    ledger: Ledger,
+) -> None:
+    make_job(ledger, "job-twice", 1)
+    finalize(ledger, "job-twice", 0)
+    assert ledger.finish_stitch("job-twice", video="v1", poster=None, stats={})
+    jref = ledger.job_ref("job-twice")
+
+    def record_again(transaction: Any) -> None:
+        # What _finish would write if its stitching check were gone.
+        job = ledger._job("job-twice", transaction)
+        assert job is not None and job.state == JobState.DONE
+        transaction.update(jref, job.moved(JobState.DONE, video="v2", updated_at=now()))
+
+    with pytest.raises(IllegalTransition, match="job job-twice: illegal transition done -> done"):
+        ledger._run(record_again)
+    job = ledger.require_job("job-twice")
+    assert (job["state"], job["video"]) == (JobState.DONE, "v1")
+    # Retry is the one way back, and only from failed.
+    with pytest.raises(IllegalTransition):
+        ledger.job("job-twice").retried(JobState.RENDERING)
+
+
+def test_the_documents_refuse_illegal_moves_and_unknown_fields() -> None:
+    done = UnitDoc(unit=3, shard=3, state=UnitState.DONE)
+    for new in UnitState:
+        with pytest.raises(IllegalTransition):
+            done.moved(new)
+    with pytest.raises(IllegalTransition):
+        done.retried(UnitState.PENDING)  # only a failed unit is retried
+    failed = UnitDoc(unit=3, shard=3, state=UnitState.FAILED)
+    assert failed.retried(UnitState.PENDING, attempts=2) == {"state": "pending", "attempts": 2}
+    with pytest.raises(IllegalTransition):
+        failed.moved(UnitState.PENDING)  # no event may take the retry's path
+    rendering = UnitDoc(unit=3, shard=3, state=UnitState.RENDERING)
+    assert rendering.toward(UnitState.RENDERING, deliveries=2) == {"deliveries": 2}
+    assert rendering.toward(UnitState.PENDING, attempts=2) == {"state": "pending", "attempts": 2}
+    with pytest.raises(IllegalTransition):
+        done.toward(UnitState.DONE)  # a settled unit is never "kept" by a move
+    with pytest.raises(IllegalTransition):
+        rendering.update_fields(state=UnitState.DONE)  # a state only changes by a move
+    with pytest.raises(TypeError, match="no field colour"):
+        rendering.update_fields(colour="red")
+    with pytest.raises(IllegalTransition):
+        ShardDoc(shard=0, expected=1, done=1, complete=True).folded()
+
+    job = JobDoc(job_id="j", state=JobState.STITCHING)
+    assert job.moved(JobState.DONE, video="v") == {"state": "done", "video": "v"}
+    for terminal in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+        with pytest.raises(IllegalTransition):
+            JobDoc(job_id="j", state=terminal).moved(JobState.RENDERING)
+    with pytest.raises(IllegalTransition):
+        job.moved(JobState.RENDERING)  # stitching never goes back
+    # Firestore sentinels pass through as given.
+    increment = firestore.Increment(1)
+    assert JobDoc.update_fields(units_done=increment) == {"units_done": increment}
+
+
+def test_created_documents_keep_their_field_names(ledger: Ledger) -> None:
+    make_job(ledger, "job-fields", 2)
+    job = ledger.require_job("job-fields")
+    assert set(job) == {
+        "job_id", "name", "state", "spec", "spec_hash", "kind", "units_expected",
+        "shard_count", "shards_complete", "units_done", "units_failed", "max_attempts",
+        "fail_fast", "created_at", "updated_at", "started_at", "finished_at", "stitch",
+        "video", "poster", "stats", "errors", "retries",
+    }  # fmt: skip
+    assert set(ledger.unit_records("job-fields")[0]) == {
+        "unit", "shard", "state", "attempts", "attempt_limit", "deliveries", "frame",
+        "label", "generation", "errors", "updated_at",
+    }  # fmt: skip
+    assert set(ledger.view("job-fields").shards[0]) == {
+        "shard", "expected", "done", "failed", "complete",
+    }  # fmt: skip
+    assert JobDoc.from_dict(job).to_fields() == job  # typed and back, unchanged
