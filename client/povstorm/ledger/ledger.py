@@ -707,11 +707,12 @@ class Ledger:
         )
 
         def tx(transaction: Any) -> list[WorkMessage]:
-            with translate("firestore"):
-                failed = [
-                    (s.reference, UnitDoc.from_dict(s.to_dict()))
-                    for s in query.stream(transaction=transaction)
-                ]
+            # Not translated here: an Aborted read must reach _run (inside its
+            # translate block) as itself, to be retried as contention.
+            failed = [
+                (s.reference, UnitDoc.from_dict(s.to_dict()))
+                for s in query.stream(transaction=transaction)
+            ]
             sref = self.shard_ref(job_id, k)
             shard = self._shard(sref, transaction)
             job = self._job(job_id, transaction)
