@@ -15,7 +15,9 @@ import re
 import shutil
 import subprocess
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,7 +165,7 @@ def test_declares(work: Path) -> None:
         (["Library_Path=sub/"], lambda i: i.library_paths[-1].remote == "sub"),
     ],
 )
-def test_switches_and_options(work: Path, args: list[str], check) -> None:  # type: ignore[no-untyped-def]
+def test_switches_and_options(work: Path, args: list[str], check: Callable[[Any], Any]) -> None:
     assert check(parse(["scene.pov", *args], work))
 
 

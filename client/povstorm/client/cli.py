@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from povstorm.client import stacks
 from povstorm.client.watch import Progress
 from povstorm.core.errors import PovstormError, UserError, verdict
+from povstorm.core.model import JobState
 from povstorm.core.names import ENV
 from povstorm.core.spec import (
     CODECS,
@@ -297,7 +298,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         ext = container_for(OutputSpec(codec=args.codec))
         video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
         result = job.result(
-            video=video if final.state.value == "done" else None, frames_dir=args.frames_dir
+            video=video if final.state == JobState.DONE else None, frames_dir=args.frames_dir
         )
         return _report(result, args.json)
 
@@ -401,7 +402,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     cluster.ledger.require_job(args.job_id)
     final = cluster.watch(args.job_id, on_progress=ProgressPrinter(), timeout=args.timeout)
-    return 0 if final.state.value == "done" else 1
+    return 0 if final.state == JobState.DONE else 1
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -449,7 +450,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     print(f"job {args.job_id}: requeued {count} unit(s)")
     if args.wait:
         final = cluster.watch(args.job_id, on_progress=ProgressPrinter())
-        return 0 if final.state.value == "done" else 1
+        return 0 if final.state == JobState.DONE else 1
     return 0
 
 

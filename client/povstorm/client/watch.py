@@ -168,7 +168,7 @@ class JobWatcher:
                 eta = (total - done - failed) / rate
         return Progress(
             job_id=self._job_id,
-            state=JobState(job.get("state", "submitted")),
+            state=JobState(job.get("state", JobState.SUBMITTED)),
             total=total,
             done=done,
             failed=failed,

@@ -14,7 +14,7 @@ from typing import Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
-from povstorm.core.model import FailureReport, FrameEvent, WorkMessage
+from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
 from povstorm.core.naming import frames_prefix, log_object, new_job_id
 from povstorm.core.schemas import encode_message, load_job_spec
 from povstorm.ledger.ledger import Ledger, Outcome
@@ -28,7 +28,7 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     ledger = Ledger(clients.db)
     job_id = spec.job_id or new_job_id()
     job, created = ledger.create_job(spec, job_id)
-    if created or job["state"] == "submitted":
+    if created or job.state == JobState.SUBMITTED:
         publish_work(clients, [WorkMessage(job_id, u, 1) for u in range(spec.unit_count)])
         ledger.mark_dispatched(job_id)
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}

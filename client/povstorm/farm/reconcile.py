@@ -28,6 +28,7 @@ from povstorm.core.errors import PovstormError
 from povstorm.core.model import JobState, UnitState, WorkMessage
 from povstorm.core.naming import frames_prefix, parse_frame_object
 from povstorm.farm.operations import launch_stitch, publish_work
+from povstorm.ledger.docs import JobDoc, ShardDoc
 from povstorm.ledger.ledger import Ledger, now
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,18 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
         try:
             _reconcile_job(clients, ledger, job, deadlines, report)
         except PovstormError as exc:
-            report.errors.append(f"{job.get('job_id')}: {exc}")
-            log.warning("reconcile %s: %s", job.get("job_id"), exc)
+            report.errors.append(f"{job.job_id}: {exc}")
+            log.warning("reconcile %s: %s", job.job_id, exc)
     return report
 
 
 def _reconcile_job(
-    clients: Clients, ledger: Ledger, job: dict[str, Any], d: Deadlines, report: Report
+    clients: Clients, ledger: Ledger, job: JobDoc, d: Deadlines, report: Report
 ) -> None:
-    job_id = job["job_id"]
+    job_id = job.job_id
     at = now()
-    state = JobState(job["state"])
-    if state == JobState.STITCHING:
-        stitch = job.get("stitch") or {}
+    if job.state == JobState.STITCHING:
+        stitch = job.stitch or {}
         launched = stitch.get("launched_at")
         if (launched is None and _older(stitch.get("claimed_at"), d.stitch_launch, at)) or (
             launched is not None and _older(launched, d.stitch_run, at)
@@ -94,27 +94,23 @@ def _reconcile_job(
             report.relaunched.append(job_id)
         return
 
-    if state == JobState.SUBMITTED and _older(job.get("created_at"), d.dispatch, at):
-        pending = ledger.unit_records(job_id, (UnitState.PENDING,))
-        publish_work(
-            clients, [WorkMessage(job_id, int(u["unit"]), int(u["attempts"])) for u in pending]
-        )
+    if job.state == JobState.SUBMITTED and _older(job.created_at, d.dispatch, at):
+        pending = ledger.units(job_id, (UnitState.PENDING,))
+        publish_work(clients, [WorkMessage(job_id, u.unit, u.attempts) for u in pending])
         ledger.mark_dispatched(job_id)
         report.redispatched.append(job_id)
         return
 
     # Lost finalize events: frames in the bucket the ledger has not counted.
-    if not _older(job.get("started_at") or job.get("created_at"), d.lost_event, at):
+    if not _older(job.started_at or job.created_at, d.lost_event, at):
         return
     view = ledger.view(job_id)
     # A process that died between counting the last unit of a shard and
     # folding the shard into the job: fold it now (idempotent).
-    for shard in view.shards:
-        if not shard.get("complete") and int(shard["done"]) + int(shard["failed"]) >= int(
-            shard["expected"]
-        ):
-            outcome = ledger.complete_shard(job_id, int(shard["shard"]))
-            report.recovered.append((job_id, -1 - int(shard["shard"])))
+    for shard in map(ShardDoc.from_dict, view.shards):
+        if not shard.complete and shard.full:
+            outcome = ledger.complete_shard(job_id, shard.shard)
+            report.recovered.append((job_id, -1 - shard.shard))
             if outcome.launch_stitch:
                 launch_stitch(clients, ledger, job_id)
                 return
@@ -124,34 +120,33 @@ def _reconcile_job(
             frames[parse_frame_object(blob.name)[1]] = blob
         except PovstormError:
             continue
-    open_units = ledger.unit_records(job_id, (UnitState.PENDING, UnitState.RENDERING))
+    open_units = ledger.units(job_id, (UnitState.PENDING, UnitState.RENDERING))
     if len(frames) > view.done:
         for unit in open_units:
-            found = frames.get(int(unit["unit"]))
-            if found is not None and _older(unit.get("updated_at"), d.lost_event, at):
+            found = frames.get(unit.unit)
+            if found is not None and _older(unit.updated_at, d.lost_event, at):
                 outcome = ledger.record_frame(found.name, found.generation, found.metadata)
-                report.recovered.append((job_id, int(unit["unit"])))
+                report.recovered.append((job_id, unit.unit))
                 if outcome.launch_stitch:
                     launch_stitch(clients, ledger, job_id)
-    timeout = dt.timedelta(seconds=int(job.get("spec", {}).get("timeout_seconds", 600)))
+    timeout = dt.timedelta(seconds=int(job.spec.get("timeout_seconds", 600)))
     resend = []
     for unit in open_units:
-        n = int(unit["unit"])
-        if n in frames:
+        if unit.unit in frames:
             continue
         requeued_unpublished = (
-            unit["state"] == UnitState.PENDING.value
-            and int(unit["attempts"]) > 1
-            and unit.get("queued_at") is None
-            and _older(unit.get("updated_at"), d.requeue_publish, at)
+            unit.state == UnitState.PENDING
+            and unit.attempts > 1
+            and unit.queued_at is None
+            and _older(unit.updated_at, d.requeue_publish, at)
         )
         stuck = (
-            unit["state"] == UnitState.RENDERING.value
-            and _older(unit.get("started_at"), timeout + d.render_margin, at)
-            and _older(unit.get("queued_at"), timeout + d.render_margin, at)
+            unit.state == UnitState.RENDERING
+            and _older(unit.started_at, timeout + d.render_margin, at)
+            and _older(unit.queued_at, timeout + d.render_margin, at)
         )
         if requeued_unpublished or stuck:
-            resend.append(WorkMessage(job_id, n, int(unit["attempts"])))
+            resend.append(WorkMessage(job_id, unit.unit, unit.attempts))
     if resend:
         publish_work(clients, resend)
         for m in resend:

@@ -7,7 +7,9 @@ claim the stitch when the last one lands.
 
 Where it sits: ``povstorm.farm`` calls it from the functions (submit,
 frame_finalized, frame_failed), the render worker (``start_unit``), the stitch
-(``finish_stitch``) and the reconciler. The rules it keeps (ARCHITECTURE.md):
+(``finish_stitch``) and the reconciler. The documents are typed in docs.py,
+what it returns in views.py, the bounded transaction in transaction.py. The
+rules it keeps (docs/architecture.md, section 3):
 
 * a unit is counted once: a transaction moves it from pending/rendering to
   done or failed and bumps its shard in the same commit; anything that finds it
@@ -18,42 +20,56 @@ frame_finalized, frame_failed), the render worker (``start_unit``), the stitch
 * transactions have no side effects: they return an ``Outcome`` saying what
   to do after commit (launch the stitch, republish a unit);
 * reads come before writes and in one order everywhere (unit, shard, job), so
-  the emulator's pessimistic locks cannot deadlock.
+  the emulator's pessimistic locks cannot deadlock;
+* states only move forward: every state write is built by a document's
+  ``moved``/``retried``/``toward``, which checks the tables of core/model.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import logging
+import contextlib
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from povstorm.core.errors import SpecError, TransientError, UnknownJob, from_google
+from povstorm.core.errors import SpecError, TransientError, UnknownJob, translate
 from povstorm.core.model import (
     JobState,
     RenderStats,
     UnitState,
     WorkMessage,
     shard_count_for,
-    shard_of,
     shard_sizes,
 )
 from povstorm.core.names import COLLECTIONS
 from povstorm.core.naming import check_job_id, parse_frame_object
-from povstorm.core.schemas import dump_job_spec, load_job_spec
 from povstorm.core.spec import JobSpec, UnitSpec
+from povstorm.ledger.docs import JobDoc, ShardDoc, UnitDoc, now
 from povstorm.ledger.transaction import RPC_RETRY, RPC_TIMEOUT, _BoundedTransaction, _outage
+from povstorm.ledger.views import (
+    JobView,
+    Outcome,
+    OutcomeKind,
+    UnitTicket,
+    spec_hash,
+    spec_of,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "RPC_RETRY",
+    "JobView",
+    "Ledger",
+    "Outcome",
+    "OutcomeKind",
+    "UnitTicket",
+    "now",
+    "spec_hash",
+]
 
 BATCH_LIMIT = 500  # Firestore's limit of writes in one batch
 MAX_ERRORS_ON_JOB = 20  # the first errors, kept on the job for the console and the CLI
@@ -64,63 +80,14 @@ TX_ROUNDS = 5
 T = TypeVar("T")
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def unit_id(unit: int) -> str:
     return f"{unit:06d}"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a ledger transaction decided; the caller acts on it after commit."""
-
-    kind: str  # recorded | duplicate | overwrite | late | stale | requeued | failed | ignored
-    job_id: str
-    unit: int
-    launch_stitch: bool = False
-    requeue: WorkMessage | None = None
-    job_state: JobState | None = None  # set when this transaction moved the job
-
-
-@dataclass(frozen=True)
-class UnitTicket:
-    """A unit a worker may render now."""
-
-    job_id: str
-    unit: int
-    attempt: int
-    deliveries: int
-    spec: JobSpec
-    unit_spec: UnitSpec
-
-
-@dataclass
-class JobView:
-    """A job document with its live counts summed from the shards."""
-
-    job_id: str
-    doc: dict[str, Any]
-    done: int = 0
-    failed: int = 0
-    shards: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def state(self) -> JobState:
-        return JobState(self.doc["state"])
-
-    @property
-    def expected(self) -> int:
-        return int(self.doc.get("units_expected", 0))
-
-
-def spec_hash(spec: JobSpec) -> str:
-    body = dump_job_spec(spec)
-    body.pop("job_id", None)
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
+# The class is longer than this codebase's 300 lines on purpose: it is the one
+# place that owns the ledger's transactions and their ordering rules (reads
+# before writes, unit then shard then job; count, then fold, then claim).
+# Split, those rules would live in several places and drift apart.
 class Ledger:
     def __init__(self, db: Any) -> None:
         self.db = db
@@ -144,39 +111,52 @@ class Ledger:
         become TransientError so the event is redelivered, never lost."""
         # The library retries an aborted transaction at once; between rounds we
         # back off with jitter so colliding transactions stop colliding.
+        last: Exception | None = None
         for round_ in range(TX_ROUNDS):
-            transaction = _BoundedTransaction(self.db, max_attempts=TX_ATTEMPTS)
-            try:
-                return firestore.transactional(fn)(transaction)
-            except ValueError as exc:  # the library's "failed after N attempts"
-                last: Exception = exc
-                outage = _outage(exc)
-                if outage is not None:
-                    # The client already retried the outage for RPC_RETRY's
-                    # deadline: hand the event back to Pub/Sub rather than wait
-                    # longer (another round would wait as long again).
-                    raise TransientError(f"Firestore unavailable: {outage}") from exc
-            except (gexc.Aborted, gexc.Conflict) as exc:
-                last = exc
-            except gexc.RetryError as exc:
-                raise TransientError(f"Firestore unavailable: {exc}") from exc
-            except gexc.GoogleAPICallError as exc:
-                raise from_google(exc) from exc
+            # RPC_RETRY is read here, not bound at import, so one setting
+            # bounds the reads and the transactions alike.
+            transaction = _BoundedTransaction(self.db, max_attempts=TX_ATTEMPTS, retry=RPC_RETRY)
+            with translate("firestore"):
+                try:
+                    return firestore.transactional(fn)(transaction)
+                except ValueError as exc:  # the library's "failed after N attempts"
+                    last = exc
+                    outage = _outage(exc)
+                    if outage is not None:
+                        # The client already retried the outage for RPC_RETRY's
+                        # deadline: hand the event back to Pub/Sub rather than
+                        # wait longer (another round would wait as long again).
+                        raise TransientError(f"Firestore unavailable: {outage}") from exc
+                except (gexc.Aborted, gexc.Conflict) as exc:
+                    last = exc
+                except gexc.RetryError as exc:
+                    raise TransientError(f"Firestore unavailable: {exc}") from exc
             time.sleep(random.uniform(0.02, 0.1) * 2**round_)
         raise TransientError(f"transaction contended: {last}") from last
 
     def _get(self, ref: Any, transaction: Any = None) -> dict[str, Any] | None:
-        try:
-            snap = ref.get(transaction=transaction, retry=RPC_RETRY, timeout=RPC_TIMEOUT)
-        except gexc.RetryError as exc:
-            raise TransientError(f"Firestore unavailable: {exc}") from exc
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
+        with translate("firestore"):
+            try:
+                snap = ref.get(transaction=transaction, retry=RPC_RETRY, timeout=RPC_TIMEOUT)
+            except gexc.RetryError as exc:
+                raise TransientError(f"Firestore unavailable: {exc}") from exc
         return snap.to_dict() if snap.exists else None
+
+    def _job(self, job_id: str, transaction: Any = None) -> JobDoc | None:
+        data = self._get(self.job_ref(job_id), transaction)
+        return None if data is None else JobDoc.from_dict(data)
+
+    def _unit(self, ref: Any, transaction: Any = None) -> UnitDoc | None:
+        data = self._get(ref, transaction)
+        return None if data is None else UnitDoc.from_dict(data)
+
+    def _shard(self, ref: Any, transaction: Any = None) -> ShardDoc | None:
+        data = self._get(ref, transaction)
+        return None if data is None else ShardDoc.from_dict(data)
 
     # --- submission -------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, job_id: str) -> tuple[dict[str, Any], bool]:
+    def create_job(self, spec: JobSpec, job_id: str) -> tuple[JobDoc, bool]:
         """Write the units and shards, then the job document (state submitted).
 
         Returns (job document, created). Idempotent: a retried submission of
@@ -186,103 +166,56 @@ class Ledger:
         """
         check_job_id(job_id)
         digest = spec_hash(spec)
-        existing = self._get(self.job_ref(job_id))
+        existing = self._job(job_id)
         if existing is not None:
-            if existing.get("spec_hash") != digest:
+            if existing.spec_hash != digest:
                 raise SpecError(f"job id {job_id} is taken by another job")
             return existing, False
 
         n = spec.unit_count
         shards = shard_count_for(n)
         created = now()
-        writes: list[tuple[Any, dict[str, Any]]] = []
-        for k, size in enumerate(shard_sizes(n, shards)):
-            writes.append(
-                (
-                    self.shard_ref(job_id, k),
-                    {"shard": k, "expected": size, "done": 0, "failed": 0, "complete": False},
-                )
-            )
-        for u in range(n):
-            unit_doc: dict[str, Any] = {
-                "unit": u,
-                "shard": shard_of(u, shards),
-                "state": UnitState.PENDING.value,
-                "attempts": 1,
-                "attempt_limit": spec.max_attempts,
-                "deliveries": 0,
-                "frame": spec.povray.frames.frame(u) if spec.povray else None,
-                "label": spec.unit_spec(u).label
-                if spec.units
-                else f"frame {spec.povray.frames.frame(u)}"
-                if spec.povray
-                else "",
-                "generation": None,
-                "errors": [],
-                "updated_at": created,
-            }
-            if spec.units:
-                us = spec.units[u]
-                unit_doc["spec"] = {"args": list(us.args), "inputs": us.inputs, "inline": us.inline}
-            writes.append((self.unit_ref(job_id, u), unit_doc))
-        try:
+        writes: list[tuple[Any, dict[str, Any]]] = [
+            (self.shard_ref(job_id, k), ShardDoc(shard=k, expected=size).to_fields())
+            for k, size in enumerate(shard_sizes(n, shards))
+        ]
+        writes.extend(
+            (self.unit_ref(job_id, u), UnitDoc.first(spec, u, shards, created).to_fields())
+            for u in range(n)
+        )
+        with translate("firestore"):
             for i in range(0, len(writes), BATCH_LIMIT):
                 batch = self.db.batch()
                 for ref, doc in writes[i : i + BATCH_LIMIT]:
                     batch.set(ref, doc)
                 batch.commit()
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
 
-        body = dump_job_spec(spec)
-        body.pop("units", None)  # unit specs live on the unit documents
-        job_doc = {
-            "job_id": job_id,
-            "name": spec.name,
-            "state": JobState.SUBMITTED.value,
-            "spec": body,
-            "spec_hash": digest,
-            "kind": "scene" if spec.povray else "units",
-            "units_expected": n,
-            "shard_count": shards,
-            "shards_complete": 0,
-            "units_done": 0,
-            "units_failed": 0,
-            "max_attempts": spec.max_attempts,
-            "fail_fast": spec.fail_fast,
-            "created_at": created,
-            "updated_at": created,
-            "started_at": None,
-            "finished_at": None,
-            "stitch": None,
-            "video": None,
-            "poster": None,
-            "stats": None,
-            "errors": [],
-            "retries": 0,
-        }
-        try:
-            self.job_ref(job_id).create(job_doc)
-        except gexc.AlreadyExists:
-            return self.create_job(spec, job_id)
-        except gexc.GoogleAPICallError as exc:
-            raise from_google(exc) from exc
-        return job_doc, True
+        job = JobDoc.first(spec, job_id, digest, shards, created)
+        with translate("firestore"):
+            try:
+                self.job_ref(job_id).create(job.to_fields())
+            except gexc.AlreadyExists:
+                return self.create_job(spec, job_id)
+        return job, True
 
     def mark_dispatched(self, job_id: str) -> None:
         """submitted -> rendering once every work message is confirmed published."""
 
         def tx(transaction: Any) -> None:
-            job = self._get(self.job_ref(job_id), transaction)
-            if job and job["state"] == JobState.SUBMITTED.value:
+            job = self._job(job_id, transaction)
+            if job and job.state == JobState.SUBMITTED:
                 transaction.update(
                     self.job_ref(job_id),
-                    {"state": JobState.RENDERING.value, "started_at": now(), "updated_at": now()},
+                    job.moved(JobState.RENDERING, started_at=now(), updated_at=now()),
                 )
 
         self._run(tx)
 
     # --- reading ----------------------------------------------------------------
+    #
+    # The client, CLI, watch, stitch, bench and tests read these as the plain
+    # documents (dicts): they are the console's view too. The ledger's own
+    # decisions, and the reconciler's, read typed documents.
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self._get(self.job_ref(job_id))
@@ -293,25 +226,21 @@ class Ledger:
             raise UnknownJob(job_id)
         return job
 
+    def job(self, job_id: str) -> JobDoc:
+        """The job, typed; UnknownJob if there is none."""
+        return JobDoc.from_dict(self.require_job(job_id))
+
     def get_spec(self, job_id: str) -> JobSpec:
         """The job-level spec; for generated-unit jobs ``units`` is empty (the
         unit specs live on the unit documents): use ``units_expected``."""
-        return self._spec_of(self.require_job(job_id))
-
-    @staticmethod
-    def _spec_of(job: dict[str, Any]) -> JobSpec:
-        body = dict(job["spec"])
-        if job.get("kind") == "units":
-            body["units"] = [{}]  # satisfies the one-form rule; dropped below
-            spec = load_job_spec(body)
-            return JobSpec(**{**spec.__dict__, "units": ()})
-        return load_job_spec(body)
+        return spec_of(self.job(job_id))
 
     def view(self, job_id: str) -> JobView:
         job = self.require_job(job_id)
-        shards = [
-            s.to_dict() for s in self.job_ref(job_id).collection(COLLECTIONS["shards"]).stream()
-        ]
+        with translate("firestore"):
+            shards = [
+                s.to_dict() for s in self.job_ref(job_id).collection(COLLECTIONS["shards"]).stream()
+            ]
         return JobView(
             job_id=job_id,
             doc=job,
@@ -326,71 +255,81 @@ class Ledger:
             query = query.where(
                 filter=firestore.FieldFilter("state", "in", [s.value for s in states])
             )
-        records = [s.to_dict() for s in query.stream()]
+        with translate("firestore"):
+            records = [s.to_dict() for s in query.stream()]
         return sorted(records, key=lambda r: r["unit"])
+
+    def units(self, job_id: str, states: tuple[UnitState, ...] = ()) -> list[UnitDoc]:
+        """``unit_records``, typed."""
+        return [UnitDoc.from_dict(r) for r in self.unit_records(job_id, states)]
 
     def unit_record(self, job_id: str, unit: int) -> dict[str, Any] | None:
         return self._get(self.unit_ref(job_id, unit))
 
     def list_jobs(self, limit: int = 20, states: tuple[JobState, ...] = ()) -> list[dict[str, Any]]:
         query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING)
-        if states:
-            # Filtering in memory keeps the console's single-field indexes enough.
-            docs = [d.to_dict() for d in query.limit(max(limit * 10, 200)).stream()]
-            return [d for d in docs if d["state"] in {s.value for s in states}][:limit]
-        return [d.to_dict() for d in query.limit(limit).stream()]
+        with translate("firestore"):
+            if states:
+                # Filtering in memory keeps the console's single-field indexes enough.
+                docs = [d.to_dict() for d in query.limit(max(limit * 10, 200)).stream()]
+                return [d for d in docs if JobState(d["state"]) in states][:limit]
+            return [d.to_dict() for d in query.limit(limit).stream()]
 
-    def active_jobs(self) -> Iterator[dict[str, Any]]:
-        active = [JobState.SUBMITTED.value, JobState.RENDERING.value, JobState.STITCHING.value]
-        query = self._jobs.where(filter=firestore.FieldFilter("state", "in", active))
-        for snap in query.stream():
-            yield snap.to_dict()
+    def active_jobs(self) -> Iterator[JobDoc]:
+        active = [JobState.SUBMITTED, JobState.RENDERING, JobState.STITCHING]
+        query = self._jobs.where(
+            filter=firestore.FieldFilter("state", "in", [s.value for s in active])
+        )
+        # The stream reads as it is iterated: an outage mid-way surfaces here.
+        with translate("firestore"):
+            for snap in query.stream():
+                yield JobDoc.from_dict(snap.to_dict())
 
     # --- the worker's side -------------------------------------------------------
 
     def start_unit(self, job_id: str, unit: int, attempt: int, worker: str) -> UnitTicket | None:
         """Mark a unit rendering; None if the worker should skip (and ack) it."""
-        job = self.get_job(job_id)
+        job = self._job(job_id)
         if job is None:
             raise UnknownJob(job_id)
-        if JobState(job["state"]).terminal:
+        if job.state.terminal:
             return None
         uref = self.unit_ref(job_id, unit)
 
-        def tx(transaction: Any) -> dict[str, Any] | None:
-            doc = self._get(uref, transaction)
+        def tx(transaction: Any) -> UnitDoc | None:
+            doc = self._unit(uref, transaction)
             if doc is None:
                 raise UnknownJob(f"{job_id} unit {unit}")
-            state = UnitState(doc["state"])
-            if state.terminal or attempt < int(doc["attempts"]):
+            if doc.state.terminal or attempt < doc.attempts:
                 return None
-            deliveries = int(doc.get("deliveries", 0)) + 1 if attempt == doc["attempts"] else 1
-            update = {
-                "state": UnitState.RENDERING.value,
-                "attempts": attempt,
-                "deliveries": deliveries,
-                "worker": worker,
-                "started_at": now(),
-                "updated_at": now(),
-            }
+            deliveries = doc.deliveries + 1 if attempt == doc.attempts else 1
+            # A redelivery of a unit already rendering keeps its state.
+            update = doc.toward(
+                UnitState.RENDERING,
+                attempts=attempt,
+                deliveries=deliveries,
+                worker=worker,
+                started_at=now(),
+                updated_at=now(),
+            )
             transaction.update(uref, update)
-            return {**doc, **update}
+            return UnitDoc.from_dict({**doc.to_fields(), **update})
 
         doc = self._run(tx)
         if doc is None:
             return None
-        spec = self._spec_of(job)  # the spec never changes: the job read above has it
-        if job.get("kind") == "units":
-            s = doc.get("spec") or {}
+        spec = spec_of(job)  # the spec never changes: the job read above has it
+        if job.kind == "units":
+            s = doc.spec or {}
             unit_spec = UnitSpec(
                 args=tuple(s.get("args", ())),
                 inputs=s.get("inputs", {}),
                 inline=s.get("inline", {}),
-                label=doc.get("label", ""),
+                label=doc.label,
             )
         else:
             unit_spec = spec.unit_spec(unit)
-        return UnitTicket(job_id, unit, attempt, int(doc["deliveries"]), spec, unit_spec)
+        return UnitTicket(job_id, unit, attempt, doc.deliveries, spec, unit_spec)
 
     # --- counting -----------------------------------------------------------------
     #
@@ -415,62 +354,61 @@ class Ledger:
     def complete_shard(self, job_id: str, shard: int) -> Outcome:
         """Fold a complete shard into the job, once; the last one claims the
         stitch (or fails the job if any unit failed)."""
-        doc = self._get(self.shard_ref(job_id, shard))
+        doc = self._shard(self.shard_ref(job_id, shard))
         if doc is None:
             raise UnknownJob(job_id)
-        if int(doc["done"]) + int(doc["failed"]) < int(doc["expected"]):
-            return Outcome("open", job_id, -1)
-        if not doc.get("complete"):
+        if not doc.full:
+            return Outcome(OutcomeKind.OPEN, job_id, -1)
+        if not doc.complete:
             batch = self.db.batch()
             batch.create(self._marker_ref(job_id, str(shard)), {"shard": shard, "at": now()})
-            batch.update(self.shard_ref(job_id, shard), {"complete": True, "updated_at": now()})
+            batch.update(self.shard_ref(job_id, shard), doc.folded(updated_at=now()))
             batch.update(
                 self.job_ref(job_id),
-                {
-                    "shards_complete": firestore.Increment(1),
-                    "units_done": firestore.Increment(int(doc["done"])),
-                    "units_failed": firestore.Increment(int(doc["failed"])),
-                    "updated_at": now(),
-                },
+                JobDoc.update_fields(
+                    shards_complete=firestore.Increment(1),
+                    units_done=firestore.Increment(doc.done),
+                    units_failed=firestore.Increment(doc.failed),
+                    updated_at=now(),
+                ),
             )
-            try:
+            # Already folded by someone else: they or we go on to the claim.
+            with translate("firestore"), contextlib.suppress(gexc.AlreadyExists):
                 batch.commit()
-            except gexc.AlreadyExists:
-                pass  # folded by someone else; they or we go on to the claim
-            except gexc.GoogleAPICallError as exc:
-                raise from_google(exc) from exc
         return self._claim_end(job_id)
 
     def _claim_end(self, job_id: str) -> Outcome:
         for _ in range(10):
-            try:
+            with translate("firestore"):
                 snap = self.job_ref(job_id).get()
-            except gexc.GoogleAPICallError as exc:
-                raise from_google(exc) from exc
-            job = snap.to_dict()
-            state = JobState(job["state"])
+            job = JobDoc.from_snapshot(snap)
+            if job is None:
+                raise UnknownJob(job_id)
             if (
-                int(job.get("shards_complete", 0)) < int(job["shard_count"])
-                or state.terminal
-                or state == JobState.STITCHING
+                job.shards_complete < job.shard_count
+                or job.state.terminal
+                or job.state == JobState.STITCHING
             ):
-                return Outcome("folded", job_id, -1)
-            new_state = (
-                JobState.STITCHING if int(job.get("units_failed", 0)) == 0 else JobState.FAILED
-            )
-            update: dict[str, Any] = {"state": new_state.value, "updated_at": now()}
-            if new_state == JobState.STITCHING:
-                update["stitch"] = {
-                    "claim": uuid.uuid4().hex,
-                    "claimed_at": now(),
-                    "launched_at": None,
-                    "launches": 0,
+                return Outcome(OutcomeKind.FOLDED, job_id, -1)
+            new_state = JobState.STITCHING if job.units_failed == 0 else JobState.FAILED
+            ending: dict[str, Any] = (
+                {
+                    "stitch": {
+                        "claim": uuid.uuid4().hex,
+                        "claimed_at": now(),
+                        "launched_at": None,
+                        "launches": 0,
+                    }
                 }
-            else:
-                update["finished_at"] = now()
+                if new_state == JobState.STITCHING
+                else {"finished_at": now()}
+            )
+            # A blind write: the move is checked against the state read above,
+            # and the precondition makes the write fail if that state is stale.
+            update = job.moved(new_state, updated_at=now(), **ending)
             batch = self.db.batch()
             batch.create(
-                self._marker_ref(job_id, f"final-{job.get('retries', 0)}"),
+                self._marker_ref(job_id, f"final-{job.retries}"),
                 {"state": new_state.value, "at": now()},
             )
             batch.update(
@@ -478,17 +416,16 @@ class Ledger:
                 update,
                 option=self.db.write_option(last_update_time=snap.update_time),
             )
-            try:
-                batch.commit()
-            except gexc.AlreadyExists:
-                return Outcome("folded", job_id, -1)
-            except (gexc.FailedPrecondition, gexc.Aborted, gexc.Conflict):
-                time.sleep(random.uniform(0.01, 0.05))
-                continue  # the job changed under us: look again
-            except gexc.GoogleAPICallError as exc:
-                raise from_google(exc) from exc
+            with translate("firestore"):
+                try:
+                    batch.commit()
+                except gexc.AlreadyExists:
+                    return Outcome(OutcomeKind.FOLDED, job_id, -1)
+                except (gexc.FailedPrecondition, gexc.Aborted, gexc.Conflict):
+                    time.sleep(random.uniform(0.01, 0.05))
+                    continue  # the job changed under us: look again
             return Outcome(
-                "completed",
+                OutcomeKind.COMPLETED,
                 job_id,
                 -1,
                 launch_stitch=new_state == JobState.STITCHING,
@@ -496,13 +433,9 @@ class Ledger:
             )
         raise TransientError(f"{job_id}: could not claim the end of the job")
 
-    def _after_count(self, job_id: str, unit: int, shard: int, kind: str) -> Outcome:
-        doc = self._get(self.shard_ref(job_id, shard))
-        if (
-            doc
-            and not doc.get("complete")
-            and int(doc["done"]) + int(doc["failed"]) >= int(doc["expected"])
-        ):
+    def _after_count(self, job_id: str, unit: int, shard: int, kind: OutcomeKind) -> Outcome:
+        doc = self._shard(self.shard_ref(job_id, shard))
+        if doc and not doc.complete and doc.full:
             done = self.complete_shard(job_id, shard)
             return Outcome(
                 kind, job_id, unit, launch_stitch=done.launch_stitch, job_state=done.job_state
@@ -517,38 +450,38 @@ class Ledger:
         uref = self.unit_ref(job_id, unit)
         stats = RenderStats.from_metadata(metadata)
 
-        def tx(transaction: Any) -> tuple[str, int]:
-            doc = self._get(uref, transaction)
+        def tx(transaction: Any) -> tuple[OutcomeKind, int]:
+            doc = self._unit(uref, transaction)
             if doc is None:
                 raise UnknownJob(job_id)
-            state = UnitState(doc["state"])
-            if state == UnitState.DONE:
-                if doc.get("generation") == generation:
-                    return "duplicate", int(doc["shard"])
-                if generation > int(doc.get("generation") or 0):
+            if doc.state == UnitState.DONE:
+                if doc.generation == generation:
+                    return OutcomeKind.DUPLICATE, doc.shard
+                if generation > int(doc.generation or 0):
                     # A newer object replaced the frame: keep the newest, count nothing.
                     transaction.update(
-                        uref, {"generation": generation, "updated_at": now(), **_stats(stats)}
+                        uref,
+                        doc.update_fields(generation=generation, updated_at=now(), **_stats(stats)),
                     )
-                    return "overwrite", -1
-                return "stale", -1
-            if state.terminal:
-                return "late", -1
+                    return OutcomeKind.OVERWRITE, -1
+                return OutcomeKind.STALE, -1
+            if doc.state.terminal:
+                return OutcomeKind.LATE, -1
             transaction.update(
                 uref,
-                {
-                    "state": UnitState.DONE.value,
-                    "generation": generation,
-                    "finished_at": now(),
-                    "updated_at": now(),
+                doc.moved(
+                    UnitState.DONE,
+                    generation=generation,
+                    finished_at=now(),
+                    updated_at=now(),
                     **_stats(stats),
-                },
+                ),
             )
             transaction.update(
-                self.shard_ref(job_id, int(doc["shard"])),
-                {"done": firestore.Increment(1), "updated_at": now()},
+                self.shard_ref(job_id, doc.shard),
+                ShardDoc.update_fields(done=firestore.Increment(1), updated_at=now()),
             )
-            return "recorded", int(doc["shard"])
+            return OutcomeKind.RECORDED, doc.shard
 
         kind, shard = self._run(tx)
         # A redelivered event ("duplicate") goes on to the fold too: the first
@@ -556,7 +489,7 @@ class Ledger:
         # transient error, before folding the shard; Pub/Sub redelivers because
         # it was never acknowledged, and only this finishes the job without
         # waiting for the reconciler. A shard already folded costs one read.
-        if kind not in ("recorded", "duplicate"):
+        if kind not in (OutcomeKind.RECORDED, OutcomeKind.DUPLICATE):
             return Outcome(kind, job_id, unit)
         return self._after_count(job_id, unit, shard, kind)
 
@@ -572,8 +505,7 @@ class Ledger:
         final: bool = False,
     ) -> Outcome:
         """An attempt failed: requeue the unit, or fail it for good (once)."""
-        job = self.require_job(job_id)
-        fail_fast = bool(job.get("fail_fast"))
+        fail_fast = self.job(job_id).fail_fast
         uref = self.unit_ref(job_id, unit)
         entry = {
             "attempt": attempt,
@@ -583,60 +515,53 @@ class Ledger:
             "at": now(),
         }
 
-        def tx(transaction: Any) -> tuple[str, dict[str, Any]]:
-            doc = self._get(uref, transaction)
+        def tx(transaction: Any) -> tuple[OutcomeKind, UnitDoc]:
+            doc = self._unit(uref, transaction)
             if doc is None:
                 raise UnknownJob(job_id)
-            if UnitState(doc["state"]).terminal:
-                return "late", doc
-            current = int(doc["attempts"])
-            errors = list(doc.get("errors") or [])
-            if attempt != current or any(e.get("attempt") == attempt for e in errors):
-                return ("duplicate" if attempt == current else "stale"), doc
-            errors = [*errors, entry][-MAX_ERRORS_PER_UNIT:]
-            if not (final or fail_fast or attempt >= int(doc.get("attempt_limit", 1))):
-                transaction.update(
-                    uref,
-                    {
-                        "state": UnitState.PENDING.value,
-                        "attempts": attempt + 1,
-                        "deliveries": 0,
-                        "errors": errors,
-                        "queued_at": None,
-                        "updated_at": now(),
-                    },
+            if doc.state.terminal:
+                return OutcomeKind.LATE, doc
+            current = doc.attempts
+            if attempt != current or any(e.get("attempt") == attempt for e in doc.errors):
+                return (OutcomeKind.DUPLICATE if attempt == current else OutcomeKind.STALE), doc
+            errors = [*doc.errors, entry][-MAX_ERRORS_PER_UNIT:]
+            if not (final or fail_fast or attempt >= doc.attempt_limit):
+                # A unit no worker started (a dead letter) is still pending: it stays.
+                update = doc.toward(
+                    UnitState.PENDING,
+                    attempts=attempt + 1,
+                    deliveries=0,
+                    errors=errors,
+                    queued_at=None,
+                    updated_at=now(),
                 )
-                return "requeued", doc
+                transaction.update(uref, update)
+                return OutcomeKind.REQUEUED, doc
             transaction.update(
                 uref,
-                {
-                    "state": UnitState.FAILED.value,
-                    "errors": errors,
-                    "finished_at": now(),
-                    "updated_at": now(),
-                },
+                doc.moved(UnitState.FAILED, errors=errors, finished_at=now(), updated_at=now()),
             )
             transaction.update(
-                self.shard_ref(job_id, int(doc["shard"])),
-                {"failed": firestore.Increment(1), "updated_at": now()},
+                self.shard_ref(job_id, doc.shard),
+                ShardDoc.update_fields(failed=firestore.Increment(1), updated_at=now()),
             )
-            return "failed", doc
+            return OutcomeKind.FAILED, doc
 
         kind, doc = self._run(tx)
-        if kind == "requeued":
+        if kind == OutcomeKind.REQUEUED:
             return Outcome(kind, job_id, unit, requeue=WorkMessage(job_id, unit, attempt + 1))
-        if kind == "failed":
-            self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **entry})
-        elif kind == "late" and doc.get("state") == UnitState.FAILED.value:
+        if kind == OutcomeKind.FAILED:
+            self._note_error(job_id, {"unit": unit, "frame": doc.frame, **entry})
+        elif kind == OutcomeKind.LATE and doc.state == UnitState.FAILED:
             # A redelivered report of a unit that failed for good: finish what
             # its first delivery may not have reached (see record_frame): the
             # job's copy of the error, the fold and, on a fail-fast job, the end.
-            failed = [e for e in doc.get("errors") or [] if e.get("attempt") == doc["attempts"]]
+            failed = [e for e in doc.errors if e.get("attempt") == doc.attempts]
             if failed:
-                self._note_error(job_id, {"unit": unit, "frame": doc.get("frame"), **failed[-1]})
+                self._note_error(job_id, {"unit": unit, "frame": doc.frame, **failed[-1]})
         else:
             return Outcome(kind, job_id, unit)
-        outcome = self._after_count(job_id, unit, int(doc["shard"]), kind)
+        outcome = self._after_count(job_id, unit, doc.shard, kind)
         if fail_fast and outcome.job_state is None and self.fail_job(job_id, failed_by=unit):
             return Outcome(kind, job_id, unit, job_state=JobState.FAILED)
         return outcome
@@ -645,29 +570,25 @@ class Ledger:
         """Keep the first errors on the job for the console and the CLI, one per
         unit and attempt. A blind ArrayUnion: many units failing at once must
         not contend on the job."""
-        job = self.get_job(job_id) or {}
-        errors = job.get("errors") or []
+        job = self._job(job_id)
+        errors = job.errors if job else ()
         if len(errors) >= MAX_ERRORS_ON_JOB or any(
             (e.get("unit"), e.get("attempt")) == (entry["unit"], entry["attempt"]) for e in errors
         ):
             return
-        self.job_ref(job_id).update({"errors": firestore.ArrayUnion([entry])})
+        with translate("firestore"):
+            self.job_ref(job_id).update(JobDoc.update_fields(errors=firestore.ArrayUnion([entry])))
 
     def fail_job(self, job_id: str, **fields: Any) -> bool:
         """Fail a job that is not finished yet (fail-fast); True if this call did."""
 
         def tx(transaction: Any) -> bool:
-            job = self._get(self.job_ref(job_id), transaction)
-            if job is None or JobState(job["state"]).terminal:
+            job = self._job(job_id, transaction)
+            if job is None or job.state.terminal:
                 return False
             transaction.update(
                 self.job_ref(job_id),
-                {
-                    "state": JobState.FAILED.value,
-                    "finished_at": now(),
-                    "updated_at": now(),
-                    **fields,
-                },
+                job.moved(JobState.FAILED, finished_at=now(), updated_at=now(), **fields),
             )
             return True
 
@@ -676,30 +597,38 @@ class Ledger:
     def mark_queued(self, message: WorkMessage) -> None:
         """The requeued message is confirmed published (the reconciler
         republishes requeued units that never got here)."""
-        self.unit_ref(message.job_id, message.unit).update({"queued_at": now()})
+        with translate("firestore"):
+            self.unit_ref(message.job_id, message.unit).update(
+                UnitDoc.update_fields(queued_at=now())
+            )
 
     # --- the stitch ---------------------------------------------------------------
 
     def mark_launched(self, job_id: str) -> None:
         def tx(transaction: Any) -> None:
-            job = self._get(self.job_ref(job_id), transaction)
-            if job and job["state"] == JobState.STITCHING.value and job.get("stitch"):
-                stitch = dict(job["stitch"])
+            job = self._job(job_id, transaction)
+            if job and job.state == JobState.STITCHING and job.stitch:
+                stitch = dict(job.stitch)
                 stitch["launched_at"] = now()
                 stitch["launches"] = int(stitch.get("launches", 0)) + 1
-                transaction.update(self.job_ref(job_id), {"stitch": stitch, "updated_at": now()})
+                transaction.update(
+                    self.job_ref(job_id), job.update_fields(stitch=stitch, updated_at=now())
+                )
 
         self._run(tx)
 
-    def _finish(self, job_id: str, update: dict[str, Any]) -> bool:
+    def _finish(self, job_id: str, new_state: JobState, **fields: Any) -> bool:
+        """Record the one result of the stitch: stitching -> done or failed."""
+
         def tx(transaction: Any) -> bool:
-            job = self._get(self.job_ref(job_id), transaction)
+            job = self._job(job_id, transaction)
             if job is None:
                 raise UnknownJob(job_id)
-            if job["state"] != JobState.STITCHING.value:
+            if job.state != JobState.STITCHING:
                 return False
             transaction.update(
-                self.job_ref(job_id), {**update, "finished_at": now(), "updated_at": now()}
+                self.job_ref(job_id),
+                job.moved(new_state, finished_at=now(), updated_at=now(), **fields),
             )
             return True
 
@@ -717,38 +646,33 @@ class Ledger:
         """Record the one stitch result: True only for the call that did (stitching -> done)."""
         return self._finish(
             job_id,
-            {
-                "state": JobState.DONE.value,
-                "video": video,
-                "poster": poster,
-                "stats": stats,
-                "stats_object": stats_object,
-            },
+            JobState.DONE,
+            video=video,
+            poster=poster,
+            stats=stats,
+            stats_object=stats_object,
         )
 
     def fail_stitch(self, job_id: str, error: str) -> bool:
         return self._finish(
             job_id,
-            {
-                "state": JobState.FAILED.value,
-                "stitch_error": error[:2000],
-                "errors": firestore.ArrayUnion([{"stitch": error[:2000]}]),
-            },
+            JobState.FAILED,
+            stitch_error=error[:2000],
+            errors=firestore.ArrayUnion([{"stitch": error[:2000]}]),
         )
 
     # --- user controls ------------------------------------------------------------
 
     def cancel(self, job_id: str) -> JobState:
         def tx(transaction: Any) -> JobState:
-            job = self._get(self.job_ref(job_id), transaction)
+            job = self._job(job_id, transaction)
             if job is None:
                 raise UnknownJob(job_id)
-            state = JobState(job["state"])
-            if state.terminal:
-                return state
+            if job.state.terminal:
+                return job.state
             transaction.update(
                 self.job_ref(job_id),
-                {"state": JobState.CANCELLED.value, "finished_at": now(), "updated_at": now()},
+                job.moved(JobState.CANCELLED, finished_at=now(), updated_at=now()),
             )
             return JobState.CANCELLED
 
@@ -758,25 +682,21 @@ class Ledger:
         """Requeue only the failed units of a failed job, in one transaction
         per shard (units, then shard, then job: the same order as counting).
         Returns the messages to publish after commit."""
-        job = self.require_job(job_id)
-        if job["state"] != JobState.FAILED.value:
-            raise SpecError(f"job {job_id} is {job['state']}; only a failed job can be retried")
-        if job.get("stitch_error"):
+        job = self.job(job_id)
+        if job.state != JobState.FAILED:
+            raise SpecError(f"job {job_id} is {job.state}; only a failed job can be retried")
+        if job.stitch_error:
             raise SpecError(f"job {job_id} failed in the stitch; its frames are all done")
-        failed_shards = sorted(
-            {int(r["shard"]) for r in self.unit_records(job_id, (UnitState.FAILED,))}
-        )
+        failed_shards = sorted({u.shard for u in self.units(job_id, (UnitState.FAILED,))})
         messages: list[WorkMessage] = []
         for k in failed_shards:
             messages.extend(self._retry_shard(job_id, k))
         # Fail-fast leaves units that were never finished: the workers skipped
         # them while the job was failed. They count nowhere yet: just resend.
-        stranded = self.unit_records(job_id, (UnitState.PENDING, UnitState.RENDERING))
+        stranded = self.units(job_id, (UnitState.PENDING, UnitState.RENDERING))
         requeued = {m.unit for m in messages}
         messages.extend(
-            WorkMessage(job_id, int(r["unit"]), int(r["attempts"]))
-            for r in stranded
-            if r["unit"] not in requeued
+            WorkMessage(job_id, u.unit, u.attempts) for u in stranded if u.unit not in requeued
         )
         return messages
 
@@ -787,51 +707,57 @@ class Ledger:
         )
 
         def tx(transaction: Any) -> list[WorkMessage]:
-            failed = [(s.reference, s.to_dict()) for s in query.stream(transaction=transaction)]
+            # Not translated here: an Aborted read must reach _run (inside its
+            # translate block) as itself, to be retried as contention.
+            failed = [
+                (s.reference, UnitDoc.from_dict(s.to_dict()))
+                for s in query.stream(transaction=transaction)
+            ]
             sref = self.shard_ref(job_id, k)
-            shard = self._get(sref, transaction)
-            job = self._get(self.job_ref(job_id), transaction)
+            shard = self._shard(sref, transaction)
+            job = self._job(job_id, transaction)
             if not failed or shard is None or job is None:
                 return []
-            out = []
-            for ref, doc in failed:
-                attempt = int(doc["attempts"]) + 1
-                transaction.update(
-                    ref,
-                    {
-                        "state": UnitState.PENDING.value,
-                        "attempts": attempt,
-                        "attempt_limit": attempt - 1 + int(job.get("max_attempts", 1)),
-                        "deliveries": 0,
-                        "queued_at": None,
-                        "updated_at": now(),
-                    },
-                )
-                out.append(WorkMessage(job_id, int(doc["unit"]), attempt))
-            update: dict[str, Any] = {
-                "updated_at": now(),
-                "state": JobState.RENDERING.value,
-                "finished_at": None,
-            }
-            if shard.get("complete"):
+            changes: dict[str, Any] = {"finished_at": None, "updated_at": now()}
+            if shard.complete:
                 # Un-count what folding this shard added to the job, and drop its
                 # marker so the shard can be folded again when it completes.
+                changes["shards_complete"] = job.shards_complete - 1
+                changes["units_done"] = job.units_done - shard.done
+                changes["units_failed"] = job.units_failed - shard.failed
+            if job.state == JobState.FAILED:
+                job_update = job.retried(
+                    JobState.RENDERING, retries=job.retries + 1, errors=[], **changes
+                )
+            elif job.state == JobState.RENDERING:
+                # An earlier shard of this retry moved the job already.
+                job_update = job.update_fields(**changes)
+            else:
+                return []  # the job moved on since the retry began (a cancel): leave it
+            out = []
+            for ref, doc in failed:
+                attempt = doc.attempts + 1
+                transaction.update(
+                    ref,
+                    doc.retried(
+                        UnitState.PENDING,
+                        attempts=attempt,
+                        attempt_limit=attempt - 1 + job.max_attempts,
+                        deliveries=0,
+                        queued_at=None,
+                        updated_at=now(),
+                    ),
+                )
+                out.append(WorkMessage(job_id, doc.unit, attempt))
+            if shard.complete:
                 transaction.delete(self._marker_ref(job_id, str(k)))
-                update["shards_complete"] = int(job["shards_complete"]) - 1
-                update["units_done"] = int(job["units_done"]) - int(shard["done"])
-                update["units_failed"] = int(job["units_failed"]) - int(shard["failed"])
-            if job["state"] == JobState.FAILED.value:
-                update["retries"] = int(job.get("retries", 0)) + 1
-                update["errors"] = []
             transaction.update(
                 sref,
-                {
-                    "failed": int(shard["failed"]) - len(failed),
-                    "complete": False,
-                    "updated_at": now(),
-                },
+                shard.update_fields(
+                    failed=shard.failed - len(failed), complete=False, updated_at=now()
+                ),
             )
-            transaction.update(self.job_ref(job_id), update)
+            transaction.update(self.job_ref(job_id), job_update)
             return out
 
         return self._run(tx)

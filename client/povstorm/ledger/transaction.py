@@ -1,4 +1,16 @@
-"""The bounded transaction (see the class docstring)."""
+"""A Firestore transaction whose every RPC gives up within the ledger's bound.
+
+Where it sits: ``Ledger._run`` (ledger.py) runs each transaction function in a
+``_BoundedTransaction`` so that an outage or contention becomes a quick
+TransientError (the event goes back to Pub/Sub) instead of a function held for
+minutes; ``_outage`` finds the outage the library's wrapper hides.
+
+Written against google-cloud-firestore 2.x (pinned ``>=2.16,<3`` in
+pyproject.toml): it overrides the library's private ``Transaction._begin``,
+``_commit`` and ``_rollback`` with the same requests, and reads private client
+attributes (``_firestore_api``, ``_database_string``, ``_rpc_metadata``).
+Recheck all of them on every upgrade of that library.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +38,14 @@ class _BoundedTransaction(Transaction):
     library's, with the ledger's bound. A commit whose reply is lost in an
     outage may have been applied: the redelivery then finds the unit counted
     (``duplicate``) and finishes what follows the count.
+
+    ``retry`` is the bound; the ledger passes its own ``RPC_RETRY`` at each
+    transaction, so one setting bounds the reads and the transaction alike.
     """
+
+    def __init__(self, client: Any, *, retry: Retry = RPC_RETRY, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self._bound = retry
 
     def _begin(self, retry_id: bytes | None = None) -> None:
         if self.in_progress:
@@ -37,7 +56,7 @@ class _BoundedTransaction(Transaction):
                 "options": self._options_protobuf(retry_id),
             },
             metadata=self._client._rpc_metadata,
-            retry=RPC_RETRY,
+            retry=self._bound,
             timeout=RPC_TIMEOUT,
         )
         self._id = response.transaction
@@ -53,7 +72,7 @@ class _BoundedTransaction(Transaction):
             },
             metadata=self._client._rpc_metadata,
             # What the library retries on a commit (not INTERNAL), for our bound.
-            retry=RPC_RETRY.with_predicate(_commit_retryable),
+            retry=self._bound.with_predicate(_commit_retryable),
             timeout=RPC_TIMEOUT,
         )
         self._clean_up()
@@ -68,7 +87,7 @@ class _BoundedTransaction(Transaction):
             self._client._firestore_api.rollback(
                 request={"database": self._client._database_string, "transaction": self._id},
                 metadata=self._client._rpc_metadata,
-                retry=RPC_RETRY,
+                retry=self._bound,
                 timeout=RPC_TIMEOUT,
             )
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import enum
 import json
 import shutil
 import statistics
@@ -47,9 +48,18 @@ SLOWEST = 5
 MAX_MISSING_LISTED = 20
 
 
+class StitchStatus(enum.StrEnum):
+    """What a stitch run did; its log line prints the value."""
+
+    DONE = "done"  # this run recorded the result
+    DUPLICATE = "duplicate"  # another run recorded the result first
+    SKIPPED = "skipped"  # the job is not stitching: nothing to do
+    FAILED = "failed"  # the stitch cannot succeed (recorded with fail_stitch)
+
+
 @dataclass(frozen=True)
 class StitchOutcome:
-    status: str  # done | duplicate | skipped | failed
+    status: StitchStatus
     job_id: str
     detail: str = ""
     video: str | None = None
@@ -58,7 +68,7 @@ class StitchOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.status == "failed" else 0
+        return 1 if self.status == StitchStatus.FAILED else 0
 
     def line(self) -> str:
         return f"stitch {self.job_id}: {self.status}" + (f": {self.detail}" if self.detail else "")
@@ -109,8 +119,9 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
     job = ledger.get_job(job_id)
     if job is None:
         raise UnknownJob(job_id)
-    if job["state"] != JobState.STITCHING.value:
-        return StitchOutcome("skipped", job_id, f"job is {job['state']}, not stitching")
+    state = JobState(job["state"])
+    if state != JobState.STITCHING:
+        return StitchOutcome(StitchStatus.SKIPPED, job_id, f"job is {state}, not stitching")
     spec = ledger.get_spec(job_id)
     units = int(job["units_expected"])
 
@@ -168,14 +179,19 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         shutil.rmtree(tmp, ignore_errors=True)
     if not recorded:
         return StitchOutcome(
-            "duplicate", job_id, "another stitch recorded the result first", video, poster, stats
+            StitchStatus.DUPLICATE,
+            job_id,
+            "another stitch recorded the result first",
+            video,
+            poster,
+            stats,
         )
     return StitchOutcome(
-        "done", job_id, video or "no video (units are not frames)", video, poster, stats
+        StitchStatus.DONE, job_id, video or "no video (units are not frames)", video, poster, stats
     )
 
 
 def _fail(ledger: Ledger, job_id: str, error: str) -> StitchOutcome:
     if not ledger.fail_stitch(job_id, error):
         error += " (not recorded: the job was already settled)"
-    return StitchOutcome("failed", job_id, error)
+    return StitchOutcome(StitchStatus.FAILED, job_id, error)

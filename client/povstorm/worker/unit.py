@@ -20,6 +20,7 @@ mid-render is noticed through ``UnitTicket.deliveries``.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import shutil
@@ -48,11 +49,20 @@ log = logging.getLogger(__name__)
 MAX_DELIVERIES = 3
 
 
+class RenderStatus(enum.StrEnum):
+    """What became of a work message; the workers' log line prints the value."""
+
+    RENDERED = "rendered"  # the frame is uploaded; its finalize event counts it
+    FAILED = "failed"  # the attempt failed and a FailureReport is published
+    SKIPPED = "skipped"  # unknown job, job finished or cancelled, unit settled, stale attempt
+    POISON = "poison"  # a message that can never be rendered
+
+
 @dataclass(frozen=True)
 class RenderOutcome:
     """What became of one work message. Every outcome is acknowledged."""
 
-    status: str  # rendered | failed | skipped | poison
+    status: RenderStatus
     job_id: str = ""
     unit: int = -1
     attempt: int = 0
@@ -83,9 +93,9 @@ def handle_work(
         work = message if isinstance(message, WorkMessage) else load_work_message(message)
     except PoisonMessage as exc:
         log.warning("poison work message acknowledged: %s", exc)
-        return RenderOutcome("poison", detail=str(exc))
+        return RenderOutcome(RenderStatus.POISON, detail=str(exc))
 
-    def done(status: str, detail: str = "", **kw: Any) -> RenderOutcome:
+    def done(status: RenderStatus, detail: str = "", **kw: Any) -> RenderOutcome:
         return RenderOutcome(
             status, work.job_id, work.unit, work.attempt, detail, time.monotonic() - started, **kw
         )
@@ -95,13 +105,15 @@ def handle_work(
         ticket = ledger.start_unit(work.job_id, work.unit, work.attempt, worker)
     except UnknownJob as exc:
         log.warning("work for an unknown job acknowledged: %s", exc)
-        return done("skipped", str(exc))
+        return done(RenderStatus.SKIPPED, str(exc))
     if ticket is None:
-        return done("skipped", "job finished or cancelled, unit settled, or attempt stale")
+        return done(
+            RenderStatus.SKIPPED, "job finished or cancelled, unit settled, or attempt stale"
+        )
     if ticket.deliveries > MAX_DELIVERIES:
         error = f"worker lost {ticket.deliveries - 1} times while rendering this unit"
         _report(clients, work, error, "", worker)
-        return done("failed", error)
+        return done(RenderStatus.FAILED, error)
 
     spec: JobSpec = ticket.spec
     timeout = min(spec.timeout_seconds, clients.settings.render_timeout or spec.timeout_seconds)
@@ -116,11 +128,11 @@ def handle_work(
             # succeed, so the report says it is final.
             error = f"cannot prepare the unit: {exc}"
             _report(clients, work, error, "", worker, final=True)
-            return done("failed", error)
+            return done(RenderStatus.FAILED, error)
         except OSError as exc:  # a full disk, say: another worker may do better
             error = f"cannot prepare the unit: {exc}"
             _report(clients, work, error, "", worker)
-            return done("failed", error)
+            return done(RenderStatus.FAILED, error)
 
         library = [workdir] + ([workdir / spec.inputs_dir] if spec.inputs_dir else [])
         run = run_povray(
@@ -134,7 +146,7 @@ def handle_work(
         failure = _failure(run, timeout)
         if failure:
             _report(clients, work, failure, tail(run.output), worker)
-            return done("failed", failure)
+            return done(RenderStatus.FAILED, failure)
 
         seconds, peak = parse_stats(run.output)
         # A frame's render time is what POV-Ray took as a process (start-up,
@@ -157,7 +169,9 @@ def handle_work(
         }
         name = frame_object(work.job_id, work.unit)
         clients.blobs.upload_file(name, run.images[0], content_type="image/png", metadata=metadata)
-        return done("rendered", f"{stats.render_seconds:.3f}s render", stats=stats, frame=name)
+        return done(
+            RenderStatus.RENDERED, f"{stats.render_seconds:.3f}s render", stats=stats, frame=name
+        )
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
 

@@ -1,0 +1,314 @@
+"""The ledger's documents as typed, frozen values, and the one way a write
+changes a state.
+
+    JobDoc     jobs/{job}
+    UnitDoc    jobs/{job}/units/{n:06d}
+    ShardDoc   jobs/{job}/shards/{k}
+
+Where it sits: ``Ledger`` (ledger.py) reads every snapshot it decides on into
+one of these and builds every write from them: a new document from
+``to_fields()``, a state change from ``moved()`` (or ``retried()``, the user's
+retry, or ``toward()``), any other change from ``update_fields()``. A move the
+transition tables of ``core/model.py`` refuse raises IllegalTransition before
+anything is written, so "states only move forward" is code, not a comment.
+
+The field names are the documents' own: users read them in the Firestore
+console, and the client, watch, CLI, reconciler, stitch and bench read them
+too, so they never change here. Values passed to a write may be Firestore
+sentinels (Increment, ArrayUnion, SERVER_TIMESTAMP): they go through as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from povstorm.core.errors import IllegalTransition
+from povstorm.core.model import (
+    JOB_RETRY,
+    JOB_TRANSITIONS,
+    UNIT_RETRY,
+    UNIT_TRANSITIONS,
+    JobState,
+    UnitState,
+    check_move,
+    shard_of,
+)
+from povstorm.core.schemas import dump_job_spec
+from povstorm.core.spec import JobSpec
+
+Fields = dict[str, Any]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def state_update(table: dict, old: enum.Enum, new: enum.Enum, **fields: Any) -> Fields:
+    """The fields of a write that moves ``old`` to ``new``, after the table allows it."""
+    if "state" in fields:
+        raise TypeError("the new state is the argument, not a field")
+    check_move(table, old, new)
+    return {"state": new.value, **fields}
+
+
+class _Doc:
+    """What the three documents share: reading a snapshot, writing fields."""
+
+    # Fields a new document does not carry until a later write sets them (as
+    # the documents were always written: absent, not null, until then).
+    _LATER: ClassVar[frozenset[str]] = frozenset()
+    _INTS: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def _names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def _convert(cls, values: Fields) -> Fields:
+        return values
+
+    @classmethod
+    def from_dict(cls, data: Fields) -> Self:
+        """The document read; fields it lacks take their defaults (a document
+        written before the field existed), fields this class lacks are ignored."""
+        names = cls._names()
+        values = {k: v for k, v in data.items() if k in names}
+        for name in cls._INTS & values.keys():
+            if values[name] is not None:
+                values[name] = int(values[name])
+        if "errors" in names:
+            values["errors"] = tuple(data.get("errors") or ())
+        return cls(**cls._convert(values))
+
+    @classmethod
+    def from_snapshot(cls, snap: Any) -> Self | None:
+        return cls.from_dict(snap.to_dict()) if snap.exists else None
+
+    def to_fields(self) -> Fields:
+        """The whole document, to create it."""
+        out: Fields = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and f.name in self._LATER:
+                continue
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def update_fields(cls, **changes: Any) -> Fields:
+        """The fields of a write that keeps the state. Usable on the class for
+        blind writes (the fold increments a job it never read)."""
+        if "state" in changes:
+            raise IllegalTransition(f"{cls.__name__}: a state changes only through moved()")
+        unknown = changes.keys() - cls._names()
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in changes.items()}
+
+    def _what(self) -> str:
+        raise NotImplementedError
+
+    def _move(self, table: dict, old: enum.Enum, new: enum.Enum, changes: Fields) -> Fields:
+        fields = self.update_fields(**changes)
+        try:
+            return state_update(table, old, new, **fields)
+        except IllegalTransition as exc:
+            raise IllegalTransition(f"{self._what()}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class UnitDoc(_Doc):
+    unit: int
+    shard: int
+    state: UnitState
+    attempts: int = 1  # the current attempt
+    attempt_limit: int = 1
+    deliveries: int = 0  # deliveries of the current attempt
+    frame: int | None = None
+    label: str = ""
+    generation: int | None = None  # of the frame object counted
+    errors: tuple[dict[str, Any], ...] = ()
+    updated_at: dt.datetime | None = None
+    worker: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    queued_at: dt.datetime | None = None
+    render_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    spec: dict[str, Any] | None = None  # generated units only
+
+    _LATER = frozenset(
+        {
+            "worker",
+            "started_at",
+            "finished_at",
+            "queued_at",
+            "render_seconds",
+            "cpu_seconds",
+            "peak_memory_bytes",
+            "spec",
+        }
+    )
+    _INTS = frozenset({"unit", "shard", "attempts", "attempt_limit", "deliveries"})
+
+    @classmethod
+    def _convert(cls, values: Fields) -> Fields:
+        return {**values, "state": UnitState(values["state"])}
+
+    @classmethod
+    def first(cls, spec: JobSpec, unit: int, shards: int, created: dt.datetime) -> UnitDoc:
+        """Unit ``unit`` of a new job: pending, first attempt."""
+        us = spec.units[unit] if spec.units else None
+        return cls(
+            unit=unit,
+            shard=shard_of(unit, shards),
+            state=UnitState.PENDING,
+            attempts=1,
+            attempt_limit=spec.max_attempts,
+            deliveries=0,
+            frame=spec.povray.frames.frame(unit) if spec.povray else None,
+            label=spec.unit_spec(unit).label,
+            generation=None,
+            errors=(),
+            updated_at=created,
+            spec={"args": list(us.args), "inputs": us.inputs, "inline": us.inline} if us else None,
+        )
+
+    def _what(self) -> str:
+        return f"unit {self.unit}"
+
+    def moved(self, new: UnitState, **changes: Any) -> Fields:
+        """The fields of an event's move to ``new`` (UNIT_TRANSITIONS)."""
+        return self._move(UNIT_TRANSITIONS, self.state, new, changes)
+
+    def retried(self, new: UnitState, **changes: Any) -> Fields:
+        """The fields of the user's retry (UNIT_RETRY: failed -> pending)."""
+        return self._move(UNIT_RETRY, self.state, new, changes)
+
+    def toward(self, new: UnitState, **changes: Any) -> Fields:
+        """A move to ``new``, or, for a unit already there (a redelivery of a
+        unit rendering, a requeue of a unit still pending), a write that
+        keeps it: that is not a transition."""
+        if self.state == new and not new.terminal:
+            return self.update_fields(**changes)
+        return self.moved(new, **changes)
+
+
+@dataclass(frozen=True)
+class ShardDoc(_Doc):
+    shard: int
+    expected: int
+    done: int = 0
+    failed: int = 0
+    complete: bool = False  # folded into the job
+    updated_at: dt.datetime | None = None
+
+    _LATER = frozenset({"updated_at"})
+    _INTS = frozenset({"shard", "expected", "done", "failed"})
+
+    def _what(self) -> str:
+        return f"shard {self.shard}"
+
+    @property
+    def settled(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def full(self) -> bool:
+        """Every unit of the shard is done or failed."""
+        return self.settled >= self.expected
+
+    def folded(self, **changes: Any) -> Fields:
+        """The shard's side of the fold; a shard is folded once."""
+        if self.complete:
+            raise IllegalTransition(f"{self._what()}: already folded")
+        return self.update_fields(complete=True, **changes)
+
+
+@dataclass(frozen=True)
+class JobDoc(_Doc):
+    job_id: str
+    state: JobState
+    name: str = "job"
+    spec: dict[str, Any] = field(default_factory=dict)  # job-level; unit specs on the units
+    spec_hash: str = ""
+    kind: str = "scene"  # scene | units
+    units_expected: int = 0
+    shard_count: int = 1
+    shards_complete: int = 0  # the folded counts: exact once every shard is folded
+    units_done: int = 0
+    units_failed: int = 0
+    max_attempts: int = 1
+    fail_fast: bool = False
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    stitch: dict[str, Any] | None = None  # claim, claimed_at, launched_at, launches
+    video: str | None = None
+    poster: str | None = None
+    stats: dict[str, Any] | None = None
+    errors: tuple[dict[str, Any], ...] = ()  # the first MAX_ERRORS_ON_JOB
+    retries: int = 0
+    stats_object: str | None = None
+    stitch_error: str | None = None
+    failed_by: int | None = None  # the unit that ended a fail-fast job
+
+    _LATER = frozenset({"stats_object", "stitch_error", "failed_by"})
+    _INTS = frozenset(
+        {
+            "units_expected",
+            "shard_count",
+            "shards_complete",
+            "units_done",
+            "units_failed",
+            "max_attempts",
+            "retries",
+        }
+    )
+
+    @classmethod
+    def _convert(cls, values: Fields) -> Fields:
+        return {**values, "state": JobState(values["state"])}
+
+    @classmethod
+    def first(
+        cls, spec: JobSpec, job_id: str, digest: str, shards: int, created: dt.datetime
+    ) -> JobDoc:
+        """A new job: submitted, nothing counted."""
+        body = dump_job_spec(spec)
+        body.pop("units", None)  # unit specs live on the unit documents
+        return cls(
+            job_id=job_id,
+            state=JobState.SUBMITTED,
+            name=spec.name,
+            spec=body,
+            spec_hash=digest,
+            kind="scene" if spec.povray else "units",
+            units_expected=spec.unit_count,
+            shard_count=shards,
+            max_attempts=spec.max_attempts,
+            fail_fast=spec.fail_fast,
+            created_at=created,
+            updated_at=created,
+        )
+
+    def _what(self) -> str:
+        return f"job {self.job_id}"
+
+    def moved(self, new: JobState, **changes: Any) -> Fields:
+        """The fields of a move to ``new`` (JOB_TRANSITIONS)."""
+        return self._move(JOB_TRANSITIONS, self.state, new, changes)
+
+    def retried(self, new: JobState, **changes: Any) -> Fields:
+        """The fields of the user's retry (JOB_RETRY: failed -> rendering)."""
+        return self._move(JOB_RETRY, self.state, new, changes)
