@@ -513,7 +513,7 @@ DOCUMENTED_OUTPUTS = {
 def client_output_keys() -> set[str]:
     """The keys Cluster.from_terraform reads: values["k"], values.get("k"), and
     the literal tuple of required keys."""
-    tree = ast.parse((ROOT / "client" / "povstorm" / "client" / "api.py").read_text())
+    tree = ast.parse((ROOT / "client" / "povstorm" / "client" / "cluster.py").read_text())
     fn = next(
         n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "from_terraform"
     )

@@ -1,6 +1,6 @@
 """The one sha256 helper: inputs are content-addressed by it.
 
-The client names each uploaded input by its digest (``client/api.py``), and
+The client names each uploaded input by its digest (``client/cluster.py``), and
 the worker's input cache checks what it downloaded against that name
 (``worker/inputs.py``), so both must hash the same way.
 """

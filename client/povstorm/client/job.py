@@ -1,0 +1,218 @@
+"""Building a job: ``Job`` with ``WorkUnit``s generated in Python, or
+``Job.from_ini`` from a POV-Ray invocation (an INI file, a scene, options).
+
+    cluster = Cluster.local()                      # or Cluster.from_terraform("povstorm-outputs.json")
+    job = Job(cluster, shared="assets/", fps=24)   # shared files land in ./shared of every unit
+    for i in range(30):
+        job.add(WorkUnit(inline={"scene.pov": make_scene(i)}, args=["+Iscene.pov", "+W64", "+H48"]))
+    job.submit()
+    job.wait(on_progress=print)
+    result = job.result(frames_dir="frames/", video="out.mp4")
+
+Or from a POV-Ray invocation: ``Job.from_ini(cluster, ["scene.ini", "+W320", "+KFF24"])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from povstorm.client.cluster import Cluster, JobResult
+from povstorm.client.watch import Progress
+from povstorm.core.errors import (
+    PovstormError,
+    UnknownJob,
+    UserError,
+)
+from povstorm.core.naming import (
+    new_job_id,
+)
+from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, load_job_spec
+from povstorm.core.spec import (
+    CRF,
+    DEFAULT_CODEC,
+    FPS,
+    MAX_ATTEMPTS,
+    TIMEOUT_SECONDS,
+)
+
+
+@dataclass
+class WorkUnit:
+    """One unit of a generated job: its POV-Ray args, its own files (inline
+    text/bytes, or paths uploaded by hash), landing in its working directory.
+    The job's shared files are in ./shared."""
+
+    args: Sequence[str] = ()
+    inline: Mapping[str, str | bytes] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+    label: str = ""
+
+
+class Job:
+    """A job being built, then submitted and followed."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        shared: str | Path | None = None,
+        *,
+        name: str = "job",
+        fps: int = FPS.default,
+        codec: str = DEFAULT_CODEC,
+        crf: int = CRF.default,
+        video: bool = True,
+        max_attempts: int = MAX_ATTEMPTS.default,
+        fail_fast: bool = False,
+        timeout_seconds: int = TIMEOUT_SECONDS.default,
+    ) -> None:
+        self.cluster = cluster
+        self.shared = Path(shared) if shared else None
+        self.options = {
+            "name": name,
+            "output": {"fps": fps, "codec": codec, "crf": crf, "video": video},
+            "max_attempts": max_attempts,
+            "fail_fast": fail_fast,
+            "timeout_seconds": timeout_seconds,
+        }
+        self.units: list[WorkUnit] = []
+        self.job_id: str | None = None
+        self._scene: dict[str, Any] | None = None  # set by from_ini
+        self._scene_files: dict[str, Path] = {}
+        self._extra: dict[str, Any] = {}
+        self.invocation: Any = None  # the parsed POV-Ray invocation of a scene job
+
+    def add(self, unit: WorkUnit) -> Job:
+        if self._scene is not None:
+            raise UserError("a scene job renders its frames; it takes no extra units")
+        self.units.append(unit)
+        return self
+
+    def extend(self, units: Iterable[WorkUnit]) -> Job:
+        for unit in units:
+            self.add(unit)
+        return self
+
+    @classmethod
+    def from_ini(
+        cls,
+        cluster: Cluster,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        include: Sequence[Path] = (),
+        **options: Any,
+    ) -> Job:
+        """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
+        ``povray`` would read it; a missing include fails here, before upload."""
+        from povstorm.povray import collect_inputs, parse_invocation
+
+        inv = parse_invocation(list(argv), cwd or Path.cwd())
+        inputs = collect_inputs(inv, extra=list(include))
+        job = cls(cluster, name=options.pop("name", None) or inv.scene.stem, **options)
+        first, last = inv.frames
+        job._scene = {
+            "args": list(inv.farm_args),
+            "frames": {"first": first, "last": last},
+            "animated": inv.animated,
+        }
+        job._scene_files = dict(inputs.files)
+        job._extra = {"output_stem": _output_stem(inv)}
+        job.options["frame_digits"] = inv.frame_digits
+        job.invocation = inv
+        return job
+
+    def spec(self) -> dict[str, Any]:
+        """Upload the inputs and build the job spec (validated before return)."""
+        body: dict[str, Any] = dict(self.options)
+        body["extra"] = dict(self._extra)
+        if self._scene is not None:
+            body["inputs"] = self.cluster.upload_inputs(self._scene_files)
+            body["povray"] = self._scene
+        else:
+            if not self.units:
+                raise UserError("the job has no units: add WorkUnit(...) first")
+            shared = _files_under(self.shared) if self.shared else {}
+            body["inputs"] = self.cluster.upload_inputs(shared)
+            body["inputs_dir"] = "shared"
+            body["units"] = [self._unit_body(u) for u in self.units]
+        body["job_id"] = self.job_id or new_job_id()
+        load_job_spec(body)  # fail here, with the field named, not at the server
+        return body
+
+    def _unit_body(self, unit: WorkUnit) -> dict[str, Any]:
+        inline: dict[str, str] = {}
+        files: dict[str, Path | bytes] = dict(unit.files)
+        for name, content in unit.inline.items():
+            # Text travels inside the spec; bytes (and big text) by hash.
+            if isinstance(content, str) and len(content.encode()) <= MAX_INLINE_BYTES_PER_UNIT // 4:
+                inline[name] = content
+            else:
+                files[name] = content.encode() if isinstance(content, str) else content
+        return {
+            "args": list(unit.args),
+            "inline": inline,
+            "inputs": self.cluster.upload_inputs(files) if files else {},
+            "label": unit.label,
+        }
+
+    def submit(self) -> str:
+        if self.job_id is not None:
+            raise UserError(f"job {self.job_id} is already submitted")
+        body = self.spec()
+        self.job_id = self.cluster.submit(body)
+        return self.job_id
+
+    def _require_id(self) -> str:
+        if self.job_id is None:
+            raise UserError("submit the job first")
+        return self.job_id
+
+    def watch(
+        self, on_progress: Callable[[Progress], None] | None = None, timeout: float | None = None
+    ) -> Progress:
+        return self.cluster.watch(self._require_id(), on_progress=on_progress, timeout=timeout)
+
+    def wait(
+        self, on_progress: Callable[[Progress], None] | None = None, timeout: float | None = None
+    ) -> JobResult:
+        self.watch(on_progress=on_progress, timeout=timeout)
+        return self.result()
+
+    def result(
+        self, *, video: Path | str | None = None, frames_dir: Path | str | None = None
+    ) -> JobResult:
+        return self.cluster.fetch(
+            self._require_id(),
+            video=Path(video) if video else None,
+            frames_dir=Path(frames_dir) if frames_dir else None,
+        )
+
+    def cancel(self) -> str:
+        return self.cluster.cancel(self._require_id())
+
+
+def _output_stem(inv: Any) -> str | None:
+    """The part of POV-Ray's output file name before the frame number, so a
+    later ``fetch`` names frames exactly as ``povray`` would; None if the
+    name does not have that shape (frames are then named by unit)."""
+    first, last = inv.frames
+    stem = None
+    for frame in (first, last):
+        name = Path(inv.output_name(frame)).name
+        suffix = f"{frame:0{inv.frame_digits}d}.png" if inv.animated else ".png"
+        if not name.endswith(suffix):
+            return None
+        stem = name[: -len(suffix)]
+    return stem
+
+
+def _files_under(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise UserError(f"shared directory {root} does not exist")
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+__all__ = ["Cluster", "Job", "JobResult", "PovstormError", "UnknownJob", "WorkUnit"]
