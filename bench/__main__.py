@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from povstorm.core.names import ENV
+from povstorm.core.settings import EMULATOR_VARS
+
 from . import coldstart, ledger_load, overhead, scaling
 from ._util import machine, mean, percentile
 from .report import render_table
@@ -27,7 +30,7 @@ SCENE_DIR = ROOT / "examples" / "spinning"
 
 # Anything the caller's shell carries that would point us at another stack.
 _FOREIGN_PREFIXES = ("POVSTORM_",)
-_FOREIGN = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+_FOREIGN = EMULATOR_VARS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="povstorm-bench-"))
     home, work = tmp / "home", tmp / "work"
     work.mkdir(parents=True)
-    os.environ["POVSTORM_HOME"] = str(home)
+    os.environ[ENV["home"]] = str(home)  # the stitches the stack starts inherit it
     started = time.monotonic()
 
     from povstorm_local.stack import LocalStack

@@ -190,12 +190,9 @@ def ledger_deliveries(
 
 def run(firestore_host: str, units: int, threads: int, duplicate_share: float) -> dict[str, Any]:
     """Both loads in one fresh project of the stack's Firestore emulator."""
-    import os
+    from povstorm.cloud.clients import firestore_client
 
-    from google.cloud import firestore
-
-    os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_host
-    db = firestore.Client(project=f"bench-{uuid.uuid4().hex[:10]}")
+    db = firestore_client(f"bench-{uuid.uuid4().hex[:10]}", firestore_host)
     calls = units + round(units * duplicate_share)
     plain = plain_writes(db, calls, threads)
     ledger = ledger_deliveries(db, units, duplicate_share, threads)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from povstorm.core.spec import OutputSpec
+from povstorm.core.spec import FPS, OutputSpec
 from povstorm.povray import FARM_OPTIONS
 from povstorm.stitch.encode import ffmpeg_command
 
@@ -50,7 +50,7 @@ class Animation:
     width: int
     height: int
     frames: int
-    fps: int = 24
+    fps: int = FPS.default
 
     def argv(self) -> list[str]:
         return [self.ini, f"+W{self.width}", f"+H{self.height}", "+KFI1", f"+KFF{self.frames}"]

@@ -5,26 +5,16 @@ emulators is in test_stitch.py."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fixtures.common import probe_video
 
 from povstorm.core.errors import StitchFailed
 from povstorm.core.spec import OutputSpec
 from povstorm.stitch.encode import encode, ffmpeg_command
 from povstorm.stitch.job import summarise
-
-
-def probe(video: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_frames,width,height,codec_name", "-of", "json", str(video)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return dict(json.loads(out)["streams"][0])
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def test_two_frames_encode_into_a_two_frame_video_padded_to_even_sizes(
 ) -> None:
     dest = tmp_path / "video.mp4"
     encode(OutputSpec(fps=2), two_frames / "%06d.png", dest)
-    stream = probe(dest)
+    stream = probe_video(dest)
     assert int(stream["nb_read_frames"]) == 2
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 16, 10)
 

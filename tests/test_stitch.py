@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import job_doc
+from fixtures.common import job_doc, probe_video
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.model import RenderStats
@@ -48,15 +48,6 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == FRAMES
     return pngs
-
-
-def probe(video: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_frames,width,height,codec_name", "-of", "json", str(video)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return json.loads(out)["streams"][0]
 
 
 def make_job(
@@ -102,7 +93,7 @@ def test_frames_become_a_video_with_a_poster_and_stats(
 
     video = tmp_path / "video.mp4"
     clients.blobs.download_to(video_object(job_id, "mp4"), video)
-    stream = probe(video)
+    stream = probe_video(video)
     assert int(stream["nb_read_frames"]) == FRAMES
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 64, 48)
     assert clients.blobs.read_bytes(poster_object(job_id)) == frames[FRAMES // 2].read_bytes()
@@ -202,7 +193,7 @@ def test_each_codec_encodes_every_frame(
         (tmp_path / f"{i:06d}.png").symlink_to(png)
     dest = tmp_path / f"out.{ext}"
     encode(output, tmp_path / "%06d.png", dest)
-    stream = probe(dest)
+    stream = probe_video(dest)
     assert int(stream["nb_read_frames"]) == FRAMES and stream["codec_name"] == name
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from povstorm.core.errors import StackError
 from povstorm.core.names import ENV, FUNCTIONS, Namespace
-from povstorm.core.settings import EMULATOR_VARS, Settings
+from povstorm.core.settings import EMULATOR_VARS, Endpoints, Settings
 
 from . import procs as _procs
 from .net import check_ports, http_ok
@@ -146,14 +146,12 @@ def child_env(state: StackState, *, gcloud: bool = False) -> dict[str, str]:
 
 def emulator_env(components: Mapping[str, Component]) -> dict[str, str]:
     """The standard variables through which the client libraries find the emulators."""
-    env = {}
-    if "firestore" in components:
-        env["FIRESTORE_EMULATOR_HOST"] = components["firestore"].address
-    if "pubsub" in components:
-        env["PUBSUB_EMULATOR_HOST"] = components["pubsub"].address
-    if "gcs" in components:
-        env["STORAGE_EMULATOR_HOST"] = components["gcs"].url
-    return env
+    endpoints = Endpoints(
+        firestore=components["firestore"].address if "firestore" in components else "",
+        pubsub=components["pubsub"].address if "pubsub" in components else "",
+        storage=components["gcs"].url if "gcs" in components else "",
+    )
+    return endpoints.to_env()
 
 
 # --- health --------------------------------------------------------------------

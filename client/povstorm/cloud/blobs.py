@@ -93,11 +93,7 @@ class GcsBlobStore:
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
     ) -> int:
-        blob = self._bucket.blob(name)
-        if metadata:
-            blob.metadata = metadata
-        self._call(blob.upload_from_string, data, content_type=content_type)
-        return int(blob.generation or 0)
+        return self._upload(name, metadata, "upload_from_string", data, content_type)
 
     def upload_file(
         self,
@@ -106,10 +102,21 @@ class GcsBlobStore:
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
     ) -> int:
+        return self._upload(name, metadata, "upload_from_filename", str(path), content_type)
+
+    def _upload(
+        self,
+        name: str,
+        metadata: dict[str, str] | None,
+        method: str,
+        source: Any,
+        content_type: str,
+    ) -> int:
+        """Upload through the blob's ``method``; the new object's generation."""
         blob = self._bucket.blob(name)
         if metadata:
             blob.metadata = metadata
-        self._call(blob.upload_from_filename, str(path), content_type=content_type)
+        self._call(getattr(blob, method), source, content_type=content_type)
         return int(blob.generation or 0)
 
     def read_bytes(self, name: str) -> bytes:
