@@ -3,7 +3,7 @@
 #
 # Every name the code knows (topics, subscriptions, collections, prefixes,
 # environment variables, function entry points) is read from the package's
-# names.json, the file povstorm._names reads, so code and infrastructure
+# names.json, the file povstorm.core.names reads, so code and infrastructure
 # cannot drift. tests/test_terraform.py checks the wiring statically.
 
 locals {

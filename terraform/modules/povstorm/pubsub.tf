@@ -1,5 +1,5 @@
 # Topics and subscriptions, named '<namespace>-<name>' from names.json as
-# povstorm._names.Namespace does.
+# povstorm.core.names.Namespace does.
 #
 #   work              submit / retries / reconciler -> render service (push, OIDC)
 #   work-dead-letter  work messages Pub/Sub gave up on -> frame_failed
