@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(f)
     f.set_defaults(func=cmd_fetch)
 
-    c = sub.add_parser("cancel", help="stop a job: drop its queued work and mark it cancelled")
+    c = sub.add_parser(
+        "cancel", help="end a job: mark it cancelled; frames still queued are skipped, not rendered"
+    )
     c.add_argument("job_id", metavar="JOB")
     _add_cluster_option(c)
     c.set_defaults(func=cmd_cancel)
