@@ -51,10 +51,6 @@ class Endpoints:
         values = (self.firestore, self.pubsub, self.storage)
         return {var: value for var, value in zip(EMULATOR_VARS, values, strict=True) if value}
 
-    @property
-    def emulated(self) -> bool:
-        return any((self.firestore, self.pubsub, self.storage))
-
 
 @dataclass(frozen=True)
 class Settings:
