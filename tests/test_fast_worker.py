@@ -111,16 +111,24 @@ def test_materialise_refuses_a_bad_inline_name_before_writing_anything(
 
 @dataclass
 class OneCallLedger:
-    """The one ledger call handle_work makes: start_unit hands out a ticket."""
+    """The one ledger call handle_work makes: start_chunk hands out a ticket."""
 
     spec: JobSpec
     deliveries: int = 1
     started: list[tuple[str, int, int, str]] = field(default_factory=list)
 
-    def start_unit(self, job_id: str, unit: int, attempt: int, worker: str) -> UnitTicket:
+    def start_chunk(
+        self, job_id: str, unit: int, count: int, attempt: int, worker: str, **_: Any
+    ) -> UnitTicket:
         self.started.append((job_id, unit, attempt, worker))
         return UnitTicket(
-            job_id, unit, attempt, self.deliveries, self.spec, self.spec.unit_spec(unit)
+            job_id,
+            unit,
+            attempt,
+            self.deliveries,
+            self.spec,
+            self.spec.unit_spec(unit),
+            units=tuple(range(unit, unit + count)),
         )
 
 
@@ -151,7 +159,7 @@ def test_a_scene_frame_is_rendered_and_uploaded_with_its_stats(
 
     assert outcome.status == "rendered", outcome
     assert ledger.started == [("fast-job", 1, 1, "fast-worker")]
-    assert outcome.frame == frame_object("fast-job", 1)
+    assert outcome.frames == (frame_object("fast-job", 1),)
     info = blobs.info(frame_object("fast-job", 1))
     assert info is not None
     md = info.metadata

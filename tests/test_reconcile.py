@@ -103,11 +103,15 @@ def test_units_stuck_in_rendering_past_their_deadline_are_republished_once(farm:
     ledger = farm.ledger
     assert ledger.start_unit(job, 0, 1, "worker-that-died") is not None
     assert ledger.start_unit(job, 1, 1, "worker-still-rendering") is not None
-    # Unit 0's worker died a minute ago; the render timeout is 5 s.
-    ledger.unit_ref(job, 0).update({"started_at": now() - dt.timedelta(seconds=60)})
+    # Unit 0's worker died a minute ago; the render timeout is 5 s, so its
+    # deadline (a chunk's unit has its own) passed 55 s ago.
+    started = now() - dt.timedelta(seconds=60)
+    ledger.unit_ref(job, 0).update(
+        {"started_at": started, "deadline_at": started + dt.timedelta(seconds=5)}
+    )
     margin = dt.timedelta(seconds=10)
 
-    # The deadline is timeout + margin = 15 s: unit 0 is past it, unit 1 is not,
+    # Deadline + margin: unit 0 is past it, unit 1 is not,
     # unit 2 is pending in the queue (its first message is still there).
     report = reconcile(farm.clients, Deadlines(lost_event=ZERO, render_margin=margin))
     assert report.republished == [(job, 0)] and report.errors == []

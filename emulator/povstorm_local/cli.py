@@ -49,7 +49,11 @@ def add_parser(subparsers: Any) -> None:
 
     up = sub.add_parser("up", help="start the stack (a running one is left as it is)")
     up.add_argument(
-        "--workers", type=int, help="render worker processes (default: one per CPU core)"
+        "--workers",
+        type=int,
+        help="render worker processes, each running one single-threaded POV-Ray "
+        "(default: two per CPU core, which keeps the cores busy while POV-Ray starts and "
+        "moves between frames)",
     )
     up.add_argument(
         "--infra-only",

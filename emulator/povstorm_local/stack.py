@@ -69,6 +69,18 @@ STOP_GRACE = 10.0
 # --- the stack -------------------------------------------------------------------
 
 
+# POV-Ray leaves a core idle while it starts, stops and moves between frames
+# (about 0.6 s a process and 0.2 s a frame, measured by ``make bench``'s fill
+# table): two single-threaded processes per core keep the cores busy at
+# 320x240 and at 1280x960 alike.
+PROCESSES_PER_CORE = 2
+
+
+def default_workers() -> int:
+    """Render workers (each one POV-Ray process at a time) for this machine."""
+    return PROCESSES_PER_CORE * (os.cpu_count() or 1)
+
+
 class LocalStack:
     """Starts, inspects and stops the local stack whose state lives in ``home/local``."""
 
@@ -118,7 +130,7 @@ class LocalStack:
         """Start the stack (``farm=False``: the emulators and their wiring only)
         and return once every component answers its health check. A healthy
         running stack is returned as it is (with the farm added if it lacks it)."""
-        workers = (os.cpu_count() or 1) if workers is None else workers
+        workers = default_workers() if workers is None else workers
         if workers < 1:
             raise UserError(f"--workers must be at least 1, not {workers}")
         ports = dict(ports or {})
@@ -236,7 +248,13 @@ class LocalStack:
         before = state
         if farm:
             submit_url = f"http://{HOST}:{chosen['submit']}"
-            env = {**state.env, ENV["submit_url"]: submit_url}
+            env = {
+                **state.env,
+                ENV["submit_url"]: submit_url,
+                # The chunk plan's width, and one POV-Ray thread per core at most.
+                ENV["render_slots"]: str(workers),
+                ENV["povray_threads"]: str(max(1, (os.cpu_count() or 1) // workers)),
+            }
             state = replace(state, submit_url=submit_url, env=env, farm=True, workers=workers)
         try:
             # The functions build their clients on the first request, so they

@@ -27,6 +27,7 @@ from povstorm.core.spec import (
     CRF,
     DEFAULT_CODEC,
     FPS,
+    FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
     OutputSpec,
     container_for,
@@ -115,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="end the job at the first frame that fails for good",
     )
     r.add_argument(
+        "--frames-per-unit",
+        type=int,
+        default=FRAMES_PER_UNIT.default,
+        metavar="N",
+        help="frames one POV-Ray process renders in a row (1-"
+        f"{FRAMES_PER_UNIT.high}; default: chosen by the farm, large chunks first, "
+        "single frames at the end)",
+    )
+    r.add_argument(
         "--timeout", type=float, default=None, help="give up watching after this many seconds"
     )
     r.add_argument(
@@ -127,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="render workers if a local stack is started (default: one per core)",
+        help="render workers if a local stack is started (default: two per core)",
     )
     _add_cluster_option(r)
     r.set_defaults(func=cmd_render)
@@ -285,6 +295,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             crf=args.crf,
             max_attempts=args.max_attempts,
             fail_fast=args.fail_fast,
+            frames_per_unit=args.frames_per_unit,
         )
         for warning in job.invocation.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)

@@ -34,6 +34,7 @@ from povstorm.core.spec import (
     CRF,
     DEFAULT_CODEC,
     FPS,
+    FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
     TIMEOUT_SECONDS,
 )
@@ -67,6 +68,7 @@ class Job:
         max_attempts: int = MAX_ATTEMPTS.default,
         fail_fast: bool = False,
         timeout_seconds: int = TIMEOUT_SECONDS.default,
+        frames_per_unit: int = FRAMES_PER_UNIT.default,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None
@@ -76,6 +78,8 @@ class Job:
             "max_attempts": max_attempts,
             "fail_fast": fail_fast,
             "timeout_seconds": timeout_seconds,
+            # Frames per POV-Ray process for a scene job; 0: the farm's plan.
+            "frames_per_unit": frames_per_unit,
         }
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None

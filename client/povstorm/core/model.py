@@ -101,12 +101,19 @@ def shard_sizes(units: int, shard_count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class WorkMessage:
-    """One unit of work on the ``work`` topic. Tiny: the worker reads the
-    unit's spec from the ledger, so a requeue only republishes this."""
+    """One unit of work on the ``work`` topic: units ``unit`` to
+    ``unit + count - 1`` of a job (a chunk of frames, core/chunks.py), at
+    ``attempt``. Tiny: the worker reads the spec from the ledger, so a
+    requeue only republishes this. A requeue is always one unit."""
 
     job_id: str
     unit: int
     attempt: int = 1
+    count: int = 1
+
+    @property
+    def units(self) -> range:
+        return range(self.unit, self.unit + self.count)
 
 
 @dataclass(frozen=True)

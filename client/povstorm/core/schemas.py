@@ -33,6 +33,7 @@ from povstorm.core.spec import (
     DEFAULT_FORMAT,
     FORMATS,
     FPS,
+    FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
     TIMEOUT_SECONDS,
     Bounded,
@@ -188,6 +189,7 @@ class JobSpecSchema(_Strict):
     max_attempts = _bounded(MAX_ATTEMPTS)
     fail_fast = fields.Boolean(load_default=False)
     timeout_seconds = _bounded(TIMEOUT_SECONDS)
+    frames_per_unit = _bounded(FRAMES_PER_UNIT)
     frame_digits = fields.Integer(load_default=0, validate=validate.Range(0, 9))
     extra = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -260,6 +262,7 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "fail_fast": spec.fail_fast,
         "timeout_seconds": spec.timeout_seconds,
+        "frames_per_unit": spec.frames_per_unit,
         "frame_digits": spec.frame_digits,
         "extra": dict(spec.extra),
     }
@@ -294,6 +297,12 @@ class WorkMessageSchema(Schema):
     job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID_RE))
     unit = fields.Integer(required=True, validate=validate.Range(0, MAX_UNITS - 1))
     attempt = fields.Integer(load_default=1, validate=validate.Range(1, 1000))
+    count = fields.Integer(load_default=1, validate=validate.Range(1, FRAMES_PER_UNIT.high))
+
+    @validates_schema
+    def _inside(self, data: dict, **_: Any) -> None:
+        if data.get("unit", 0) + data.get("count", 1) > MAX_UNITS:
+            raise ValidationError("the chunk ends past the last unit", "count")
 
     @post_load
     def _make(self, data: dict, **_: Any) -> WorkMessage:

@@ -68,6 +68,14 @@ class Settings:
     # redelivered after the work subscription's ack deadline, so no render may
     # outlast it (terraform sets a lower value that leaves time for uploads).
     render_timeout: int = DEFAULTS["ack_deadline_seconds"]
+    # How many POV-Ray processes the deployment runs at once (the local
+    # stack's workers, the render service's instances): the chunk plan's
+    # width (core/chunks.py). Read by the submit function.
+    render_slots: int = 1
+    # +WT for each POV-Ray process, unless the job's own options set it; 0
+    # leaves POV-Ray's default (a thread per core). The local stack runs more
+    # processes than cores and sets 1, so threads never oversubscribe by accident.
+    povray_threads: int = 0
     endpoints: Endpoints = Endpoints()
 
     @classmethod
@@ -90,6 +98,8 @@ class Settings:
             worker_id=get("worker_id", "") or f"{socket.gethostname()}:{os.getpid()}",
             cache_dir=get("cache_dir", d.cache_dir),
             render_timeout=int(get("render_timeout", d.render_timeout)),
+            render_slots=max(1, int(get("render_slots", d.render_slots))),
+            povray_threads=max(0, int(get("povray_threads", d.povray_threads))),
             endpoints=Endpoints.from_env(env),
         )
 
@@ -107,5 +117,7 @@ class Settings:
             ENV["stitch_launcher"]: self.stitch_launcher,
             ENV["stitch_job"]: self.stitch_job,
             ENV["render_timeout"]: str(self.render_timeout),
+            ENV["render_slots"]: str(self.render_slots),
+            ENV["povray_threads"]: str(self.povray_threads),
             **self.endpoints.to_env(),
         }

@@ -4,8 +4,8 @@ Two forms, exactly one per job:
 
 * a POV-Ray scene: ``povray.args`` (the user's INI and options, rewritten by
   the client so the farm owns output names) plus the frame range; unit ``n``
-  renders frame ``frames.first + n`` with ``+SF f +EF f``, so clock values are
-  POV-Ray's own;
+  is frame ``frames.first + n``, and a chunk of units ``a..b`` renders with
+  ``+SF fa +EF fb`` (core/chunks.py), so clock values are POV-Ray's own;
 * generated units: each with its own args, inputs and inline files.
 
 ``inputs`` maps relative paths to sha256 digests of content-addressed objects;
@@ -38,7 +38,9 @@ class Bounded:
 FPS = Bounded(24, 1, 240)
 CRF = Bounded(20, 0, 51)  # x264/x265's scale: lower is better
 MAX_ATTEMPTS = Bounded(3, 1, 10)
-TIMEOUT_SECONDS = Bounded(600, 5, 3600)
+TIMEOUT_SECONDS = Bounded(600, 5, 3600)  # a frame's, in a chunk or alone
+# Frames one POV-Ray process renders (core/chunks.py); 0: chosen by the farm.
+FRAMES_PER_UNIT = Bounded(0, 0, 100)
 
 # codec -> the containers it may go in, its default container first. The
 # encoder options for each codec are the stitch's (stitch/encode.py).
@@ -103,6 +105,7 @@ class JobSpec:
     max_attempts: int = MAX_ATTEMPTS.default
     fail_fast: bool = False
     timeout_seconds: int = TIMEOUT_SECONDS.default
+    frames_per_unit: int = FRAMES_PER_UNIT.default
     job_id: str | None = None
     # POV-Ray's own numbering of the frames, for names on download (scene form).
     frame_digits: int = 0
@@ -112,13 +115,14 @@ class JobSpec:
     def unit_count(self) -> int:
         return len(self.povray.frames) if self.povray else len(self.units)
 
-    def unit_args(self, unit: int) -> tuple[str, ...]:
-        """The POV-Ray arguments of one unit (without the farm's output option)."""
+    def unit_args(self, unit: int, count: int = 1) -> tuple[str, ...]:
+        """The POV-Ray arguments of one unit, or of the chunk of ``count``
+        frames from it (without the farm's output option)."""
         if self.povray:
             if not self.povray.animated:
                 return self.povray.args
-            f = self.povray.frames.frame(unit)
-            return (*self.povray.args, f"+SF{f}", f"+EF{f}")
+            first = self.povray.frames.frame(unit)
+            return (*self.povray.args, f"+SF{first}", f"+EF{first + count - 1}")
         return self.units[unit].args
 
     def unit_spec(self, unit: int) -> UnitSpec:

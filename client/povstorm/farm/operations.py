@@ -13,25 +13,62 @@ import logging
 from typing import Any
 
 from povstorm.cloud.clients import Clients
+from povstorm.core.chunks import MAX_FRAMES_PER_UNIT, chunkable, job_plan, runs
 from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
 from povstorm.core.naming import frames_prefix, log_object, new_job_id
 from povstorm.core.schemas import encode_message, load_job_spec
+from povstorm.core.spec import JobSpec
+from povstorm.ledger.docs import JobDoc, scene_key
 from povstorm.ledger.ledger import Ledger, Outcome
 
 log = logging.getLogger(__name__)
 
 
 def submit(clients: Clients, payload: Any) -> dict[str, Any]:
-    """Validate a job spec, write the job, publish one message per unit."""
+    """Validate a job spec, write the job, publish one message per chunk."""
     spec = load_job_spec(payload)
     ledger = Ledger(clients.db)
     job_id = spec.job_id or new_job_id()
-    job, created = ledger.create_job(spec, job_id)
+    plan: dict[str, Any] = {"slots": clients.settings.render_slots}
+    if chunkable(spec):
+        plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec))
+    job, created = ledger.create_job(spec, job_id, plan)
     if created or job.state == JobState.SUBMITTED:
-        publish_work(clients, [WorkMessage(job_id, u, 1) for u in range(spec.unit_count)])
+        publish_work(clients, chunk_messages(job, spec))
         ledger.mark_dispatched(job_id)
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
+
+
+def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) -> list[WorkMessage]:
+    """The first attempt's work messages of a job, by the plan it was made
+    with; with ``units``, only those units, each chunk cut to the runs of
+    them it holds (the reconciler's redispatch)."""
+    slots = int(job.plan.get("slots") or 1)
+    chunks = job_plan(spec, slots, job.plan.get("frame_seconds"))
+    out = []
+    for first, count in chunks:
+        members = range(first, first + count)
+        pieces = runs([u for u in members if u in units]) if units is not None else [(first, count)]
+        out += [WorkMessage(job.job_id, a, 1, n) for a, n in pieces]
+    return out
+
+
+def coalesce(messages: list[WorkMessage], spec: JobSpec) -> list[WorkMessage]:
+    """Single-unit messages of a chunkable job as chunks: contiguous units at
+    the same attempt share a POV-Ray process (a retry of many failed frames)."""
+    if not chunkable(spec):
+        return messages
+    by_attempt: dict[int, list[int]] = {}
+    for m in messages:
+        by_attempt.setdefault(m.attempt, []).extend(m.units)
+    out = []
+    for attempt, units in sorted(by_attempt.items()):
+        for first, count in runs(sorted(set(units))):
+            for a in range(first, first + count, MAX_FRAMES_PER_UNIT):
+                n = min(MAX_FRAMES_PER_UNIT, first + count - a)
+                out.append(WorkMessage(messages[0].job_id, a, attempt, n))
+    return out
 
 
 def publish_work(clients: Clients, messages: list[WorkMessage]) -> None:
@@ -103,9 +140,10 @@ def cancel(clients: Clients, job_id: str) -> str:
 
 
 def retry(clients: Clients, job_id: str) -> int:
+    """Requeue the failed units of a failed job; returns how many."""
     ledger = Ledger(clients.db)
     messages = ledger.retry(job_id)
-    publish_work(clients, messages)
+    publish_work(clients, coalesce(messages, ledger.get_spec(job_id)) if messages else [])
     for m in messages:
         ledger.mark_queued(m)
     return len(messages)
@@ -114,6 +152,8 @@ def retry(clients: Clients, job_id: str) -> int:
 __all__ = [
     "UnknownJob",
     "cancel",
+    "chunk_messages",
+    "coalesce",
     "launch_stitch",
     "on_dead_letter",
     "on_failure",

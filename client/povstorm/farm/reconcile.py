@@ -27,7 +27,7 @@ from povstorm.cloud.clients import Clients
 from povstorm.core.errors import PovstormError
 from povstorm.core.model import JobState, UnitState, WorkMessage
 from povstorm.core.naming import frames_prefix, parse_frame_object
-from povstorm.farm.operations import launch_stitch, publish_work
+from povstorm.farm.operations import chunk_messages, coalesce, launch_stitch, publish_work
 from povstorm.ledger.docs import JobDoc, ShardDoc
 from povstorm.ledger.ledger import Ledger, now
 
@@ -95,8 +95,8 @@ def _reconcile_job(
         return
 
     if job.state == JobState.SUBMITTED and _older(job.created_at, d.dispatch, at):
-        pending = ledger.units(job_id, (UnitState.PENDING,))
-        publish_work(clients, [WorkMessage(job_id, u.unit, u.attempts) for u in pending])
+        pending = {u.unit for u in ledger.units(job_id, (UnitState.PENDING,))}
+        publish_work(clients, chunk_messages(job, ledger.get_spec(job_id), pending))
         ledger.mark_dispatched(job_id)
         report.redispatched.append(job_id)
         return
@@ -140,15 +140,18 @@ def _reconcile_job(
             and unit.queued_at is None
             and _older(unit.updated_at, d.requeue_publish, at)
         )
+        # A unit in a chunk has its own deadline (the frames before it in the
+        # chunk had theirs); a unit started before chunks, one frame's timeout.
+        deadline = unit.deadline_at or (unit.started_at and unit.started_at + timeout)
         stuck = (
             unit.state == UnitState.RENDERING
-            and _older(unit.started_at, timeout + d.render_margin, at)
+            and _older(deadline, d.render_margin, at)
             and _older(unit.queued_at, timeout + d.render_margin, at)
         )
         if requeued_unpublished or stuck:
             resend.append(WorkMessage(job_id, unit.unit, unit.attempts))
     if resend:
-        publish_work(clients, resend)
+        publish_work(clients, coalesce(resend, ledger.get_spec(job_id)))
         for m in resend:
             ledger.mark_queued(m)
         report.republished.extend((m.job_id, m.unit) for m in resend)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -45,6 +47,15 @@ Fields = dict[str, Any]
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def scene_key(spec: JobSpec) -> str:
+    """What decides a scene job's frame time: its arguments and input files
+    (not its frame range or video settings). "" for generated units."""
+    if spec.povray is None:
+        return ""
+    body = {"args": list(spec.povray.args), "inputs": dict(sorted(spec.inputs.items()))}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def state_update(table: dict, old: enum.Enum, new: enum.Enum, **fields: Any) -> Fields:
@@ -141,6 +152,9 @@ class UnitDoc(_Doc):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     queued_at: dt.datetime | None = None
+    # When the reconciler may think the worker lost (started_at plus the
+    # frame timeouts of the frames before it in its chunk, and its own).
+    deadline_at: dt.datetime | None = None
     render_seconds: float | None = None
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
@@ -152,6 +166,7 @@ class UnitDoc(_Doc):
             "started_at",
             "finished_at",
             "queued_at",
+            "deadline_at",
             "render_seconds",
             "cpu_seconds",
             "peak_memory_bytes",
@@ -262,6 +277,11 @@ class JobDoc(_Doc):
     stats_object: str | None = None
     stitch_error: str | None = None
     failed_by: int | None = None  # the unit that ended a fail-fast job
+    # What the chunk plan was made from (core/chunks.py): the deployment's
+    # render slots and the scene's expected seconds a frame, if known.
+    plan: dict[str, Any] = field(default_factory=dict)
+    # Jobs of the same scene and options share it (ledger.frame_seconds_of).
+    scene_key: str = ""
 
     _LATER = frozenset({"stats_object", "stitch_error", "failed_by"})
     _INTS = frozenset(
@@ -282,7 +302,13 @@ class JobDoc(_Doc):
 
     @classmethod
     def first(
-        cls, spec: JobSpec, job_id: str, digest: str, shards: int, created: dt.datetime
+        cls,
+        spec: JobSpec,
+        job_id: str,
+        digest: str,
+        shards: int,
+        created: dt.datetime,
+        plan: dict[str, Any] | None = None,
     ) -> JobDoc:
         """A new job: submitted, nothing counted."""
         body = dump_job_spec(spec)
@@ -300,6 +326,8 @@ class JobDoc(_Doc):
             fail_fast=spec.fail_fast,
             created_at=created,
             updated_at=created,
+            plan=dict(plan or {}),
+            scene_key=scene_key(spec),
         )
 
     def _what(self) -> str:

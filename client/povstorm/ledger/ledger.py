@@ -28,6 +28,7 @@ rules it keeps (docs/architecture.md, section 3):
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import random
 import time
 import uuid
@@ -48,7 +49,7 @@ from povstorm.core.model import (
 )
 from povstorm.core.names import COLLECTIONS
 from povstorm.core.naming import check_job_id, parse_frame_object
-from povstorm.core.spec import JobSpec, UnitSpec
+from povstorm.core.spec import TIMEOUT_SECONDS, JobSpec, UnitSpec
 from povstorm.ledger.docs import JobDoc, ShardDoc, UnitDoc, now
 from povstorm.ledger.transaction import RPC_RETRY, RPC_TIMEOUT, _BoundedTransaction, _outage
 from povstorm.ledger.views import (
@@ -156,7 +157,9 @@ class Ledger:
 
     # --- submission -------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, job_id: str) -> tuple[JobDoc, bool]:
+    def create_job(
+        self, spec: JobSpec, job_id: str, plan: dict[str, Any] | None = None
+    ) -> tuple[JobDoc, bool]:
         """Write the units and shards, then the job document (state submitted).
 
         Returns (job document, created). Idempotent: a retried submission of
@@ -190,12 +193,12 @@ class Ledger:
                     batch.set(ref, doc)
                 batch.commit()
 
-        job = JobDoc.first(spec, job_id, digest, shards, created)
+        job = JobDoc.first(spec, job_id, digest, shards, created, plan)
         with translate("firestore"):
             try:
                 self.job_ref(job_id).create(job.to_fields())
             except gexc.AlreadyExists:
-                return self.create_job(spec, job_id)
+                return self.create_job(spec, job_id, plan)
         return job, True
 
     def mark_dispatched(self, job_id: str) -> None:
@@ -275,6 +278,22 @@ class Ledger:
                 return [d for d in docs if JobState(d["state"]) in states][:limit]
             return [d.to_dict() for d in query.limit(limit).stream()]
 
+    def frame_seconds_of(self, key: str) -> float | None:
+        """The median seconds a frame took in the latest finished job of the
+        same scene (``JobDoc.scene_key``), or None. An equality filter only:
+        no composite index needed."""
+        if not key:
+            return None
+        query = self._jobs.where(filter=firestore.FieldFilter("scene_key", "==", key))
+        with translate("firestore"):
+            docs = [JobDoc.from_dict(s.to_dict()) for s in query.limit(50).stream()]
+        done = [d for d in docs if d.state == JobState.DONE and d.stats and d.created_at]
+        if not done:
+            return None
+        latest = max(done, key=lambda d: d.created_at or now())
+        p50 = float(((latest.stats or {}).get("render_seconds") or {}).get("p50") or 0.0)
+        return p50 or None
+
     def active_jobs(self) -> Iterator[JobDoc]:
         active = [JobState.SUBMITTED, JobState.RENDERING, JobState.STITCHING]
         query = self._jobs.where(
@@ -288,48 +307,142 @@ class Ledger:
     # --- the worker's side -------------------------------------------------------
 
     def start_unit(self, job_id: str, unit: int, attempt: int, worker: str) -> UnitTicket | None:
-        """Mark a unit rendering; None if the worker should skip (and ack) it."""
+        """``start_chunk`` of one unit."""
+        return self.start_chunk(job_id, unit, 1, attempt, worker)
+
+    def start_chunk(
+        self,
+        job_id: str,
+        first: int,
+        count: int,
+        attempt: int,
+        worker: str,
+        *,
+        present: Callable[[int], bool] | None = None,
+    ) -> UnitTicket | None:
+        """Mark the units of a chunk rendering; the ticket names the ones this
+        worker renders, in order. None if there is nothing to render (the
+        worker acknowledges the message).
+
+        A unit is skipped when it is settled, when its current attempt is a
+        later one (its requeue carries it now), or, on a redelivery, when
+        ``present(unit)`` says its frame is in the bucket already (rendered
+        by the lost worker; its finalize event counts it). The first unit
+        rendered counts a delivery: a redelivered chunk resumes at the frame
+        its lost worker was rendering, so a frame that keeps killing workers
+        ends failed (``deliveries``), and the frames after it go on.
+        """
         job = self._job(job_id)
         if job is None:
             raise UnknownJob(job_id)
         if job.state.terminal:
             return None
-        uref = self.unit_ref(job_id, unit)
+        refs = [self.unit_ref(job_id, u) for u in range(first, first + count)]
 
-        def tx(transaction: Any) -> UnitDoc | None:
-            doc = self._unit(uref, transaction)
-            if doc is None:
-                raise UnknownJob(f"{job_id} unit {unit}")
-            if doc.state.terminal or attempt < doc.attempts:
-                return None
-            deliveries = doc.deliveries + 1 if attempt == doc.attempts else 1
-            # A redelivery of a unit already rendering keeps its state.
-            update = doc.toward(
-                UnitState.RENDERING,
-                attempts=attempt,
-                deliveries=deliveries,
-                worker=worker,
-                started_at=now(),
-                updated_at=now(),
-            )
-            transaction.update(uref, update)
-            return UnitDoc.from_dict({**doc.to_fields(), **update})
+        def wanted(doc: UnitDoc) -> bool:
+            return not doc.state.terminal and attempt >= doc.attempts
 
-        doc = self._run(tx)
-        if doc is None:
+        skip: set[int] = set()
+        if present is not None:
+            # Outside the transaction: a bucket lookup must not hold locks.
+            started = [d for d in self._units_of(refs) if wanted(d) and d.deliveries > 0]
+            skip = {d.unit for d in started if d.attempts == attempt and present(d.unit)}
+        timeout = float(job.spec.get("timeout_seconds", TIMEOUT_SECONDS.default))
+
+        def tx(transaction: Any) -> list[UnitDoc]:
+            docs = self._units_of(refs, transaction)
+            chosen = [d for d in docs if wanted(d) and d.unit not in skip]
+            at = now()
+            out = []
+            for i, doc in enumerate(chosen):
+                same = attempt == doc.attempts
+                # Only the first frame was (maybe) being rendered when a worker died.
+                deliveries = (
+                    (doc.deliveries + 1 if i == 0 else max(doc.deliveries, 1)) if same else 1
+                )
+                # A redelivery of a unit already rendering keeps its state.
+                update = doc.toward(
+                    UnitState.RENDERING,
+                    attempts=attempt,
+                    deliveries=deliveries,
+                    worker=worker,
+                    started_at=at,
+                    deadline_at=at + dt.timedelta(seconds=timeout * (i + 1)),
+                    updated_at=at,
+                )
+                transaction.update(self.unit_ref(job_id, doc.unit), update)
+                out.append(UnitDoc.from_dict({**doc.to_fields(), **update}))
+            return out
+
+        docs = self._run(tx)
+        if not docs:
             return None
         spec = spec_of(job)  # the spec never changes: the job read above has it
+        head = docs[0]
         if job.kind == "units":
-            s = doc.spec or {}
+            s = head.spec or {}
             unit_spec = UnitSpec(
                 args=tuple(s.get("args", ())),
                 inputs=s.get("inputs", {}),
                 inline=s.get("inline", {}),
-                label=doc.label,
+                label=head.label,
             )
         else:
-            unit_spec = spec.unit_spec(unit)
-        return UnitTicket(job_id, unit, attempt, doc.deliveries, spec, unit_spec)
+            unit_spec = spec.unit_spec(head.unit)
+        return UnitTicket(
+            job_id,
+            head.unit,
+            attempt,
+            head.deliveries,
+            spec,
+            unit_spec,
+            units=tuple(d.unit for d in docs),
+        )
+
+    def _units_of(self, refs: list[Any], transaction: Any = None) -> list[UnitDoc]:
+        """The unit documents of ``refs``, in their order; UnknownJob for a missing one."""
+        with translate("firestore"):
+            try:
+                snaps = {
+                    s.reference.path: s
+                    for s in self.db.get_all(
+                        refs, transaction=transaction, retry=RPC_RETRY, timeout=RPC_TIMEOUT
+                    )
+                }
+            except gexc.RetryError as exc:
+                raise TransientError(f"Firestore unavailable: {exc}") from exc
+        out = []
+        for ref in refs:
+            snap = snaps.get(ref.path)
+            if snap is None or not snap.exists:
+                raise UnknownJob(f"no unit {ref.id} in {ref.parent.parent.id}")
+            out.append(UnitDoc.from_dict(snap.to_dict()))
+        return out
+
+    def hand_off(self, job_id: str, units: list[int], attempt: int, worker: str) -> list[int]:
+        """A worker whose time budget ran out gives back the units of its chunk
+        it has not rendered: they stay rendering (no transition), with no
+        delivery counted and a deadline of now, so the message that carries
+        them on starts them as new, and the reconciler resends them if that
+        message is lost. Returns the units handed off (those still this
+        worker's, at this attempt)."""
+        refs = [self.unit_ref(job_id, u) for u in units]
+
+        def tx(transaction: Any) -> list[int]:
+            docs = self._units_of(refs, transaction)
+            mine = [
+                d
+                for d in docs
+                if d.state == UnitState.RENDERING and d.attempts == attempt and d.worker == worker
+            ]
+            for doc in mine:
+                transaction.update(
+                    self.unit_ref(job_id, doc.unit),
+                    doc.update_fields(deliveries=0, deadline_at=now(), updated_at=now()),
+                )
+            return [d.unit for d in mine]
+
+        return self._run(tx)
 
     # --- counting -----------------------------------------------------------------
     #

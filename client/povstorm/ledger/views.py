@@ -49,7 +49,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class UnitTicket:
-    """A unit a worker may render now."""
+    """The units a worker may render now: ``units`` of a chunk (one for a
+    still or a generated unit), ``unit`` the first of them, with its spec
+    and the deliveries counted on it."""
 
     job_id: str
     unit: int
@@ -57,6 +59,11 @@ class UnitTicket:
     deliveries: int
     spec: JobSpec
     unit_spec: UnitSpec
+    units: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.units:
+            object.__setattr__(self, "units", (self.unit,))
 
 
 @dataclass

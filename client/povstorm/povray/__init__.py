@@ -25,9 +25,9 @@ from povstorm.povray.cfloat import f32
 from povstorm.povray.farm_args import find_file, is_system_path, worker_key
 from povstorm.povray.invocation import Antialias, IniFile, Invocation, LibraryDir, Setting
 from povstorm.povray.options import FARM_OPTIONS
-from povstorm.povray.output import error_line, parse_stats, tail
+from povstorm.povray.output import error_line, frame_sections, parse_stats, png_complete, tail
 from povstorm.povray.parse import parse_invocation
-from povstorm.povray.process import PovrayRun, run_povray
+from povstorm.povray.process import PovrayProcess, PovrayRun, run_povray
 from povstorm.povray.scan import collect_inputs, references
 
 __all__ = [
@@ -36,15 +36,18 @@ __all__ = [
     "IniFile",
     "Invocation",
     "LibraryDir",
+    "PovrayProcess",
     "PovrayRun",
     "Setting",
     "collect_inputs",
     "error_line",
     "f32",
     "find_file",
+    "frame_sections",
     "is_system_path",
     "parse_invocation",
     "parse_stats",
+    "png_complete",
     "references",
     "run_povray",
     "tail",

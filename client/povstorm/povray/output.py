@@ -4,6 +4,7 @@ on one line."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 LOG_TAIL_LINES = 50
 
@@ -53,3 +54,38 @@ def error_line(output: str) -> str:
 
 def tail(output: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(output.splitlines()[-lines:])
+
+
+_FRAME_MARK_RE = re.compile(r"^Rendering frame (\d+) of \d+", re.M)
+
+
+def frame_sections(output: str) -> tuple[str, list[str]]:
+    """POV-Ray's output of an animation, split by frame: (what it printed
+    before the first frame, [what it printed for each frame of the run, in
+    order]). POV-Ray numbers the frames of a run from 1 ("Rendering frame 2
+    of 12") and prints the mark twice; a frame's part runs to the next
+    frame's mark. Output with no mark is all preamble."""
+    starts: list[int] = []
+    for m in _FRAME_MARK_RE.finditer(output):
+        if int(m[1]) == len(starts) + 1:
+            starts.append(m.start())
+    if not starts:
+        return output, []
+    ends = [*starts[1:], len(output)]
+    return output[: starts[0]], [output[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def png_complete(path: Path) -> bool:
+    """Whether POV-Ray has finished writing a PNG: it ends with the IEND chunk."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() < 8 + len(_PNG_END):
+                return False
+            f.seek(-len(_PNG_END), 2)
+            return f.read() == _PNG_END
+    except OSError:
+        return False

@@ -1,5 +1,6 @@
 """Run POV-Ray as a process: its own process group, a sandboxed HOME, a
-timeout that kills the whole group, and the CPU and memory it used."""
+timeout that kills the whole group, and the CPU and memory it used, also
+while it runs (a chunk's frames are measured one by one)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from povstorm.povray.options import FARM_OPTIONS
 POVRAY = "povray"
 _KILL_GRACE_SECONDS = 2.0
 _POLL_SECONDS = 0.05
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,143 @@ class PovrayRun:
 
 
 def povray_command(
-    args: tuple[str, ...] | list[str], outdir: Path, library: list[Path]
+    args: tuple[str, ...] | list[str], outdir: Path, library: list[Path], threads: int = 0
 ) -> list[str]:
-    # After the unit's own arguments so they win; +O puts the PNGs into a
-    # directory the farm owns.
+    # +WT before the unit's own arguments, so a thread count the job sets
+    # wins; the farm's options after them, so they win; +O puts the PNGs
+    # into a directory the farm owns.
+    lead = [f"+WT{threads}"] if threads > 0 else []
     farm = [*(f"+L{p}" for p in library), *FARM_OPTIONS, f"+O{outdir}/"]
-    return [POVRAY, *args, *farm]
+    return [POVRAY, *lead, *args, *farm]
+
+
+class PovrayProcess:
+    """One POV-Ray process: started in its own process group with a
+    sandboxed HOME, watched while it runs (its CPU time and peak memory so
+    far, read from /proc), killed as a group, reaped with its rusage.
+
+    ``run_povray`` runs one to the end; the render worker drives one itself
+    to upload each frame of a chunk as soon as POV-Ray has written it."""
+
+    def __init__(
+        self,
+        args: tuple[str, ...] | list[str],
+        workdir: Path,
+        outdir: Path,
+        *,
+        library: list[Path] | None = None,
+        threads: int = 0,
+    ) -> None:
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.outdir = outdir
+        self.cmd = povray_command(args, outdir, library or [workdir], threads)
+        self.logfile = outdir.parent / f"{outdir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self._pidfd: int | None = None
+        self._killed_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def start(self) -> PovrayProcess:
+        # HOME points into the sandbox so a povray.ini/povray.conf of the worker
+        # machine's user cannot change the farm's renders.
+        env = {**os.environ, "HOME": str(self.outdir.parent)}
+        self.started = time.monotonic()
+        with open(self.logfile, "wb") as out:
+            try:
+                self.proc = subprocess.Popen(
+                    self.cmd,
+                    cwd=self.workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise PovstormError(f"cannot run {POVRAY}: {exc}") from exc
+        self._pidfd = _pidfd(self.proc.pid)
+        return self
+
+    def exited(self) -> bool:
+        """Whether POV-Ray has exited. Checks without reaping (WNOWAIT): until
+        it is reaped its pid stays its group's id, so signalling the group can
+        never hit a stranger."""
+        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep until POV-Ray exits or ``seconds`` pass; whether it exited."""
+        if self.exited():
+            return True
+        _await_exit(self._pidfd, max(seconds, 0.0))
+        return self.exited()
+
+    def kill(self) -> None:
+        """SIGTERM to the group now, SIGKILL if it is still there after a grace."""
+        now = time.monotonic()
+        if self._killed_at is None:
+            self._killed_at = now
+            _kill_group(self.pid, signal.SIGTERM)
+        elif now >= self._killed_at + _KILL_GRACE_SECONDS:
+            _kill_group(self.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Kill the group and wait for POV-Ray to go."""
+        self.kill()
+        while not self.wait(_POLL_SECONDS):
+            self.kill()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the running process, all its threads."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def peak_memory_bytes(self) -> int:
+        """Its peak resident memory so far (VmHWM)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def output(self) -> str:
+        """What POV-Ray has printed so far."""
+        try:
+            return self.logfile.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def finish(self) -> PovrayRun:
+        """Reap POV-Ray (it must have exited, or be stopping) and say what it did."""
+        # Helpers POV-Ray left behind in its group end with it.
+        _kill_group(self.pid, signal.SIGKILL)
+        # wait4 rather than Popen.wait: it returns this child's own rusage.
+        _, status, usage = os.wait4(self.pid, 0)
+        assert self.proc is not None
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        killed = self._killed_at is not None
+        return PovrayRun(
+            returncode=None if killed else self.proc.returncode,
+            output=self.output(),
+            images=tuple(sorted(self.outdir.glob("*.png"))),
+            wall_seconds=time.monotonic() - self.started,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            maxrss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
+            timed_out=killed,
+        )
 
 
 def run_povray(
@@ -47,62 +180,15 @@ def run_povray(
     *,
     timeout: float,
     library: list[Path] | None = None,
+    threads: int = 0,
 ) -> PovrayRun:
-    """Run POV-Ray in ``workdir`` in its own process group; kill the group on timeout."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    cmd = povray_command(args, outdir, library or [workdir])
-    logfile = outdir.parent / "povray.log"
-    # HOME points into the sandbox so a povray.ini/povray.conf of the worker
-    # machine's user cannot change the farm's renders.
-    env = {**os.environ, "HOME": str(outdir.parent)}
-    started = time.monotonic()
-    with open(logfile, "wb") as out:
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise PovstormError(f"cannot run {POVRAY}: {exc}") from exc
-        deadline = started + timeout
-        timed_out = False
-        pidfd = _pidfd(proc.pid)
-        try:
-            # Check without reaping (WNOWAIT): until POV-Ray is reaped its pid
-            # stays its group's id, so signalling the group can never hit a stranger.
-            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                now = time.monotonic()
-                if now >= deadline and not timed_out:
-                    timed_out = True
-                    _kill_group(proc.pid, signal.SIGTERM)
-                elif timed_out and now >= deadline + _KILL_GRACE_SECONDS:
-                    _kill_group(proc.pid, signal.SIGKILL)
-                wake = deadline + (_KILL_GRACE_SECONDS if timed_out else 0.0)
-                _await_exit(pidfd, max(wake - now, _POLL_SECONDS))
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-        # Helpers POV-Ray left behind in its group end with it.
-        _kill_group(proc.pid, signal.SIGKILL)
-        # wait4 rather than Popen.wait: it returns this child's own rusage.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - started
-    output = logfile.read_bytes().decode("utf-8", errors="replace")
-    return PovrayRun(
-        returncode=None if timed_out else proc.returncode,
-        output=output,
-        images=tuple(sorted(outdir.glob("*.png"))),
-        wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        maxrss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
-        timed_out=timed_out,
-    )
+    """Run POV-Ray in ``workdir`` to the end; kill its group on timeout."""
+    process = PovrayProcess(args, workdir, outdir, library=library, threads=threads).start()
+    deadline = process.started + timeout
+    while not process.wait(max(deadline - time.monotonic(), _POLL_SECONDS)):
+        if time.monotonic() >= deadline:
+            process.kill()  # SIGTERM, then SIGKILL after the grace
+    return process.finish()
 
 
 def _pidfd(pid: int) -> int | None:

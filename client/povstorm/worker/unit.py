@@ -1,21 +1,28 @@
-"""Render one unit: the work behind the render service.
+"""Render one work message: the work behind the render service.
 
-Where it sits in the event flow: a work message (job, unit, attempt) arrives
-by Pub/Sub push (Cloud Run, ``povstorm.shells.render_service``) or pull (the local
-worker, ``povstorm_local.pull_worker``); ``handle_work`` asks the ledger whether
-to render it, materialises the unit's files into a fresh working directory,
-runs POV-Ray and uploads what it made:
+Where it sits in the event flow: a work message (job, units ``unit`` to
+``unit + count - 1``, attempt) arrives by Pub/Sub push (Cloud Run,
+``povstorm.shells.render_service``) or pull (the local worker,
+``povstorm_local.pull_worker``); ``handle_work`` asks the ledger which of its
+units to render (``start_chunk``: not the settled ones, nor, on a redelivery,
+those whose frame is in the bucket already), materialises the job's files
+into a fresh working directory and has ``worker.chunk`` render them, which
+uploads, for each unit:
 
-    logs/<job>/<unit>/attempt-<k>.log   always (POV-Ray's output)
-    frames/<job>/<unit>.png             on success, with the render stats as
-                                        object metadata; its finalize
-                                        notification (not this worker) tells
-                                        the ledger the unit is done
-    failures topic                      on POV-Ray failure: a FailureReport
+    logs/<job>/<unit>/attempt-<k>.log   always (POV-Ray's output for its frame)
+    frames/<job>/<unit>.png             on success, as soon as POV-Ray wrote it,
+                                        with the render stats as object
+                                        metadata; its finalize notification
+                                        (not this worker) tells the ledger the
+                                        unit is done
+    failures topic                      on failure: a FailureReport
+    segments/<job>/<a>-<b>.<ext>        the frames of one POV-Ray process as a
+                                        video segment, for the stitch to join
 
 Acknowledge or not: every ``RenderOutcome`` means "acknowledge"; a
 ``TransientError`` escapes so the message is redelivered. A worker that dies
-mid-render is noticed through ``UnitTicket.deliveries``.
+mid-chunk is noticed through ``UnitTicket.deliveries`` of the frame its
+redelivery resumes at.
 """
 
 from __future__ import annotations
@@ -32,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.errors import PoisonMessage, SpecError, UnknownJob
-from povstorm.core.model import FailureReport, RenderStats, WorkMessage
-from povstorm.core.naming import frame_object, log_object
-from povstorm.core.schemas import encode_message, load_work_message
+from povstorm.core.model import WorkMessage
+from povstorm.core.naming import frame_object
+from povstorm.core.schemas import load_work_message
 from povstorm.core.spec import JobSpec
-from povstorm.povray import PovrayRun, error_line, parse_stats, run_povray, tail
+from povstorm.worker.chunk import ChunkRender
 from povstorm.worker.inputs import InputCache, materialise
 
 if TYPE_CHECKING:
@@ -52,8 +59,8 @@ MAX_DELIVERIES = 3
 class RenderStatus(enum.StrEnum):
     """What became of a work message; the workers' log line prints the value."""
 
-    RENDERED = "rendered"  # the frame is uploaded; its finalize event counts it
-    FAILED = "failed"  # the attempt failed and a FailureReport is published
+    RENDERED = "rendered"  # frames uploaded (their finalize events count them) or handed on
+    FAILED = "failed"  # a unit failed: a FailureReport is published for it
     SKIPPED = "skipped"  # unknown job, job finished or cancelled, unit settled, stale attempt
     POISON = "poison"  # a message that can never be rendered
 
@@ -68,14 +75,18 @@ class RenderOutcome:
     attempt: int = 0
     detail: str = ""
     seconds: float = 0.0
-    stats: RenderStats | None = None
-    frame: str = ""  # the frame object, when rendered
+    count: int = 1  # the units the message named
+    frames: tuple[str, ...] = ()  # the frame objects uploaded
+    failed: int = 0  # the units reported failed
 
     def line(self) -> str:
-        """The one log line per unit that workers print."""
-        what = (
-            f"{self.job_id} unit {self.unit} attempt {self.attempt}" if self.job_id else "message"
+        """The one log line per work message that workers print."""
+        units = (
+            f"units {self.unit}-{self.unit + self.count - 1}"
+            if self.count > 1
+            else f"unit {self.unit}"
         )
+        what = f"{self.job_id} {units} attempt {self.attempt}" if self.job_id else "message"
         tail = f": {self.detail}" if self.detail else ""
         return f"{what} {self.status} in {self.seconds:.2f}s{tail}"
 
@@ -86,7 +97,7 @@ class RenderOutcome:
 def handle_work(
     clients: Clients, ledger: Ledger, message: bytes | str | WorkMessage, *, cache: InputCache
 ) -> RenderOutcome:
-    """Render the unit a work message names. Raises TransientError when the
+    """Render the units a work message names. Raises TransientError when the
     message should be redelivered; every returned outcome is acknowledged."""
     started = time.monotonic()
     try:
@@ -97,108 +108,88 @@ def handle_work(
 
     def done(status: RenderStatus, detail: str = "", **kw: Any) -> RenderOutcome:
         return RenderOutcome(
-            status, work.job_id, work.unit, work.attempt, detail, time.monotonic() - started, **kw
+            status,
+            work.job_id,
+            work.unit,
+            work.attempt,
+            detail,
+            time.monotonic() - started,
+            count=work.count,
+            **kw,
         )
+
+    def present(unit: int) -> bool:
+        return clients.blobs.exists(frame_object(work.job_id, unit))
 
     worker = clients.settings.worker_id or f"{os.uname().nodename}:{os.getpid()}"
     try:
-        ticket = ledger.start_unit(work.job_id, work.unit, work.attempt, worker)
+        ticket = ledger.start_chunk(
+            work.job_id, work.unit, work.count, work.attempt, worker, present=present
+        )
     except UnknownJob as exc:
         log.warning("work for an unknown job acknowledged: %s", exc)
         return done(RenderStatus.SKIPPED, str(exc))
     if ticket is None:
         return done(
-            RenderStatus.SKIPPED, "job finished or cancelled, unit settled, or attempt stale"
+            RenderStatus.SKIPPED, "job finished or cancelled, units settled, or attempt stale"
         )
-    if ticket.deliveries > MAX_DELIVERIES:
-        error = f"worker lost {ticket.deliveries - 1} times while rendering this unit"
-        _report(clients, work, error, "", worker)
-        return done(RenderStatus.FAILED, error)
 
-    spec: JobSpec = ticket.spec
-    timeout = min(spec.timeout_seconds, clients.settings.render_timeout or spec.timeout_seconds)
     sandbox = Path(tempfile.mkdtemp(prefix=f"povstorm-{work.job_id}-{work.unit}-"))
     try:
         workdir = sandbox / "work"
         workdir.mkdir()
-        try:
-            materialise(clients, cache, spec, ticket.unit_spec, workdir)
-        except SpecError as exc:
-            # A refused name, a missing or corrupt input: no attempt can
-            # succeed, so the report says it is final.
-            error = f"cannot prepare the unit: {exc}"
-            _report(clients, work, error, "", worker, final=True)
-            return done(RenderStatus.FAILED, error)
-        except OSError as exc:  # a full disk, say: another worker may do better
-            error = f"cannot prepare the unit: {exc}"
-            _report(clients, work, error, "", worker)
-            return done(RenderStatus.FAILED, error)
-
+        spec: JobSpec = ticket.spec
         library = [workdir] + ([workdir / spec.inputs_dir] if spec.inputs_dir else [])
-        run = run_povray(
-            ticket.unit_spec.args, workdir, sandbox / "out", timeout=timeout, library=library
-        )
-        clients.blobs.upload_bytes(
-            log_object(work.job_id, work.unit, work.attempt),
-            run.output.encode(),
-            content_type="text/plain; charset=utf-8",
-        )
-        failure = _failure(run, timeout)
-        if failure:
-            _report(clients, work, failure, tail(run.output), worker)
-            return done(RenderStatus.FAILED, failure)
-
-        seconds, peak = parse_stats(run.output)
-        # A frame's render time is what POV-Ray took as a process (start-up,
-        # parse and trace): what rendering the frames one after another costs.
-        stats = RenderStats(
-            render_seconds=run.wall_seconds,
-            cpu_seconds=run.cpu_seconds,
-            peak_memory_bytes=peak if peak is not None else run.maxrss_bytes,
+        chunk = ChunkRender(
+            clients,
+            ledger,
+            ticket,
             worker=worker,
+            sandbox=sandbox,
+            workdir=workdir,
+            library=library,
         )
-        frame = (
-            spec.povray.frames.frame(work.unit) if spec.povray and spec.povray.animated else None
-        )
-        metadata = {
-            **stats.to_metadata(),
-            "attempt": str(work.attempt),
-            "frame": "" if frame is None else str(frame),
-            # POV-Ray's own parse + trace time, without its start-up.
-            "trace_seconds": "" if seconds is None else f"{seconds:.3f}",
-        }
-        name = frame_object(work.job_id, work.unit)
-        clients.blobs.upload_file(name, run.images[0], content_type="image/png", metadata=metadata)
-        return done(
-            RenderStatus.RENDERED, f"{stats.render_seconds:.3f}s render", stats=stats, frame=name
-        )
+        units = list(ticket.units)
+        if ticket.deliveries > MAX_DELIVERIES:
+            # The frame its lost workers were rendering: the rest go on.
+            error = f"worker lost {ticket.deliveries - 1} times while rendering this unit"
+            chunk.report(units[0], error)
+            chunk.result.failed.append((units[0], error))
+            units = units[1:]
+        if units:
+            try:
+                materialise(clients, cache, spec, ticket.unit_spec, workdir)
+            except (SpecError, OSError) as exc:
+                # A refused name, a missing or corrupt input: no attempt can
+                # succeed, so the report says it is final. A full disk (OSError):
+                # another worker may do better.
+                error = f"cannot prepare the unit: {exc}"
+                for unit in units:
+                    chunk.report(unit, error, final=isinstance(exc, SpecError))
+                return done(RenderStatus.FAILED, error, failed=len(units))
+            chunk.render(units)
+        result = chunk.result
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
-
-
-def _failure(run: PovrayRun, timeout: float) -> str:
-    """The one-line error of a failed run, or "" if it made its one image."""
-    if run.timed_out:
-        return f"POV-Ray timed out after {timeout:g} s and was killed"
-    if run.returncode != 0:
-        return error_line(run.output) or f"POV-Ray exited with status {run.returncode}"
-    if not run.images:
-        return error_line(run.output) or "POV-Ray exited normally but wrote no image"
-    if len(run.images) > 1:
-        return f"POV-Ray wrote {len(run.images)} images; a unit must render exactly one frame"
-    return ""
-
-
-def _report(
-    clients: Clients, work: WorkMessage, error: str, log_tail: str, worker: str, final: bool = False
-) -> None:
-    report = FailureReport(
-        job_id=work.job_id,
-        unit=work.unit,
-        attempt=work.attempt,
-        error=error,
-        log_tail=log_tail,
-        worker=worker,
-        final=final,
+    detail = ", ".join(
+        part
+        for part in (
+            f"{len(result.rendered)} rendered" if result.rendered else "",
+            f"{len(result.failed)} failed: {result.failed[0][1]}" if result.failed else "",
+            f"{len(result.handed_on)} handed on" if result.handed_on else "",
+            "job cancelled" if result.cancelled else "",
+        )
+        if part
     )
-    clients.publisher.publish("failures", encode_message(report))
+    if result.failed:
+        status = RenderStatus.FAILED
+    elif result.rendered or result.handed_on:
+        status = RenderStatus.RENDERED
+    else:
+        status = RenderStatus.SKIPPED
+    return done(
+        status,
+        detail,
+        frames=tuple(frame_object(work.job_id, u) for u in result.rendered),
+        failed=len(result.failed),
+    )

@@ -1,0 +1,86 @@
+"""Chunks: how the frames of an animation are handed to workers.
+
+A unit of work is a *chunk*: a contiguous range of units (frames) that one
+POV-Ray process renders with its own animation loop (``+SF a +EF b``), so
+POV-Ray's start-up (about 0.6 s, CPU idle) is paid once per chunk rather than
+once per frame. The ledger still has one document per frame and counts each
+frame from its own finalize event; a chunk exists only in the work messages
+(``WorkMessage.unit`` and ``count``) and in this plan.
+
+The plan is a pure function of the job, so the reconciler can rebuild the
+one the submission made:
+
+* ``frames_per_unit`` set by the user (``--frames-per-unit N``): chunks of N;
+* otherwise *guided* (as OpenMP's guided schedule): each chunk takes
+  1/(GUIDED_SHARE x slots) of the frames still unplanned, so chunks start
+  large (few POV-Ray start-ups) and shrink to single frames at the end, where
+  the last ones then finish together on every worker; ``slots`` is how many
+  POV-Ray processes the deployment runs at once;
+* a chunk is never longer than CHUNK_SECONDS of rendering when the scene's
+  frame time is known (from the previous job of the same scene), and never
+  more than MAX_FRAMES_PER_UNIT frames: a worker lost mid-chunk costs at most
+  that much, and the worker hands the rest of a chunk on (``count`` smaller)
+  when its own time budget runs out anyway.
+
+Generated units (``WorkUnit``) and stills are one unit per message.
+"""
+
+from __future__ import annotations
+
+import math
+
+from povstorm.core.spec import FRAMES_PER_UNIT, JobSpec
+
+MAX_FRAMES_PER_UNIT = FRAMES_PER_UNIT.high  # also the largest transaction a chunk start makes
+GUIDED_SHARE = 2
+CHUNK_SECONDS = 300.0
+
+
+def plan_chunks(
+    units: int,
+    slots: int,
+    frames_per_unit: int = 0,
+    frame_seconds: float | None = None,
+) -> list[tuple[int, int]]:
+    """(first unit, count) of each chunk, in dispatch order, covering 0..units-1."""
+    slots = max(1, slots)
+    cap = MAX_FRAMES_PER_UNIT
+    if frame_seconds and frame_seconds > 0:
+        cap = max(1, min(cap, int(CHUNK_SECONDS // frame_seconds)))
+    out: list[tuple[int, int]] = []
+    first = 0
+    while first < units:
+        left = units - first
+        if frames_per_unit > 0:
+            size = min(frames_per_unit, MAX_FRAMES_PER_UNIT)
+        else:
+            size = min(cap, math.ceil(left / (GUIDED_SHARE * slots)))
+        size = max(1, min(size, left))
+        out.append((first, size))
+        first += size
+    return out
+
+
+def chunkable(spec: JobSpec) -> bool:
+    """Whether a job's units may share a POV-Ray process: the frames of an
+    animation. A still is one unit; each generated unit has its own files."""
+    return spec.povray is not None and spec.povray.animated
+
+
+def job_plan(
+    spec: JobSpec, slots: int, frame_seconds: float | None = None
+) -> list[tuple[int, int]]:
+    if not chunkable(spec):
+        return [(u, 1) for u in range(spec.unit_count)]
+    return plan_chunks(spec.unit_count, slots, spec.frames_per_unit, frame_seconds)
+
+
+def runs(units: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of sorted unit numbers, as (first, count)."""
+    out: list[tuple[int, int]] = []
+    for u in units:
+        if out and out[-1][0] + out[-1][1] == u:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((u, 1))
+    return out

@@ -1,0 +1,375 @@
+"""Render the units of one ticket: a chunk of frames in one POV-Ray process
+each frame uploaded as soon as POV-Ray has written it, or one still or
+generated unit.
+
+Where it sits: ``worker.unit.handle_work`` prepares the working directory
+and hands the ticket here. For a chunk (the frames ``a..b`` of an animation,
+core/chunks.py) POV-Ray runs its own animation loop (``+SF fa +EF fb``), so
+every frame is the one ``povray`` renders directly; while it runs:
+
+* a frame whose PNG is complete (it ends with IEND) and whose part of
+  POV-Ray's output is complete (the next frame began, or POV-Ray exited) is
+  uploaded at once with its stats (wall and CPU time since the previous
+  frame, peak memory) and its own log: its finalize event counts it in the
+  ledger, so progress moves frame by frame;
+* a frame that fails (POV-Ray's error, or longer than the job's timeout a
+  frame) is reported with its error and log, and the frames after it go on in
+  a fresh POV-Ray process;
+* a cancelled job stops the process within CANCEL_CHECK_SECONDS;
+* when the worker's own time budget (``Settings.render_timeout``, which the
+  deployment keeps below the work subscription's ack deadline) would run out
+  before the next frame, the frames not yet rendered are handed on in a new
+  work message (``Ledger.hand_off``) rather than killed at the deadline.
+
+After each process the frames it rendered are encoded as a video segment
+(``povstorm.stitch.segments``) when the job's codec can be joined, so the
+stitch joins segments instead of encoding every frame.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from povstorm.cloud.clients import Clients
+from povstorm.core.chunks import chunkable, runs
+from povstorm.core.model import FailureReport, JobState, RenderStats, WorkMessage
+from povstorm.core.naming import frame_object, log_object
+from povstorm.core.schemas import encode_message
+from povstorm.ledger.views import UnitTicket
+from povstorm.povray import (
+    PovrayProcess,
+    PovrayRun,
+    error_line,
+    frame_sections,
+    parse_stats,
+    png_complete,
+    tail,
+)
+from povstorm.stitch.segments import encode_segment, segment_ext
+
+if TYPE_CHECKING:
+    from povstorm.ledger.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+CANCEL_CHECK_SECONDS = 5.0
+UPLOAD_THREADS = 4
+
+
+@dataclass
+class Landed:
+    """A frame POV-Ray finished writing."""
+
+    unit: int
+    path: Path
+    stats: RenderStats
+
+
+@dataclass
+class ChunkResult:
+    rendered: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    handed_on: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    segments: int = 0
+
+
+class ChunkRender:
+    def __init__(
+        self,
+        clients: Clients,
+        ledger: Ledger,
+        ticket: UnitTicket,
+        *,
+        worker: str,
+        sandbox: Path,
+        workdir: Path,
+        library: list[Path],
+    ) -> None:
+        self.clients = clients
+        self.ledger = ledger
+        self.ticket = ticket
+        self.spec = ticket.spec
+        self.worker = worker
+        self.sandbox = sandbox
+        self.workdir = workdir
+        self.library = library
+        settings = clients.settings
+        # A frame's limit is the job's; the whole chunk's is the worker's budget.
+        self.budget = float(settings.render_timeout or self.spec.timeout_seconds)
+        self.frame_timeout = min(float(self.spec.timeout_seconds), self.budget)
+        self.stream = chunkable(self.spec)
+        self.began = time.monotonic()
+        self.result = ChunkResult()
+        self._runs = 0
+        self._longest = 0.0  # the longest frame so far
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._uploads: list[cf.Future[None]] = []
+
+    @property
+    def job_id(self) -> str:
+        return self.ticket.job_id
+
+    @property
+    def attempt(self) -> int:
+        return self.ticket.attempt
+
+    # --- the chunk -------------------------------------------------------------
+
+    def render(self, units: list[int]) -> ChunkResult:
+        """Render ``units`` (sorted): each contiguous run in one POV-Ray process,
+        a failed frame's successors in a fresh one. Raises what an upload raised
+        (the message is then redelivered and resumes where the bucket ends)."""
+        self._pool = cf.ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload")
+        try:
+            pending = list(units)
+            while pending:
+                if self.result.rendered and self._spent(self._longest):
+                    self._hand_on(pending)  # no time left for a fresh process
+                    break
+                _, count = runs(pending)[0]
+                run_units, pending = pending[:count], pending[count:]
+                left, stop = self._run(run_units)
+                if stop == "cancelled":
+                    self.result.cancelled = True
+                    break
+                if stop == "handoff":
+                    self._hand_on(left + pending)
+                    break
+                pending = left + pending
+            for future in self._uploads:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        return self.result
+
+    def _run(self, run_units: list[int]) -> tuple[list[int], str]:
+        """One POV-Ray process over ``run_units``; returns (the units after a
+        failed frame, to render next; why it stopped early, or "")."""
+        self._runs += 1
+        outdir = self.sandbox / f"out-{self._runs}"
+        if self.stream:
+            args = self.spec.unit_args(run_units[0], len(run_units))
+        else:
+            args = self.ticket.unit_spec.args
+        proc = PovrayProcess(
+            args,
+            self.workdir,
+            outdir,
+            library=self.library,
+            threads=self.clients.settings.povray_threads,
+        ).start()
+        landed: list[Landed] = []
+        uploaded = 0
+        mark, mark_cpu = proc.started, 0.0
+        walls: list[float] = []
+        stop = ""
+        next_check = time.monotonic() + CANCEL_CHECK_SECONDS
+        while True:
+            exited = proc.wait(POLL_SECONDS)
+            now = time.monotonic()
+            if self.stream:
+                for path in self._new_images(outdir, landed):
+                    if len(landed) == len(run_units):
+                        break
+                    cpu = proc.cpu_seconds()
+                    stats = RenderStats(
+                        now - mark, cpu - mark_cpu, proc.peak_memory_bytes(), self.worker
+                    )
+                    landed.append(Landed(run_units[len(landed)], path, stats))
+                    walls.append(now - mark)
+                    mark, mark_cpu = now, cpu
+                uploaded = self._upload_landed(proc.output(), landed, uploaded, exited)
+            if exited:
+                break
+            if stop:
+                proc.kill()  # SIGKILL once the grace is over
+                continue
+            if now - mark > self.frame_timeout:
+                stop = "timeout"
+            elif self.stream and walls and len(landed) < len(run_units) and self._spent(max(walls)):
+                # The next frame would end past the budget: hand the rest on.
+                stop = "handoff"
+            if not stop and now >= next_check:
+                next_check = now + CANCEL_CHECK_SECONDS
+                job = self.ledger.get_job(self.job_id)
+                if job is None or JobState(job["state"]).terminal:
+                    stop = "cancelled"
+            if stop:
+                proc.kill()
+        run = proc.finish()
+        self._longest = max([self._longest, *walls])
+        if self.stream:
+            for path in self._new_images(outdir, landed):
+                if len(landed) < len(run_units):
+                    stats = RenderStats(
+                        time.monotonic() - mark,
+                        run.cpu_seconds - mark_cpu,
+                        run.maxrss_bytes,
+                        self.worker,
+                    )
+                    landed.append(Landed(run_units[len(landed)], path, stats))
+            self._upload_landed(run.output, landed, uploaded, True)
+        else:
+            landed = self._single(run_units[0], run)
+        self.result.rendered += [f.unit for f in landed]
+        if self.stream and landed:
+            self._segment(landed)
+        left = run_units[len(landed) :]
+        if not left or stop in ("cancelled", "handoff"):
+            return left, stop
+        failed = left[0]
+        error = self._error(run, stop, failed)
+        preamble, sections = frame_sections(run.output)
+        own = run.output
+        if self.stream and len(sections) > len(landed):
+            own = preamble + sections[len(landed)]
+        self._upload_log(failed, own)
+        for future in self._uploads:  # the report names the log: it must be there
+            future.result()
+        self.report(failed, error, tail(own))
+        self.result.failed.append((failed, error))
+        return left[1:], ""
+
+    def _spent(self, frame_seconds: float) -> bool:
+        """Whether one more frame would end past the worker's budget."""
+        return time.monotonic() - self.began + frame_seconds > self.budget
+
+    # --- what POV-Ray wrote ----------------------------------------------------------
+
+    @staticmethod
+    def _new_images(outdir: Path, landed: list[Landed]) -> list[Path]:
+        """The PNGs POV-Ray finished since the last look, in frame order. POV-Ray
+        writes the frames of a run one after another, all with names of one
+        length, so the name order is the frame order."""
+        seen = {f.path for f in landed}
+        out = []
+        for path in sorted(outdir.glob("*.png")):
+            if path in seen:
+                continue
+            if not png_complete(path):
+                break
+            out.append(path)
+        return out
+
+    def _upload_landed(self, output: str, landed: list[Landed], uploaded: int, ended: bool) -> int:
+        """Upload the frames whose part of POV-Ray's output is complete."""
+        preamble, sections = frame_sections(output)
+        while uploaded < len(landed) and (ended or uploaded + 1 < len(sections)):
+            frame = landed[uploaded]
+            own = preamble + sections[uploaded] if uploaded < len(sections) else output
+            self._upload_frame(frame, own)
+            uploaded += 1
+        return uploaded
+
+    def _single(self, unit: int, run: PovrayRun) -> list[Landed]:
+        """A still or a generated unit: exactly one image once POV-Ray is done."""
+        if run.returncode != 0 or len(run.images) != 1:
+            return []
+        _, peak = parse_stats(run.output)
+        stats = RenderStats(
+            render_seconds=run.wall_seconds,
+            cpu_seconds=run.cpu_seconds,
+            peak_memory_bytes=peak if peak is not None else run.maxrss_bytes,
+            worker=self.worker,
+        )
+        frame = Landed(unit, run.images[0], stats)
+        self._upload_frame(frame, run.output)
+        return [frame]
+
+    def _error(self, run: PovrayRun, stop: str, unit: int) -> str:
+        if stop == "timeout":
+            return f"POV-Ray timed out after {self.frame_timeout:g} s and was killed"
+        if not self.stream and len(run.images) > 1:
+            return f"POV-Ray wrote {len(run.images)} images; a unit must render exactly one frame"
+        if run.returncode not in (0, None):
+            return error_line(run.output) or f"POV-Ray exited with status {run.returncode}"
+        what = f"frame {self._frame(unit)}" if self.stream else "the unit"
+        return error_line(run.output) or f"POV-Ray exited normally but wrote no image for {what}"
+
+    def _frame(self, unit: int) -> int | None:
+        povray = self.spec.povray
+        return povray.frames.frame(unit) if povray and povray.animated else None
+
+    # --- uploads and reports ---------------------------------------------------------
+
+    def _upload_frame(self, frame: Landed, output: str) -> None:
+        seconds, peak = parse_stats(output)
+        stats = frame.stats
+        if peak is not None and self.stream:
+            stats = RenderStats(stats.render_seconds, stats.cpu_seconds, peak, stats.worker)
+        number = self._frame(frame.unit)
+        metadata = {
+            **stats.to_metadata(),
+            "attempt": str(self.attempt),
+            "frame": "" if number is None else str(number),
+            # POV-Ray's own parse + trace time, without its start-up.
+            "trace_seconds": "" if seconds is None else f"{seconds:.3f}",
+        }
+        name = frame_object(self.job_id, frame.unit)
+        blobs = self.clients.blobs
+
+        def upload() -> None:
+            blobs.upload_file(name, frame.path, content_type="image/png", metadata=metadata)
+
+        self._submit(upload)
+        self._upload_log(frame.unit, output)
+
+    def _submit(self, upload: Callable[[], None]) -> None:
+        assert self._pool is not None, "uploads happen inside render()"
+        self._uploads.append(self._pool.submit(upload))
+
+    def _upload_log(self, unit: int, output: str) -> None:
+        name = log_object(self.job_id, unit, self.attempt)
+        data = output.encode()
+        blobs = self.clients.blobs
+
+        def upload() -> None:
+            blobs.upload_bytes(name, data, content_type="text/plain; charset=utf-8")
+
+        self._submit(upload)
+
+    def _segment(self, landed: list[Landed]) -> None:
+        """The frames of one process as a video segment, when the codec joins."""
+        output = self.spec.output
+        ext = segment_ext(output) if output.video else None
+        if ext is None:
+            return
+        dest = self.sandbox / f"segment-{self._runs}.{ext}"
+        encode_segment(output, [f.path for f in landed], dest)
+        from povstorm.core.naming import segment_object  # TEMP until merge
+
+        name = segment_object(self.job_id, landed[0].unit, landed[-1].unit, ext)
+        # After its frames: the stitch only uses a segment whose frames are counted.
+        for future in self._uploads:
+            future.result()
+        self.clients.blobs.upload_file(name, dest, content_type="application/octet-stream")
+        self.result.segments += 1
+
+    def report(self, unit: int, error: str, log_tail: str = "", final: bool = False) -> None:
+        report = FailureReport(
+            job_id=self.job_id,
+            unit=unit,
+            attempt=self.attempt,
+            error=error,
+            log_tail=log_tail,
+            worker=self.worker,
+            final=final,
+        )
+        self.clients.publisher.publish("failures", encode_message(report))
+
+    def _hand_on(self, units: list[int]) -> None:
+        """Give the units not rendered back to the farm in new work messages."""
+        handed = self.ledger.hand_off(self.job_id, units, self.attempt, self.worker)
+        messages = [WorkMessage(self.job_id, a, self.attempt, n) for a, n in runs(sorted(handed))]
+        if messages:
+            self.clients.publisher.publish_many("work", [encode_message(m) for m in messages])
+        self.result.handed_on = handed
+        log.info("%s: budget spent, handed on %d units", self.job_id, len(handed))

@@ -1,0 +1,349 @@
+"""Chunks: a unit of work is a run of frames rendered by one POV-Ray process.
+
+On the real stack with real POV-Ray: chunked frames are pixel-identical to
+``povray`` run directly (a subset the user gave, a cyclic animation, a chunk
+that spans the job's last frame); a frame that fails inside a chunk is
+reported and the frames after it go on; a worker killed mid-chunk and a
+duplicate delivery of a half-done chunk still count every frame once and
+resume where the bucket ends; a cancel stops a chunk; a worker whose budget
+runs out hands the rest on. Without a cloud: the plan, the message schema,
+POV-Ray's output split by frame."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.common import decoded_pixels, run_cli, video_frames, wait_until
+from google.cloud import pubsub_v1
+
+from povstorm.client import Cluster
+from povstorm.cloud.clients import Clients
+from povstorm.core.chunks import plan_chunks, runs
+from povstorm.core.errors import PoisonMessage
+from povstorm.core.model import UnitState, WorkMessage
+from povstorm.core.names import Namespace
+from povstorm.core.naming import frame_object, input_object, log_object
+from povstorm.core.schemas import encode_message, load_job_spec, load_work_message
+from povstorm.farm.operations import coalesce
+from povstorm.ledger.ledger import Ledger
+from povstorm.povray import frame_sections, png_complete
+from povstorm.worker.inputs import InputCache
+from povstorm.worker.unit import handle_work
+
+EXAMPLES = Path("/usr/share/doc/povray/examples/animations")
+
+# A frame that takes about a second of parsing, so a test can act mid-chunk.
+SLOW = (
+    "camera { location <0,0,-3> look_at 0 }\n"
+    "light_source { <0,5,-5> rgb 1 }\n"
+    "#declare I = 0; #while (I < 600000) #declare I = I + 1; #end\n"
+    "sphere { 0, 1 pigment { rgb <clock, 0.5, 1 - clock> } }\n"
+)
+
+
+# --- the plan and the messages (no cloud) ---------------------------------------------
+
+
+def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() -> None:
+    plan = plan_chunks(48, slots=4)
+    sizes = [n for _, n in plan]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 6 and sizes[-1] == 1
+    assert [a for a, _ in plan] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert sum(sizes) == 48
+    # A known frame time caps a chunk at CHUNK_SECONDS of rendering.
+    assert max(n for _, n in plan_chunks(10_000, slots=10, frame_seconds=60.0)) == 5
+    # The user's size, the last chunk cut at the end of the job.
+    assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (4, 4), (8, 2)]
+    assert plan_chunks(3, slots=1000) == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:
+    assert runs([0, 1, 2, 5, 7, 8]) == [(0, 3), (5, 1), (7, 2)]
+    spec = load_job_spec(
+        {"povray": {"args": ["s.pov"], "frames": {"first": 1, "last": 300}}, "job_id": "job-c"}
+    )
+    singles = [WorkMessage("job-c", u, 2) for u in (3, 4, 5, 9)] + [WorkMessage("job-c", 6, 3)]
+    assert coalesce(singles, spec) == [
+        WorkMessage("job-c", 3, 2, 3),
+        WorkMessage("job-c", 9, 2, 1),
+        WorkMessage("job-c", 6, 3, 1),
+    ]
+    many = [WorkMessage("job-c", u, 2) for u in range(250)]
+    assert [m.count for m in coalesce(many, spec)] == [100, 100, 50]
+
+
+def test_a_work_message_carries_its_chunk_and_refuses_a_bad_one() -> None:
+    message = WorkMessage("job-m", 10, 2, 5)
+    assert load_work_message(encode_message(message)) == message
+    assert list(message.units) == [10, 11, 12, 13, 14]
+    assert load_work_message(b'{"job_id": "job-m", "unit": 3}').count == 1  # older messages
+    for bad in (0, 101):
+        with pytest.raises(PoisonMessage):
+            load_work_message(json.dumps({"job_id": "job-m", "unit": 0, "count": bad}))
+
+
+def test_povrays_output_splits_by_frame_and_a_png_is_complete_at_its_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    _scene(tmp_path, "s.pov", SLOW.replace("600000", "10"))
+    run = subprocess.run(
+        ["povray", "-D", "-P", "+FN", "+W16", "+H12", "+KFI1", "+KFF9", "+SF4", "+EF6",
+         f"+O{out}/", "+Is.pov"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    preamble, sections = frame_sections(run.stdout + run.stderr)
+    assert len(sections) == 3 and "Rendering frame" not in preamble
+    assert all("Trace Time" in s for s in sections)
+    assert sections[1].startswith("Rendering frame 2 of 3")
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["s4.png", "s5.png", "s6.png"]
+    assert all(png_complete(p) for p in pngs)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(pngs[0].read_bytes()[:-5])
+    assert not png_complete(cut)
+
+
+def _scene(directory: Path, name: str, text: str) -> Path:
+    (directory / name).write_text(text)
+    return directory
+
+
+# --- chunks on the real stack -------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("example", "extra", "chunks"),
+    [
+        # a subset given by the user; chunks of 7 leave a last one of 5 that
+        # ends on the job's last frame
+        ("float1", ["+SF5", "+EF23", "--frames-per-unit", "7"], 3),
+        # a cyclic animation, chunks of 6 and a last one of 2
+        ("clockd", ["--frames-per-unit", "6"], 4),
+    ],
+)
+def test_chunked_frames_are_pixel_identical_to_povray(
+    stack_env: dict[str, str], tmp_path: Path, example: str, extra: list[str], chunks: int
+) -> None:
+    work = tmp_path / example
+    shutil.copytree(EXAMPLES / example, work)
+    ini = next(p.name for p in work.glob("*.ini"))
+    povray_args = [a for a in extra if a.startswith("+")]
+    opts = ["+W48", "+H36", "-D"]
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    subprocess.run(
+        ["povray", ini, *opts, *povray_args, f"+O{direct}/"],
+        cwd=work,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    farm = tmp_path / "farm"
+    result = run_cli(
+        stack_env, "render", ini, *opts, *extra, "--frames-dir", str(farm), "--json", cwd=work
+    )
+    assert result.returncode == 0, result.stderr
+    want = sorted(p.name for p in direct.glob("*.png"))
+    got = sorted(p.name for p in farm.glob("*.png"))
+    assert got == want and len(want) > 7
+    for name in want:
+        assert decoded_pixels(farm / name) == decoded_pixels(direct / name), f"{name} differs"
+    job_id = json.loads(result.stdout)["job_id"]
+    with Cluster.local(start=False) as cluster:
+        starts = {r["started_at"] for r in cluster.ledger.unit_records(job_id)}
+        logs = cluster.logs(job_id, unit=len(want) - 1)
+    # One POV-Ray process a chunk (its frames start together), and each frame
+    # has its own part of POV-Ray's output as its log.
+    assert len(starts) == chunks
+    ((_, text),) = logs
+    assert text.count("Rendering frame") == 1 and text.count("Trace Time") == 1
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_a_frame_failing_inside_a_chunk_is_reported_and_the_chunk_goes_on(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    _scene(
+        tmp_path,
+        "broken.pov",
+        "camera { location <0,0,-3> look_at 0 }\n"
+        "light_source { <0,5,-5> rgb 1 }\n"
+        "#if (frame_number = 3)\n"
+        "  sphere { 0, 1 pigment { rgb <1,0,0> } \n"  # unclosed brace on frame 3 only
+        "#else\n"
+        "  sphere { 0, 1 pigment { rgb <0,1,0> } }\n"
+        "#end\n",
+    )
+    args = ["broken.pov", "+W32", "+H24", "+KFI1", "+KFF6", "--frames-per-unit", "6"]
+    result = run_cli(stack_env, "render", *args, "--max-attempts", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "frame 3" in result.stderr and "Parse Error" in result.stderr
+    job_id = result.stderr.split("job ", 2)[-1].split()[0]
+    with Cluster.local(start=False) as cluster:
+        records = {r["unit"]: r for r in cluster.ledger.unit_records(job_id)}
+        assert {u: r["state"] for u, r in records.items()} == {
+            0: "done", 1: "done", 2: "failed", 3: "done", 4: "done", 5: "done"
+        }  # fmt: skip
+        # Frames 4-6 came from a fresh process after frame 3 failed; frame 3
+        # alone was tried again.
+        assert all(records[u]["attempts"] == 1 for u in (0, 1, 3, 4, 5))
+        assert records[2]["attempts"] == 2
+        generations = {u: records[u]["generation"] for u in (0, 1, 3, 4, 5)}
+        # retry renders the failed frame only.
+        assert cluster.retry(job_id) == 1
+        final = cluster.watch(job_id, timeout=120)
+        assert final.state.value == "failed"
+        again = {r["unit"]: r for r in cluster.ledger.unit_records(job_id)}
+        # The retry gave frame 3 the job's two attempts again; no other frame moved.
+        assert again[2]["attempts"] == 4 and cluster.blobs.exists(log_object(job_id, 2, 4))
+        assert {u: again[u]["generation"] for u in generations} == generations
+        assert not any(cluster.blobs.exists(log_object(job_id, u, 2)) for u in generations)
+
+
+def _submit_slow(stack_env: dict[str, str], tmp_path: Path, frames: int) -> str:
+    _scene(tmp_path, "slow.pov", SLOW)
+    submit = run_cli(
+        stack_env,
+        "render",
+        "slow.pov",
+        "+W32",
+        "+H24",
+        "+KFI1",
+        f"+KFF{frames}",
+        "--frames-per-unit",
+        str(frames),
+        "--no-wait",
+        cwd=tmp_path,
+    )
+    assert submit.returncode == 0, submit.stderr
+    return submit.stdout.strip()
+
+
+def _record(cluster: Cluster, job_id: str, unit: int) -> dict[str, Any]:
+    return cluster.ledger.unit_record(job_id, unit) or {}
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_a_worker_killed_mid_chunk_resumes_where_the_bucket_ends(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    job_id = _submit_slow(stack_env, tmp_path, 5)
+    with Cluster.local(start=False) as cluster:
+        wait_until(lambda: _record(cluster, job_id, 1).get("state") == "done", 120, "frame 2")
+        worker = str(_record(cluster, job_id, 2)["worker"])
+        os.kill(int(worker.rsplit(":", 1)[-1]), signal.SIGKILL)
+        before = {u: _record(cluster, job_id, u)["generation"] for u in (0, 1)}
+        final = cluster.watch(job_id, timeout=300)
+        assert final.state.value == "done" and final.done == 5
+        records = {r["unit"]: r for r in cluster.ledger.unit_records(job_id)}
+        # Frames already in the bucket were not rendered again...
+        assert {u: records[u]["generation"] for u in (0, 1)} == before
+        assert all(records[u]["deliveries"] == 1 for u in (0, 1))
+        # ...and the redelivery counted a delivery on the frame it resumed at.
+        resumed = min(u for u in range(5) if records[u]["deliveries"] == 2)
+        assert resumed in (2, 3) and records[resumed]["worker"] != worker
+        cluster.fetch(job_id, video=tmp_path / "slow.mp4")
+    assert video_frames(tmp_path / "slow.mp4") == 5
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_a_duplicate_delivery_of_a_half_done_chunk_counts_each_frame_once(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    job_id = _submit_slow(stack_env, tmp_path, 5)
+    project = stack_env["POVSTORM_PROJECT"]
+    topic = Namespace(stack_env.get("POVSTORM_NAMESPACE") or "povstorm").topic("work")
+    publisher = pubsub_v1.PublisherClient()
+    with Cluster.local(start=False) as cluster:
+        wait_until(lambda: _record(cluster, job_id, 1).get("state") == "done", 120, "frame 2")
+        first = _record(cluster, job_id, 0)["generation"]
+        # Pub/Sub delivers at least once: the same chunk again, while it renders.
+        publisher.publish(
+            publisher.topic_path(project, topic), encode_message(WorkMessage(job_id, 0, 1, 5))
+        ).result(timeout=30)
+        final = cluster.watch(job_id, timeout=300)
+        view = cluster.ledger.view(job_id)
+        assert final.state.value == "done" and view.done == 5 and view.failed == 0
+        assert view.doc["units_done"] == 5
+        assert _record(cluster, job_id, 0)["generation"] == first
+        cluster.fetch(job_id, video=tmp_path / "dup.mp4")
+    assert video_frames(tmp_path / "dup.mp4") == 5
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_a_cancel_stops_a_chunk_within_seconds(stack_env: dict[str, str], tmp_path: Path) -> None:
+    job_id = _submit_slow(stack_env, tmp_path, 30)
+    with Cluster.local(start=False) as cluster:
+        wait_until(lambda: _record(cluster, job_id, 0).get("state") == "done", 120, "frame 1")
+        assert cluster.cancel(job_id) == "cancelled"
+
+        def frames() -> int:
+            return sum(1 for _ in cluster.blobs.list(f"frames/{job_id}/"))
+
+        time.sleep(8)  # the worker looks at the job every 5 s
+        stopped = frames()
+        time.sleep(4)
+        assert frames() == stopped < 30
+
+
+# --- the worker's budget ------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.usefixtures("project_topics")
+def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
+    clients: Clients, ledger: Ledger, tmp_path: Path
+) -> None:
+    data = SLOW.encode()
+    sha = hashlib.sha256(data).hexdigest()
+    clients.blobs.upload_bytes(input_object(sha), data)
+    job_id = f"t-{uuid.uuid4().hex[:12]}"
+    spec = load_job_spec(
+        {
+            "job_id": job_id,
+            "inputs": {"slow.pov": sha},
+            "povray": {
+                "args": ["slow.pov", "+W16", "+H12", "+KFI1", "+KFF6"],
+                "frames": {"first": 1, "last": 6},
+            },
+        }
+    )
+    ledger.create_job(spec, job_id)
+    ledger.mark_dispatched(job_id)
+    # A budget of a few frames (one frame's limit too: a loaded machine must
+    # not turn the first frame into a timeout).
+    budget = clients.settings.with_overrides(render_timeout=6)
+    tight = Clients(budget, clients.db, clients.blobs, clients.publisher, clients.launcher)
+    outcome = handle_work(
+        tight, ledger, WorkMessage(job_id, 0, 1, 6), cache=InputCache(tmp_path / "cache")
+    )
+    assert outcome.status == "rendered" and "handed on" in outcome.detail, outcome
+    done = [u for u in range(6) if clients.blobs.exists(frame_object(job_id, u))]
+    assert done and done == list(range(len(done))) and len(done) < 6
+    # (This project's ledger gets no finalize events: every unit is rendering.)
+    units = ledger.units(job_id, (UnitState.RENDERING,))
+    assert [u.unit for u in units if u.deliveries == 0] == list(range(len(done), 6))
+    # The rest is on the work topic as one chunk that starts where this one stopped.
+    subscriber = pubsub_v1.SubscriberClient()
+    sub = subscriber.subscription_path(
+        clients.settings.project, Namespace(clients.settings.namespace).subscription("work")
+    )
+    pulled = subscriber.pull(request={"subscription": sub, "max_messages": 10}, timeout=10)
+    messages = [load_work_message(m.message.data) for m in pulled.received_messages]
+    assert WorkMessage(job_id, len(done), 1, 6 - len(done)) in messages
