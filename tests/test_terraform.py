@@ -407,6 +407,8 @@ NOT_DEPLOYED = {
     "POVINI": "POV-Ray's INI lookup, read by the client when it parses an invocation",
     "HOME": "POV-Ray's INI lookup on the client; the platform sets it in containers",
     "PYTHONPATH": "passed on to the local stitch process (LocalStitchLauncher) only",
+    ENV["povray_threads"]: "0 by default: POV-Ray's own thread count, a thread per vCPU of"
+    " the instance, which renders one frame at a time",
 }
 
 _CORE = ("project", "namespace", "bucket", "region")
@@ -414,7 +416,7 @@ _CORE = ("project", "namespace", "bucket", "region")
 # launch the stitch (frame_finalized, frame_failed, reconcile); the render
 # service renders with a timeout and an input cache; the stitch needs the core.
 REQUIRED_ENV = {
-    "function": {ENV[k] for k in (*_CORE, "stitch_launcher", "stitch_job")},
+    "function": {ENV[k] for k in (*_CORE, "stitch_launcher", "stitch_job", "render_slots")},
     "render": {ENV[k] for k in (*_CORE, "render_timeout", "cache_dir")},
     "stitch": {ENV[k] for k in _CORE},
 }

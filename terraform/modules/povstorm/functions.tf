@@ -11,7 +11,8 @@ locals {
 
   # What every function process reads through Settings.from_env(). The stitch
   # launcher is the Cloud Run Job: the last frame's event and the reconciler
-  # start it.
+  # start it. The render slots are the chunk plan's width (client/povstorm/
+  # core/chunks.py): one POV-Ray process per render instance.
   function_env = {
     (local.env.project)         = local.project
     (local.env.namespace)       = local.ns
@@ -19,6 +20,7 @@ locals {
     (local.env.region)          = local.region
     (local.env.stitch_launcher) = "cloud-run"
     (local.env.stitch_job)      = google_cloud_run_v2_job.stitch.id
+    (local.env.render_slots)    = tostring(var.render_service_max_instance_count)
   }
 
   pubsub_event_type = "google.cloud.pubsub.topic.v1.messagePublished"
