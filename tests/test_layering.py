@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger": {"core"},
     "cloud": {"core"},
     "farm": {"core", "ledger", "cloud"},
-    "worker": {"core", "povray", "ledger", "cloud"},
+    "worker": {"core", "povray", "ledger", "cloud", "stitch"},
     "stitch": {"core", "ledger", "cloud"},
     "shells": {"core", "ledger", "cloud", "farm", "worker", "stitch"},
     "client": {"core", "povray", "ledger", "cloud", "farm", "stitch"},
