@@ -139,7 +139,7 @@ def test_slim_bookworm_base_and_a_non_root_user(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize(
     ("dockerfile", "packages"),
-    [(RENDER, {"povray", "povray-includes"}), (STITCH, {"ffmpeg"})],
+    [(RENDER, {"povray", "povray-includes", "ffmpeg"}), (STITCH, {"ffmpeg"})],
     ids=["render", "stitch"],
 )
 def test_only_the_needed_debian_packages_pinned_and_no_cache(
@@ -161,6 +161,17 @@ def test_only_the_needed_debian_packages_pinned_and_no_cache(
     pip = [a for i, a in steps if i == "RUN" and "pip install" in a]
     assert pip and all("--no-cache-dir" in a for a in pip)
     assert any(i == "ENV" and "PIP_NO_CACHE_DIR=1" in a for i, a in steps)
+
+
+def test_the_render_and_stitch_images_pin_the_same_ffmpeg() -> None:
+    # The stitch joins segments the render workers encoded to its own gap
+    # encodes without re-encoding: one encoder build writes them all alike.
+    def pinned(dockerfile: Path) -> str:
+        args = [a for i, a in instructions(dockerfile) if i == "ARG" and a.startswith("FFMPEG_")]
+        assert len(args) == 1, (dockerfile, args)
+        return args[0]
+
+    assert pinned(RENDER) == pinned(STITCH)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=["render", "stitch"])

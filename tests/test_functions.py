@@ -16,7 +16,7 @@ from functions_framework import create_app
 from google.cloud import firestore, pubsub_v1
 
 from povstorm.core.names import Namespace
-from povstorm.core.naming import frame_object
+from povstorm.core.naming import frame_object, segment_object
 from povstorm.ledger.ledger import Ledger
 
 pytestmark = pytest.mark.stack
@@ -136,6 +136,9 @@ def test_a_frame_event_counts_its_unit_and_a_failure_requeues(project: str) -> N
     pulled(project, "work")
     assert push("frame_finalized", *finalize_event(frame_object("fn-job-2", 0))) == 200
     assert push("frame_finalized", *finalize_event(frame_object("fn-job-2", 0))) == 200  # duplicate
+    # A worker's video segment of units 0..1 (the local stack's bucket notifies
+    # every object): acknowledged, never counted as a frame.
+    assert push("frame_finalized", *finalize_event(segment_object("fn-job-2", 0, 1, "nut"))) == 200
     report = {"job_id": "fn-job-2", "unit": 1, "attempt": 1, "error": "Parse Error: x"}
     assert push("frame_failed", json.dumps(report).encode()) == 200
     assert push("frame_failed", json.dumps(report).encode()) == 200  # duplicate report

@@ -1,6 +1,7 @@
 """The stitch on the real emulators with real ffmpeg: N frames into an
 N-frame video with a poster and stats, one result however often it runs, a
-clean failure for a missing or broken frame, and the entry point's exit codes."""
+clean failure for a missing or broken frame, and the entry point's exit codes;
+the workers' segments joined with the gaps between them, each frame once."""
 
 from __future__ import annotations
 
@@ -14,17 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import job_doc, probe_video
+from fixtures.common import decoded_md5s, frame_times, job_doc, mean_levels, probe_video
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.model import RenderStats
-from povstorm.core.naming import frame_object, poster_object, stats_object, video_object
+from povstorm.core.naming import (
+    frame_object,
+    poster_object,
+    segment_object,
+    stats_object,
+    video_object,
+)
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.settings import Settings
 from povstorm.core.spec import CONTAINERS, FORMATS, OutputSpec, container_for
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.encode import CONTENT_TYPES, ENCODER_OPTIONS, encode
 from povstorm.stitch.job import stitch
+from povstorm.stitch.segments import SEGMENT_CONTENT_TYPE, encode_segment, segment_ext
 
 pytestmark = pytest.mark.stack
 
@@ -229,3 +237,148 @@ def test_the_entry_point_exit_codes(
         result = run_entry_point(settings, bad)
         assert result.returncode == 2 and message in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- segments -------------------------------------------------------------------------------------
+
+UNITS = 12
+
+
+def level(unit: int) -> int:
+    """The grey of unit ``unit``'s frame: far enough apart to tell frames apart."""
+    return 24 + 16 * unit
+
+
+@pytest.fixture(scope="module")
+def greys(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """UNITS solid grey 63x47 frames, each a lighter grey than the one before."""
+    out = tmp_path_factory.mktemp("greys")
+    for unit in range(UNITS):
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=c=0x{level(unit):02x}{level(unit):02x}{level(unit):02x}:s=64x48",
+             "-vf", "scale=63:47,format=rgb24", "-frames:v", "1", str(out / f"{unit:06d}.png")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return sorted(out.glob("*.png"))
+
+
+def upload_segment(
+    clients: Clients, job_id: str, greys: list[Path], first: int, last: int, work: Path
+) -> Path:
+    """What a worker does after rendering units first..last: encode, upload."""
+    output = OutputSpec(fps=12)
+    ext = segment_ext(output)
+    assert ext is not None
+    path = work / f"worker-{first}-{last}.{ext}"
+    encode_segment(output, greys[first : last + 1], path)
+    clients.blobs.upload_file(segment_object(job_id, first, last, ext), path, SEGMENT_CONTENT_TYPE)
+    return path
+
+
+def assert_every_grey_in_order(video: Path) -> None:
+    """Frame u of the video is unit u's grey (padded with black to even sizes)."""
+    stream = probe_video(video)
+    shown = 63 * 47 / (int(stream["width"]) * int(stream["height"]))
+    levels = mean_levels(video)
+    assert len(levels) == UNITS
+    assert all(abs(got - level(u) * shown) < 3 for u, got in enumerate(levels)), levels
+
+
+def test_segments_and_a_gap_encoded_from_frames_join_into_every_frame_once(
+    clients: Clients, ledger: Ledger, greys: list[Path], tmp_path: Path
+) -> None:
+    job_id = make_job(clients, ledger, greys, output={"fps": 12})
+    made = {
+        (first, last): upload_segment(clients, job_id, greys, first, last, tmp_path)
+        # (2, 5) overlaps; (9, 11) is a chunk resumed after its worker died;
+        # (8, 11) arrives twice; nothing covers 6..7.
+        for first, last in ((0, 3), (2, 5), (4, 5), (9, 11), (8, 11), (8, 11))
+    }
+    # Not segments of this job's codec: never read.
+    clients.blobs.upload_bytes(f"segments/{job_id}/000006-000007.mkv", b"junk", "video/x-matroska")
+    clients.blobs.upload_bytes(f"segments/{job_id}/notes.txt", b"junk", "text/plain")
+
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done", outcome
+    assert (outcome.stats["segments_joined"], outcome.stats["segments_encoded"]) == (3, 1)
+    video = tmp_path / "video.mp4"
+    clients.blobs.download_to(video_object(job_id, "mp4"), video)
+
+    # The pictures are the workers' segments and the gap the stitch encoded
+    # (as a worker would have), each once, in order.
+    gap = tmp_path / "gap.nut"
+    encode_segment(OutputSpec(fps=12), greys[6:8], gap)
+    pieces = [made[0, 3], made[4, 5], gap, made[8, 11]]
+    assert decoded_md5s(video) == [md5 for piece in pieces for md5 in decoded_md5s(piece)]
+    assert_every_grey_in_order(video)
+    # Timed as a full encode of the same frames, and described alike.
+    direct = tmp_path / "direct.mp4"
+    encode(OutputSpec(fps=12), greys[0].parent / "%06d.png", direct)
+    assert frame_times(video) == frame_times(direct)
+    assert probe_video(video) == probe_video(direct)
+    assert clients.blobs.read_bytes(poster_object(job_id)) == greys[UNITS // 2].read_bytes()
+    job = job_doc(ledger, job_id)
+    assert job["state"] == "done" and job["stats"]["segments_joined"] == 3
+
+
+def test_the_join_needs_only_the_frames_of_the_gaps_and_the_poster(
+    clients: Clients, ledger: Ledger, greys: list[Path], tmp_path: Path
+) -> None:
+    # Counted by the ledger, but only the gap's frames and the poster (unit 6) are there.
+    job_id = make_job(clients, ledger, greys, upload={6, 7})
+    upload_segment(clients, job_id, greys, 0, 5, tmp_path)
+    upload_segment(clients, job_id, greys, 8, 11, tmp_path)
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done", outcome
+    assert (outcome.stats["segments_joined"], outcome.stats["segments_encoded"]) == (2, 1)
+    video = tmp_path / "video.mp4"
+    clients.blobs.download_to(video_object(job_id, "mp4"), video)
+    assert_every_grey_in_order(video)
+    assert clients.blobs.read_bytes(poster_object(job_id)) == greys[6].read_bytes()
+
+
+def test_a_gap_whose_frames_are_missing_fails_listing_those_units(
+    clients: Clients, ledger: Ledger, greys: list[Path], tmp_path: Path
+) -> None:
+    job_id = make_job(clients, ledger, greys, upload={0, 1, 6})
+    upload_segment(clients, job_id, greys, 0, 5, tmp_path)
+    upload_segment(clients, job_id, greys, 9, 11, tmp_path)
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "failed"
+    assert job_doc(ledger, job_id)["stitch_error"] == "missing frames for 2 of 12 units: 7, 8"
+    assert list(clients.blobs.list(f"videos/{job_id}/")) == []
+
+
+def test_a_segment_ffmpeg_cannot_read_leaves_the_stitch_to_encode_every_frame(
+    clients: Clients, ledger: Ledger, greys: list[Path], tmp_path: Path
+) -> None:
+    job_id = make_job(clients, ledger, greys, output={"fps": 12})
+    upload_segment(clients, job_id, greys, 0, 5, tmp_path)
+    clients.blobs.upload_bytes(
+        segment_object(job_id, 6, 11, "nut"), b"not a video", SEGMENT_CONTENT_TYPE
+    )
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done", outcome
+    assert (outcome.stats["segments_joined"], outcome.stats["segments_encoded"]) == (0, 0)
+    video = tmp_path / "video.mp4"
+    clients.blobs.download_to(video_object(job_id, "mp4"), video)
+    assert_every_grey_in_order(video)
+
+
+def test_a_gif_is_encoded_from_every_frame_whatever_segments_there_are(
+    clients: Clients, ledger: Ledger, greys: list[Path], tmp_path: Path
+) -> None:
+    output = {"fps": 12, "codec": "gif", "format": "gif"}
+    job_id = make_job(clients, ledger, greys, output=output)
+    assert segment_ext(ledger.get_spec(job_id).output) is None
+    # A segment the stitch would choke on, if it read it.
+    clients.blobs.upload_bytes(
+        segment_object(job_id, 0, UNITS - 1, "nut"), b"junk", SEGMENT_CONTENT_TYPE
+    )
+    outcome = stitch(clients, ledger, job_id)
+    assert outcome.status == "done", outcome
+    assert (outcome.stats["segments_joined"], outcome.stats["segments_encoded"]) == (0, 0)
+    gif = tmp_path / "video.gif"
+    clients.blobs.download_to(video_object(job_id, "gif"), gif)
+    assert probe_video(gif)["codec_name"] == "gif"
+    assert_every_grey_in_order(gif)

@@ -3,6 +3,11 @@
 inputs/<sha256>                          content-addressed input files
 frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
 logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
+segments/<job>/<first:06d>-<last:06d>.<ext>
+                                         units first..last as one video segment, encoded by
+                                         the worker that rendered them (<ext>: stitch.segments.
+                                         segment_ext); the stitch joins them, the ledger never
+                                         counts them
 videos/<job>/video.<ext>                 the stitch's video (<ext>: core.spec.container_for)
 videos/<job>/poster.png, stats.json      the stitch's poster frame and statistics
 """
@@ -25,6 +30,12 @@ _FRAME_RE = re.compile(
     + re.escape(PREFIXES["frames"])
     + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<unit>\d{6,9})\.png$"
 )
+_SEGMENT_RE = re.compile(
+    "^"
+    + re.escape(PREFIXES["segments"])
+    + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<first>\d{6,9})-(?P<last>\d{6,9})\.[a-z0-9]{1,8}$"
+)
+_EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
 MAX_PATH_LEN = 255
 
 
@@ -70,6 +81,19 @@ def frames_prefix(job_id: str) -> str:
     return f"{PREFIXES['frames']}{job_id}/"
 
 
+def segment_object(job_id: str, first_unit: int, last_unit: int, ext: str) -> str:
+    """The segment of units ``first_unit..last_unit`` (both included) of a job."""
+    if not 0 <= first_unit <= last_unit:
+        raise SpecError(f"invalid segment range {first_unit}-{last_unit}")
+    if not _EXT_RE.match(ext):
+        raise SpecError(f"invalid segment extension {ext!r}")
+    return f"{PREFIXES['segments']}{job_id}/{first_unit:06d}-{last_unit:06d}.{ext}"
+
+
+def segments_prefix(job_id: str) -> str:
+    return f"{PREFIXES['segments']}{job_id}/"
+
+
 def log_object(job_id: str, unit: int, attempt: int) -> str:
     return f"{PREFIXES['logs']}{job_id}/{unit:06d}/attempt-{attempt}.log"
 
@@ -92,3 +116,12 @@ def parse_frame_object(name: str) -> tuple[str, int]:
     if not m:
         raise PoisonMessage(f"not a frame object: {name!r}")
     return m["job"], int(m["unit"])
+
+
+def parse_segment_object(name: str) -> tuple[str, int, int]:
+    """(job, first unit, last unit) of a segment object; a PoisonMessage for
+    anything else, a reversed range included."""
+    m = _SEGMENT_RE.match(name or "")
+    if not m or int(m["first"]) > int(m["last"]):
+        raise PoisonMessage(f"not a segment object: {name!r}")
+    return m["job"], int(m["first"]), int(m["last"])

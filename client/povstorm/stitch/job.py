@@ -1,14 +1,23 @@
-"""The stitch: every frame of a finished job into one video, a poster and stats.
+"""The stitch: a finished job's segments and frames into one video, a poster and stats.
 
 Where it sits in the event flow: the ledger claims the stitch when the last
 unit lands (job state ``stitching``) and launches ``povstorm.shells.stitch_job``
 (a Cloud Run Job execution, locally a process); it runs this, which records
 exactly one result with ``ledger.finish_stitch`` or ``ledger.fail_stitch``.
 
+How the video is made (``povstorm.stitch.segments`` says why it is exact):
+when the codec joins exactly (not gif) and the render workers uploaded
+segments (``segments/<job>/``), the stitch covers units 0..units-1 with them,
+encodes what they do not cover from its frames (a gap), and joins the pieces
+without re-encoding; it downloads only the segments, the gaps' frames and the
+poster frame. Otherwise, or if the join fails (a segment ffmpeg cannot read),
+it downloads every frame and encodes the video in one pass. A frame it needs
+that is missing fails the stitch with the missing units listed.
+
 Idempotent, because a launch can be repeated (the reconciler relaunches a
 stitch that never finished, and run_job has no idempotency key): a job not in
-``stitching`` is left alone, the output names are fixed by the job id, and the
-ledger keeps only the first recorded result.
+``stitching`` is left alone, the output names are fixed by the job id, nothing
+is written but the outputs, and the ledger keeps only the first recorded result.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import concurrent.futures as cf
 import datetime as dt
 import enum
 import json
+import logging
 import shutil
 import statistics
 import tempfile
@@ -26,21 +36,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.errors import StitchFailed, UnknownJob
+from povstorm.core.errors import NotFound, PoisonMessage, StitchFailed, UnknownJob
 from povstorm.core.model import JobState
 from povstorm.core.naming import (
     check_job_id,
     frame_object,
     frames_prefix,
+    parse_frame_object,
+    parse_segment_object,
     poster_object,
+    segments_prefix,
     stats_object,
     video_object,
 )
-from povstorm.core.spec import container_for
+from povstorm.core.spec import OutputSpec, container_for
 from povstorm.stitch.encode import CONTENT_TYPES, encode
+from povstorm.stitch.segments import cover, encode_segment, join_segments, segment_ext
 
 if TYPE_CHECKING:
     from povstorm.ledger.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 FFMPEG = "ffmpeg"
 DOWNLOAD_THREADS = 8
@@ -125,58 +141,41 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
     spec = ledger.get_spec(job_id)
     units = int(job["units_expected"])
 
-    # One listing instead of one request per frame.
-    present = {b.name for b in clients.blobs.list(frames_prefix(job_id))}
-    missing = [u for u in range(units) if frame_object(job_id, u) not in present]
-    if missing:
-        listed = ", ".join(map(str, missing[:MAX_MISSING_LISTED]))
-        more = ", ..." if len(missing) > MAX_MISSING_LISTED else ""
-        return _fail(
-            ledger, job_id, f"missing frames for {len(missing)} of {units} units: {listed}{more}"
-        )
-
     video = poster = None
     tmp = Path(tempfile.mkdtemp(prefix=f"povstorm-stitch-{job_id}-"))
-    try:
-        if spec.output.video:
-            frames = tmp / "frames"
-            frames.mkdir()
+    # The stats read every unit's record: one query, made while the video is.
+    with cf.ThreadPoolExecutor(1) as background:
+        records = background.submit(ledger.unit_records, job_id)
+        try:
+            made = _Video()
+            if spec.output.video:
+                try:
+                    made = _make_video(clients, job_id, spec.output, units, tmp)
+                except StitchFailed as exc:
+                    return _fail(ledger, job_id, str(exc))
+                ext = container_for(spec.output)
+                video = video_object(job_id, ext)
+                clients.blobs.upload_file(video, made.path, content_type=CONTENT_TYPES[ext])
+                poster = poster_object(job_id)
+                clients.blobs.upload_file(poster, made.poster, content_type="image/png")
 
-            def get(unit: int) -> None:
-                clients.blobs.download_to(frame_object(job_id, unit), frames / f"{unit:06d}.png")
-
-            with cf.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-                list(pool.map(get, range(units)))
-            ext = container_for(spec.output)
-            dest = tmp / f"video.{ext}"
-            try:
-                encode(spec.output, frames / "%06d.png", dest)
-            except StitchFailed as exc:
-                return _fail(ledger, job_id, str(exc))
-            video = video_object(job_id, ext)
-            clients.blobs.upload_file(video, dest, content_type=CONTENT_TYPES[ext])
-            poster = poster_object(job_id)
-            clients.blobs.upload_file(
-                poster, frames / f"{units // 2:06d}.png", content_type="image/png"
+            stats = summarise(records.result(), job.get("created_at"), dt.datetime.now(dt.UTC))
+            stats["stitch_seconds"] = round(time.monotonic() - started, 3)
+            stats["video"] = video
+            stats["poster"] = poster
+            stats["segments_joined"] = made.joined
+            stats["segments_encoded"] = made.encoded
+            stats_name = stats_object(job_id)
+            clients.blobs.upload_bytes(
+                stats_name,
+                json.dumps({"job_id": job_id, **stats}, indent=2).encode(),
+                content_type="application/json",
             )
-
-        stats = summarise(
-            ledger.unit_records(job_id), job.get("created_at"), dt.datetime.now(dt.UTC)
-        )
-        stats["stitch_seconds"] = round(time.monotonic() - started, 3)
-        stats["video"] = video
-        stats["poster"] = poster
-        stats_name = stats_object(job_id)
-        clients.blobs.upload_bytes(
-            stats_name,
-            json.dumps({"job_id": job_id, **stats}, indent=2).encode(),
-            content_type="application/json",
-        )
-        recorded = ledger.finish_stitch(
-            job_id, video=video, poster=poster, stats=stats, stats_object=stats_name
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            recorded = ledger.finish_stitch(
+                job_id, video=video, poster=poster, stats=stats, stats_object=stats_name
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not recorded:
         return StitchOutcome(
             StitchStatus.DUPLICATE,
@@ -189,6 +188,128 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
     return StitchOutcome(
         StitchStatus.DONE, job_id, video or "no video (units are not frames)", video, poster, stats
     )
+
+
+@dataclass(frozen=True)
+class _Video:
+    """A made video: its file, the poster frame's, and how many segments of
+    the workers it joined and of its own it encoded (0 and 0: one full encode)."""
+
+    path: Path = Path()
+    poster: Path = Path()
+    joined: int = 0
+    encoded: int = 0
+
+
+class _JoinFailed(Exception):
+    """The segments did not join: the stitch encodes every frame instead."""
+
+
+def _make_video(clients: Clients, job_id: str, output: OutputSpec, units: int, tmp: Path) -> _Video:
+    """The job's video, joined from segments where it can be, else encoded
+    from every frame. StitchFailed when it cannot be made."""
+    ext = segment_ext(output)
+    if ext is not None:
+        names: dict[tuple[int, int], str] = {}
+        for blob in clients.blobs.list(segments_prefix(job_id)):
+            try:
+                job, first, last = parse_segment_object(blob.name)
+            except PoisonMessage:
+                continue
+            if job == job_id and blob.name.endswith(f".{ext}"):
+                names[first, last] = blob.name
+        pieces = cover(names, units)
+        if any(used for _, _, used in pieces):
+            try:
+                return _joined(clients, job_id, output, units, pieces, names, tmp / "join")
+            except _JoinFailed as exc:
+                log.warning("stitch %s: %s; encoding every frame instead", job_id, exc)
+    return _encoded(clients, job_id, output, units, tmp / "encode")
+
+
+def _download(clients: Clients, wanted: dict[str, Path]) -> set[str]:
+    """Download every object, several at once; the names of those not there."""
+
+    def get(item: tuple[str, Path]) -> str | None:
+        name, path = item
+        try:
+            clients.blobs.download_to(name, path)
+        except NotFound:
+            return name
+        return None
+
+    with cf.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        return {name for name in pool.map(get, wanted.items()) if name}
+
+
+def _missing(units: int, missing: list[int]) -> StitchFailed:
+    listed = ", ".join(map(str, missing[:MAX_MISSING_LISTED]))
+    more = ", ..." if len(missing) > MAX_MISSING_LISTED else ""
+    return StitchFailed(f"missing frames for {len(missing)} of {units} units: {listed}{more}")
+
+
+def _joined(
+    clients: Clients,
+    job_id: str,
+    output: OutputSpec,
+    units: int,
+    pieces: list[tuple[int, int, bool]],
+    names: dict[tuple[int, int], str],
+    work: Path,
+) -> _Video:
+    """Join the workers' segments and the gaps between them, encoded here
+    from their frames: no work per frame beyond the gaps'."""
+    frames, segments = work / "frames", work / "segments"
+    frames.mkdir(parents=True)
+    segments.mkdir()
+    wanted = {units // 2} | {
+        u for first, last, used in pieces if not used for u in range(first, last + 1)
+    }
+    frame_names = {frame_object(job_id, u): frames / f"{u:06d}.png" for u in sorted(wanted)}
+    paths = [
+        segments / f"{first:06d}-{last:06d}.{segment_ext(output)}" for first, last, _ in pieces
+    ]
+    worker_segments = {
+        names[first, last]: path
+        for (first, last, used), path in zip(pieces, paths, strict=True)
+        if used
+    }
+    absent = _download(clients, frame_names | worker_segments)
+    missing = sorted(u for u in wanted if frame_object(job_id, u) in absent)
+    if missing:
+        raise _missing(units, missing)
+    if absent:
+        raise _JoinFailed(f"{len(absent)} segments went away: {min(absent)}")
+    encoded = 0
+    for (first, last, used), path in zip(pieces, paths, strict=True):
+        if not used:
+            encode_segment(output, [frames / f"{u:06d}.png" for u in range(first, last + 1)], path)
+            encoded += 1
+    dest = work / f"video.{container_for(output)}"
+    try:
+        join_segments(output, paths, dest, [last - first + 1 for first, last, _ in pieces])
+    except StitchFailed as exc:
+        raise _JoinFailed(str(exc)) from exc
+    return _Video(dest, frames / f"{units // 2:06d}.png", len(pieces) - encoded, encoded)
+
+
+def _encoded(clients: Clients, job_id: str, output: OutputSpec, units: int, work: Path) -> _Video:
+    """Every frame in one encode, as ffmpeg reads a numbered sequence."""
+    # One listing instead of one request per frame.
+    present = {b.name for b in clients.blobs.list(frames_prefix(job_id))}
+    missing = [u for u in range(units) if frame_object(job_id, u) not in present]
+    if missing:
+        raise _missing(units, missing)
+    frames = work / "frames"
+    frames.mkdir(parents=True)
+    absent = _download(
+        clients, {frame_object(job_id, u): frames / f"{u:06d}.png" for u in range(units)}
+    )
+    if absent:
+        raise _missing(units, sorted(parse_frame_object(n)[1] for n in absent))
+    dest = work / f"video.{container_for(output)}"
+    encode(output, frames / "%06d.png", dest)
+    return _Video(dest, frames / f"{units // 2:06d}.png")
 
 
 def _fail(ledger: Ledger, job_id: str, error: str) -> StitchOutcome:

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import chunkable, runs
+from povstorm.core.errors import StitchFailed
 from povstorm.core.model import FailureReport, JobState, RenderStats, WorkMessage
-from povstorm.core.naming import frame_object, log_object
+from povstorm.core.naming import frame_object, log_object, segment_object
 from povstorm.core.schemas import encode_message
 from povstorm.ledger.views import UnitTicket
 from povstorm.povray import (
@@ -51,7 +52,7 @@ from povstorm.povray import (
     png_complete,
     tail,
 )
-from povstorm.stitch.segments import encode_segment, segment_ext
+from povstorm.stitch.segments import SEGMENT_CONTENT_TYPE, encode_segment, segment_ext
 
 if TYPE_CHECKING:
     from povstorm.ledger.ledger import Ledger
@@ -186,7 +187,9 @@ class ChunkRender:
                     landed.append(Landed(run_units[len(landed)], path, stats))
                     walls.append(now - mark)
                     mark, mark_cpu = now, cpu
-                uploaded = self._upload_landed(proc.output(), landed, uploaded, exited)
+                # The run's last frame waits for the segment (below).
+                limit = len(run_units) - 1
+                uploaded = self._upload_landed(proc.output(), landed, uploaded, exited, limit)
             if exited:
                 break
             if stop:
@@ -216,12 +219,19 @@ class ChunkRender:
                         self.worker,
                     )
                     landed.append(Landed(run_units[len(landed)], path, stats))
-            self._upload_landed(run.output, landed, uploaded, True)
+            # A whole run's last frame goes up after its segment: the stitch
+            # starts when the last frame is counted, and finds the segment.
+            held = len(landed) == len(run_units)
+            limit = len(landed) - 1 if held else len(landed)
+            uploaded = self._upload_landed(run.output, landed, uploaded, True, limit)
+            try:
+                if landed and stop != "cancelled":
+                    self._segment(landed)
+            finally:
+                self._upload_landed(run.output, landed, uploaded, True, len(landed))
         else:
             landed = self._single(run_units[0], run)
         self.result.rendered += [f.unit for f in landed]
-        if self.stream and landed:
-            self._segment(landed)
         left = run_units[len(landed) :]
         if not left or stop in ("cancelled", "handoff"):
             return left, stop
@@ -259,10 +269,13 @@ class ChunkRender:
             out.append(path)
         return out
 
-    def _upload_landed(self, output: str, landed: list[Landed], uploaded: int, ended: bool) -> int:
-        """Upload the frames whose part of POV-Ray's output is complete."""
+    def _upload_landed(
+        self, output: str, landed: list[Landed], uploaded: int, ended: bool, limit: int
+    ) -> int:
+        """Upload the frames (up to ``limit``) whose part of POV-Ray's output is
+        complete; returns how many are uploaded now."""
         preamble, sections = frame_sections(output)
-        while uploaded < len(landed) and (ended or uploaded + 1 < len(sections)):
+        while uploaded < min(len(landed), limit) and (ended or uploaded + 1 < len(sections)):
             frame = landed[uploaded]
             own = preamble + sections[uploaded] if uploaded < len(sections) else output
             self._upload_frame(frame, own)
@@ -337,20 +350,26 @@ class ChunkRender:
         self._submit(upload)
 
     def _segment(self, landed: list[Landed]) -> None:
-        """The frames of one process as a video segment, when the codec joins."""
+        """The frames of one process as a video segment, when the codec joins.
+        Best effort: without it the stitch encodes these frames itself."""
         output = self.spec.output
-        ext = segment_ext(output) if output.video else None
+        ext = segment_ext(output)
         if ext is None:
             return
         dest = self.sandbox / f"segment-{self._runs}.{ext}"
-        encode_segment(output, [f.path for f in landed], dest)
-        from povstorm.core.naming import segment_object  # TEMP until merge
-
+        try:
+            encode_segment(output, [f.path for f in landed], dest)
+        except StitchFailed as exc:
+            log.warning(
+                "%s: no segment for units %d-%d: %s",
+                self.job_id,
+                landed[0].unit,
+                landed[-1].unit,
+                exc,
+            )
+            return
         name = segment_object(self.job_id, landed[0].unit, landed[-1].unit, ext)
-        # After its frames: the stitch only uses a segment whose frames are counted.
-        for future in self._uploads:
-            future.result()
-        self.clients.blobs.upload_file(name, dest, content_type="application/octet-stream")
+        self.clients.blobs.upload_file(name, dest, content_type=SEGMENT_CONTENT_TYPE)
         self.result.segments += 1
 
     def report(self, unit: int, error: str, log_tail: str = "", final: bool = False) -> None:

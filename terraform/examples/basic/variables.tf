@@ -40,7 +40,7 @@ variable "image_tag" {
 }
 
 variable "frame_lifecycle_days" {
-  description = "Days before frames/ and logs/ objects are deleted."
+  description = "Days before frames/, segments/ and logs/ objects are deleted."
   type        = number
   default     = 7
 }

@@ -1,9 +1,10 @@
 # The work bucket: inputs/ (content-addressed, uploaded once), frames/ (one
 # object per done unit; its OBJECT_FINALIZE event counts the unit), logs/
-# (POV-Ray output per attempt) and videos/ (the stitch's results).
+# (POV-Ray output per attempt), segments/ (runs of frames a worker encoded as
+# video, which the stitch joins) and videos/ (the stitch's results).
 resource "google_storage_bucket" "work" {
   # checkov:skip=CKV_GCP_62: access logs would double the writes of a bucket that takes one object per frame; Cloud Audit Logs (Data Access) can be enabled for the project instead.
-  # checkov:skip=CKV_GCP_78: versioning is off on purpose: frames and logs are rewritten by retries and expire after frame_lifecycle_days; old generations would only cost storage.
+  # checkov:skip=CKV_GCP_78: versioning is off on purpose: frames, segments and logs are rewritten by retries and expire after frame_lifecycle_days; old generations would only cost storage.
   project  = local.project
   name     = local.bucket_name
   location = local.bucket_location
@@ -17,8 +18,8 @@ resource "google_storage_bucket" "work" {
     enabled = false
   }
 
-  # Frames are rewritten and deleted by design; soft delete would bill every
-  # one of them for another 7 days.
+  # Frames and segments are rewritten and deleted by design; soft delete would
+  # bill every one of them for another 7 days.
   soft_delete_policy {
     retention_duration_seconds = 0
   }
@@ -26,7 +27,7 @@ resource "google_storage_bucket" "work" {
   lifecycle_rule {
     condition {
       age            = var.frame_lifecycle_days
-      matches_prefix = [local.names.prefixes.frames, local.names.prefixes.logs]
+      matches_prefix = [local.names.prefixes.frames, local.names.prefixes.segments, local.names.prefixes.logs]
     }
     action {
       type = "Delete"
@@ -57,9 +58,10 @@ resource "google_storage_bucket" "sources" {
   depends_on = [google_project_service.apis]
 }
 
-# GCS -> Pub/Sub: one message per finalized frame object. The payload is the
-# object resource (JSON_API_V1): name, generation and the render stats the
-# render service put into the object metadata.
+# GCS -> Pub/Sub: one message per finalized frame object (segments are not
+# counted, so not notified). The payload is the object resource (JSON_API_V1):
+# name, generation and the render stats the render service put into the
+# object metadata.
 resource "google_storage_notification" "frames" {
   bucket             = google_storage_bucket.work.name
   topic              = google_pubsub_topic.frame_events.id

@@ -196,7 +196,7 @@ variable "bucket_location" {
 }
 
 variable "frame_lifecycle_days" {
-  description = "Frames (frames/) and POV-Ray logs (logs/) are deleted this many days after upload; inputs and videos are kept."
+  description = "Frames (frames/), video segments (segments/) and POV-Ray logs (logs/) are deleted this many days after upload; inputs and videos are kept."
   type        = number
   default     = 7
 
