@@ -160,7 +160,14 @@ def test_chunked_frames_are_pixel_identical_to_povray(
     assert got == want and len(want) > 7
     for name in want:
         assert decoded_pixels(farm / name) == decoded_pixels(direct / name), f"{name} differs"
-    job_id = json.loads(result.stdout)["job_id"]
+    summary = json.loads(result.stdout)
+    # Each chunk's segment was there before its last frame: the stitch joined
+    # them all and encoded nothing itself.
+    assert (summary["stats"]["segments_joined"], summary["stats"]["segments_encoded"]) == (
+        chunks,
+        0,
+    )
+    job_id = summary["job_id"]
     with Cluster.local(start=False) as cluster:
         starts = {r["started_at"] for r in cluster.ledger.unit_records(job_id)}
         logs = cluster.logs(job_id, unit=len(want) - 1)
