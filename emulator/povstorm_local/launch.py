@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from povstorm.core.errors import StackError
-from povstorm.core.names import ENV, FUNCTIONS, Namespace
+from povstorm.core.names import ENV, FUNCTIONS, PREFIXES, Namespace
 from povstorm.core.settings import EMULATOR_VARS, Endpoints, Settings
 
 from . import procs as _procs
@@ -82,6 +82,7 @@ def command(
             "-event.pubsub-project-id", state.project,
             "-event.pubsub-topic", Namespace(state.namespace).topic("frame_events"),
             "-event.bucket", state.bucket,
+            "-event.object-prefix", PREFIXES["frames"],
             "-event.list", "finalize",
         ], url  # fmt: skip
     if name in FUNCTION_COMPONENTS:
