@@ -109,19 +109,23 @@ def test_a_finalized_object_reaches_a_function_as_a_cloud_event_through_push(
     )
     try:
         blobs = GcsBlobStore(storage_client(project), infra_stack.bucket)
-        name = f"tests/echo/{uuid.uuid4().hex}.txt"
+        # As terraform's notification: frames/ only (a log, a segment: no event).
+        other = f"logs/echo-{uuid.uuid4().hex[:8]}/000000/attempt-1.log"
+        blobs.upload_bytes(other, b"not a frame", content_type="text/plain")
+        name = f"frames/echo-{uuid.uuid4().hex[:8]}/000000.png"
         generation = blobs.upload_bytes(
             name, b"hello", content_type="text/plain", metadata={"render_seconds": "1.5"}
         )
 
-        def arrived() -> dict | None:
+        def arrived(object_id: str) -> dict | None:
             lines = events.read_text().splitlines() if events.exists() else []
             for record in map(json.loads, lines):
-                if record["data"]["message"]["attributes"].get("objectId") == name:
+                if record["data"]["message"]["attributes"].get("objectId") == object_id:
                     return record
             return None
 
-        record = wait_until(arrived, 60, f"the finalize event of {name}")
+        record = wait_until(lambda: arrived(name), 60, f"the finalize event of {name}")
+        assert arrived(other) is None
     finally:
         subscriber.delete_subscription(subscription=subscription)
 
