@@ -464,10 +464,11 @@ class Ledger:
     def _marker_ref(self, job_id: str, name: str) -> Any:
         return self.job_ref(job_id).collection("completions").document(name)
 
-    def complete_shard(self, job_id: str, shard: int) -> Outcome:
+    def complete_shard(self, job_id: str, shard: int, doc: ShardDoc | None = None) -> Outcome:
         """Fold a complete shard into the job, once; the last one claims the
-        stitch (or fails the job if any unit failed)."""
-        doc = self._shard(self.shard_ref(job_id, shard))
+        stitch (or fails the job if any unit failed). ``doc``: the shard as the
+        caller just read it (the fold's markers, not this read, guard it)."""
+        doc = doc or self._shard(self.shard_ref(job_id, shard))
         if doc is None:
             raise UnknownJob(job_id)
         if not doc.full:
@@ -549,7 +550,7 @@ class Ledger:
     def _after_count(self, job_id: str, unit: int, shard: int, kind: OutcomeKind) -> Outcome:
         doc = self._shard(self.shard_ref(job_id, shard))
         if doc and not doc.complete and doc.full:
-            done = self.complete_shard(job_id, shard)
+            done = self.complete_shard(job_id, shard, doc)
             return Outcome(
                 kind, job_id, unit, launch_stitch=done.launch_stitch, job_state=done.job_state
             )
