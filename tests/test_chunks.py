@@ -347,9 +347,12 @@ def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
     assert outcome.status == "rendered" and "handed on" in outcome.detail, outcome
     done = [u for u in range(6) if clients.blobs.exists(frame_object(job_id, u))]
     assert done and done == list(range(len(done))) and len(done) < 6
-    # (This project's ledger gets no finalize events: every unit is rendering.)
-    units = ledger.units(job_id, (UnitState.RENDERING,))
-    assert [u.unit for u in units if u.deliveries == 0] == list(range(len(done), 6))
+    # The rest is pending again, no delivery counted, its message confirmed.
+    # (This project's ledger gets no finalize events: the rendered ones stay
+    # rendering.)
+    rest = ledger.units(job_id, (UnitState.PENDING,))
+    assert [u.unit for u in rest] == list(range(len(done), 6))
+    assert all(u.deliveries == 0 and u.queued_at is not None for u in rest)
     # The rest is on the work topic as one chunk that starts where this one stopped.
     subscriber = pubsub_v1.SubscriberClient()
     sub = subscriber.subscription_path(

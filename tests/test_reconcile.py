@@ -127,6 +127,24 @@ def test_units_stuck_in_rendering_past_their_deadline_are_republished_once(farm:
     assert farm.unit(job, 1)["state"] == UnitState.RENDERING
 
 
+def test_units_handed_on_whose_message_was_lost_are_republished_once_as_a_chunk(
+    farm: Farm,
+) -> None:
+    job = farm.make_job(4)
+    ticket = farm.ledger.start_chunk(job, 0, 4, 1, "worker-out-of-budget")
+    assert ticket is not None and ticket.units == (0, 1, 2, 3)
+    # It rendered unit 0, handed 1-3 back and died before publishing them.
+    assert farm.ledger.hand_off(job, [1, 2, 3], 1, "worker-out-of-budget") == [1, 2, 3]
+    assert reconcile(farm.clients, Deadlines(lost_event=ZERO)).republished == []  # not yet due
+    report = reconcile(farm.clients, Deadlines(lost_event=ZERO, requeue_publish=ZERO))
+    assert report.republished == [(job, 1), (job, 2), (job, 3)]
+    assert farm.work(job, expect=3) == [(1, 1), (2, 1), (3, 1)]  # one chunk, attempt 1
+    assert all(farm.unit(job, u)["queued_at"] is not None for u in (1, 2, 3))
+    assert reconcile(farm.clients, DUE).republished == [] and farm.work(job) == []
+    # Unit 0 is still its worker's: it rendered it.
+    assert farm.unit(job, 0)["state"] == UnitState.RENDERING
+
+
 def test_a_requeued_unit_whose_publish_was_lost_is_republished_once(farm: Farm) -> None:
     job = farm.make_job(2, max_attempts=3)
     # Unit 0: the failure went through the whole path (requeue published and confirmed).

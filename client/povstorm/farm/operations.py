@@ -143,8 +143,9 @@ def retry(clients: Clients, job_id: str) -> int:
     """Requeue the failed units of a failed job; returns how many."""
     ledger = Ledger(clients.db)
     messages = ledger.retry(job_id)
-    publish_work(clients, coalesce(messages, ledger.get_spec(job_id)) if messages else [])
-    for m in messages:
+    chunks = coalesce(messages, ledger.get_spec(job_id)) if messages else []
+    publish_work(clients, chunks)
+    for m in chunks:
         ledger.mark_queued(m)
     return len(messages)
 

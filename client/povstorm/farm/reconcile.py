@@ -7,7 +7,8 @@ twice at once:
 
 * a job stuck in ``submitted`` (the submitter died mid-dispatch): republish
   its pending units and mark it rendering;
-* a requeued unit whose message was never confirmed published: republish;
+* a requeued or handed-on unit whose message was never confirmed published:
+  republish;
 * a unit whose frame object exists but whose finalize event was lost (or
   arrived before the job existed): record it from the bucket listing;
 * a unit stuck in ``rendering`` past its deadline: republish its attempt (the
@@ -134,9 +135,11 @@ def _reconcile_job(
     for unit in open_units:
         if unit.unit in frames:
             continue
+        # Requeued after a failure, or handed on by a worker out of budget
+        # (started once, pending again): its message was never confirmed.
         requeued_unpublished = (
             unit.state == UnitState.PENDING
-            and unit.attempts > 1
+            and (unit.attempts > 1 or unit.started_at is not None)
             and unit.queued_at is None
             and _older(unit.updated_at, d.requeue_publish, at)
         )
@@ -151,7 +154,8 @@ def _reconcile_job(
         if requeued_unpublished or stuck:
             resend.append(WorkMessage(job_id, unit.unit, unit.attempts))
     if resend:
-        publish_work(clients, coalesce(resend, ledger.get_spec(job_id)))
-        for m in resend:
+        chunks = coalesce(resend, ledger.get_spec(job_id))
+        publish_work(clients, chunks)
+        for m in chunks:
             ledger.mark_queued(m)
         report.republished.extend((m.job_id, m.unit) for m in resend)

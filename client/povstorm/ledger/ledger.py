@@ -421,10 +421,10 @@ class Ledger:
 
     def hand_off(self, job_id: str, units: list[int], attempt: int, worker: str) -> list[int]:
         """A worker whose time budget ran out gives back the units of its chunk
-        it has not rendered: they stay rendering (no transition), with no
-        delivery counted and a deadline of now, so the message that carries
-        them on starts them as new, and the reconciler resends them if that
-        message is lost. Returns the units handed off (those still this
+        it has not rendered: they go back to pending at the same attempt, with
+        no delivery counted, for the message that carries them on (the worker
+        publishes it, then ``mark_queued``; the reconciler republishes them if
+        that never happens). Returns the units handed off (those still this
         worker's, at this attempt)."""
         refs = [self.unit_ref(job_id, u) for u in units]
 
@@ -438,7 +438,7 @@ class Ledger:
             for doc in mine:
                 transaction.update(
                     self.unit_ref(job_id, doc.unit),
-                    doc.update_fields(deliveries=0, deadline_at=now(), updated_at=now()),
+                    doc.moved(UnitState.PENDING, deliveries=0, queued_at=None, updated_at=now()),
                 )
             return [d.unit for d in mine]
 
@@ -709,12 +709,15 @@ class Ledger:
         return self._run(tx)
 
     def mark_queued(self, message: WorkMessage) -> None:
-        """The requeued message is confirmed published (the reconciler
-        republishes requeued units that never got here)."""
+        """A requeued or handed-on message is confirmed published (the
+        reconciler republishes such units that never got here)."""
         with translate("firestore"):
-            self.unit_ref(message.job_id, message.unit).update(
-                UnitDoc.update_fields(queued_at=now())
-            )
+            batch = self.db.batch()
+            for unit in message.units:
+                batch.update(
+                    self.unit_ref(message.job_id, unit), UnitDoc.update_fields(queued_at=now())
+                )
+            batch.commit()
 
     # --- the stitch ---------------------------------------------------------------
 

@@ -390,5 +390,7 @@ class ChunkRender:
         messages = [WorkMessage(self.job_id, a, self.attempt, n) for a, n in runs(sorted(handed))]
         if messages:
             self.clients.publisher.publish_many("work", [encode_message(m) for m in messages])
+            for message in messages:
+                self.ledger.mark_queued(message)
         self.result.handed_on = handed
         log.info("%s: budget spent, handed on %d units", self.job_id, len(handed))
