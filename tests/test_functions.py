@@ -33,6 +33,8 @@ def project(
     monkeypatch.setenv("POVSTORM_PROJECT", fresh_project)
     monkeypatch.setenv("POVSTORM_NAMESPACE", NS.name)
     monkeypatch.setenv("POVSTORM_BUCKET", "fn-bucket")
+    # One render slot, whatever the stack's environment says (the chunk plan's width).
+    monkeypatch.setenv("POVSTORM_RENDER_SLOTS", "1")
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     for key in ("work", "failures"):
