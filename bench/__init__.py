@@ -1,18 +1,26 @@
-"""``python -m bench`` (``make bench``): how fast povstorm is against
-rendering directly, each figure a ratio against a baseline run beside it in
-the same run.
+"""``python -m bench`` (``make bench``): how fast povstorm is against the
+limit and against rendering directly, each figure a ratio against a baseline
+run beside it in the same run.
 
-    overhead     the example animation rendered by ``povray`` in one process,
-                 by one ``povray +WT1`` per frame per core, and through a warm
-                 local stack (``bench.overhead``)
+    overhead     the example animation at each size (320x240 and 1280x960 by
+                 default) rendered by ``povray`` in one process (a), by one
+                 ``povray +WT1`` per frame per core (b), and through a warm
+                 local stack with the worker count it chooses (c), against
+                 the limit: (b)'s POV-Ray CPU seconds / cores
+                 (``bench.overhead``)
     latency      frame upload -> ledger record, last upload -> video ready,
                  read from the ledger after each farm run
     cold start   ``LocalStack.up()`` against the Firestore emulator alone
                  (``bench.coldstart``)
     ledger       ``Ledger.record_frame`` from 16 threads, 20 % duplicates,
                  against plain writes (``bench.ledger_load``)
-    model        the cloud wall time of N frames on M instances, from the
-                 constants measured here (``bench.scaling``)
+    fill         K ``povray`` processes on contiguous chunks of frames (equal
+                 or guided) against the limit: how many processes per core
+                 fill the cores (``bench.fill``; ``python -m bench.fill``)
+    segments     joining the segments of a 10,000-frame video against one
+                 encode of its frames, when ``bench/segments.py`` exists
+    model        the cloud wall time of N frames on M instances in chunks,
+                 from the constants measured here (``bench.scaling``)
 
 Everything runs in a private POVSTORM_HOME in a temporary directory, and the
 stack it starts is stopped before it exits. The method and the figures are

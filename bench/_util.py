@@ -3,6 +3,7 @@ and the CPU time that process groups (the stack's components) consume."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -10,6 +11,7 @@ import re
 import resource
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -138,12 +140,32 @@ class measure:  # a context manager that reads like a verb
         self.window.loadavg = os.getloadavg()[0]
 
 
-def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
+def wait_quiet(max_busy: float, timeout: float, probe: float = 3.0) -> tuple[float, float]:
+    """Wait until the whole machine is at most ``max_busy`` busy (a fraction
+    of all cores, over ``probe`` seconds in which the caller runs nothing),
+    or ``timeout`` seconds have passed. Returns (seconds waited, the last
+    probe's busy fraction)."""
+    started = time.monotonic()
+    while True:
+        b0, t0 = _cpu_jiffies()
+        time.sleep(probe)
+        b1, t1 = _cpu_jiffies()
+        busy = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        waited = time.monotonic() - started
+        if busy <= max_busy or waited >= timeout:
+            return waited, busy
+        time.sleep(min(27.0, max(0.0, timeout - waited)))
+
+
+def group_cpu_seconds(pgids: Iterable[int], reaped: bool = False) -> dict[int, float]:
     """CPU seconds (user + system) of the live members of each process group,
-    themselves only: POV-Ray's time is in the ledger, and a function reaps the
-    stitch it launched only whenever it next starts a process."""
+    themselves only; with ``reaped``, of the children they have reaped
+    instead (POV-Ray, which a worker runs in its own session and reaps with
+    wait4). A function reaps the stitch it launched only whenever it next
+    starts a process, so the stitch is in neither reliably."""
     wanted = set(pgids)
     out = dict.fromkeys(wanted, 0.0)
+    first = 13 if reaped else 11  # cutime, cstime or utime, stime (proc(5), from field 3)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -154,8 +176,65 @@ def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
         fields = raw[raw.rfind(")") + 2 :].split()
         pgid = int(fields[2])
         if pgid in wanted:
-            out[pgid] += (int(fields[11]) + int(fields[12])) / _TICK
+            out[pgid] += (int(fields[first]) + int(fields[first + 1])) / _TICK
     return out
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """One child process, timed: its wall time and its own CPU seconds (user
+    + system from ``os.wait4``, so exactly this process and what it reaped,
+    whatever else this process runs in other threads)."""
+
+    wall: float
+    cpu: float
+    returncode: int
+    started: float  # time.monotonic() at spawn
+    ended: float
+
+
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_live() -> None:
+    """Kill every process ``run_process`` is waiting for (an interrupted
+    run: their threads then see them exit)."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+def run_process(argv: Sequence[str], cwd: Path, log: Path) -> ProcessRun:
+    """Run ``argv`` in ``cwd`` with its output in ``log``; reap it with
+    ``os.wait4`` for its own rusage. Safe to call from several threads."""
+    started = time.monotonic()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+    ended = time.monotonic()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessRun(
+        wall=ended - started,
+        cpu=usage.ru_utime + usage.ru_stime,
+        returncode=proc.returncode,
+        started=started,
+        ended=ended,
+    )
 
 
 def thread_count(pid: int) -> int:

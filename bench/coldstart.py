@@ -49,8 +49,9 @@ def firestore_alone(timeout: float = 120.0) -> float:
         shutil.rmtree(logdir, ignore_errors=True)
 
 
-def stack_up(stack: Any, workers: int) -> tuple[Any, float]:
-    """Start the stack (its home must hold none); returns (state, seconds)."""
+def stack_up(stack: Any, workers: int | None = None) -> tuple[Any, float]:
+    """Start the stack (its home must hold none) with ``workers`` render
+    workers, or as many as it chooses itself; returns (state, seconds)."""
     started = time.monotonic()
     state = stack.up(workers=workers)
     return state, time.monotonic() - started

@@ -1,7 +1,8 @@
-"""The one table ``python -m bench`` prints (Markdown, so it pastes into docs)."""
+"""The tables ``python -m bench`` prints (Markdown, so they paste into docs)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -13,39 +14,102 @@ def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.0f} ms"
 
 
-def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    cfg, ov, lat = results["config"], results["overhead"], results["latency"]
-    cold, led = results["cold_start"], results["ledger"]
+def _ratio(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _size_rows(results: dict[str, Any], size: str) -> list[tuple[str, str, str, str]]:
+    cfg, m = results["config"], results["machine"]
+    ov, lat = results["overhead"][size], results["latency"][size]
     walls = ov["wall_seconds"]
-    out = [
+    goal = ov["goals"]["c_over_limit"]
+    anim = f"{size}, {cfg['frames']} frames"
+    n = len(ov["pairs"])
+    pairs = f"{n} back-to-back pair{'' if n == 1 else 's'}"
+
+    def met(key: str) -> str:
+        return "" if ov["goals_met"].get(key) else ", NOT MET"
+
+    def spread(key: str) -> str:
+        if ov.get(f"{key}_min") is None or n < 2:
+            return ""
+        return f"; pairs {ov[f'{key}_min']:.3f}-{ov[f'{key}_max']:.3f}"
+
+    out = []
+    if ov.get("limit_seconds"):
+        out.append(
+            (
+                f"{anim}: (c) farm vs the limit, POV-Ray's CPU s / {m['nproc']} cores "
+                f"(from (b)'s processes)",
+                _s(walls["farm"]),
+                _s(ov["limit_seconds"]),
+                f"c/limit {_ratio(ov.get('c_over_limit'))} (median{spread('c_over_limit')}; "
+                f"goal <= {goal:.2f}{met('c_over_limit')})",
+            )
+        )
+    out += [
         (
-            f"(c) farm vs (a) povray, one process (+WT{results['machine']['nproc']}) + ffmpeg: "
-            f"{cfg['animation']}",
+            f"{anim}: (c) farm vs (a) povray, one process (+WT{m['nproc']}) + ffmpeg",
             _s(walls["farm"]),
             _s(walls["direct"]),
-            f"c/a {ov['c_over_a']:.3f}",
+            f"c/a {_ratio(ov['c_over_a'])} (goal < 1{met('c_over_a')})",
         ),
         (
-            f"(c) farm vs (b) povray +WT1 per frame, {cfg['workers']} at once + ffmpeg "
-            f"({len(ov['pairs'])} back-to-back pair{'' if len(ov['pairs']) == 1 else 's'})",
+            f"{anim}: (c) farm vs (b) povray +WT1 per frame, {m['nproc']} at once + ffmpeg "
+            f"({pairs})",
             _s(walls["farm"]),
             _s(walls["per-frame"]),
-            f"c/b {ov['c_over_b']:.3f} (median; pairs {ov['c_over_b_min']:.3f}-"
-            f"{ov['c_over_b_max']:.3f}; goal <= 1.10)",
+            f"c/b {_ratio(ov.get('c_over_b'))} (median{spread('c_over_b')}); "
+            f"b/limit {_ratio(ov.get('b_over_limit'), 2)}",
         ),
         (
-            "frame upload -> ledger record, p50 / p95 (vs a frame's render)",
+            f"{anim}: frame upload -> ledger record, p50 / p95 (vs a frame's render in (b))",
             f"{_ms(lat['upload_to_record_p50'])} / {_ms(lat['upload_to_record_p95'])}",
             _s(lat["frame_render_mean"]),
             f"{lat['upload_to_record_p50'] / lat['frame_render_mean']:.3f} / "
-            f"{lat['upload_to_record_p95'] / lat['frame_render_mean']:.3f}",
+            f"{lat['upload_to_record_p95'] / lat['frame_render_mean']:.3f}"
+            if lat["frame_render_mean"]
+            else "-",
         ),
         (
-            "last frame upload -> video ready (vs ffmpeg alone on the frames)",
+            f"{anim}: last frame upload -> video ready (vs ffmpeg alone on the frames)",
             _s(lat["last_upload_to_video"]),
             _s(lat["ffmpeg_alone"]),
-            f"{lat['last_upload_to_video'] / lat['ffmpeg_alone']:.2f}",
+            f"{lat['last_upload_to_video'] / lat['ffmpeg_alone']:.2f}"
+            if lat["ffmpeg_alone"]
+            else "-",
         ),
+    ]
+    return out
+
+
+def _segments_row(results: dict[str, Any]) -> tuple[str, str, str, str]:
+    seg = results.get("segments") or {}
+    if "skipped" in seg or seg.get("join_seconds") is None:
+        why = seg.get("skipped") or "bench/segments.py returned no join seconds"
+        return (
+            "join segments of a 10,000-frame video vs one encode of the same frames",
+            "-",
+            "-",
+            f"skipped: {why}",
+        )
+    return (
+        f"join segments of a {seg['frames']:,}-frame video ({seg['segments']:,} segments of "
+        f"{seg['chunk']} frames, {seg['width']}x{seg['height']}) vs one encode of the same frames",
+        _s(seg["join_seconds"]),
+        _s(seg["encode_seconds"]) if seg.get("encode_seconds") is not None else "-",
+        _ratio(seg.get("ratio")),
+    )
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    cold, led = results["cold_start"], results["ledger"]
+    out = []
+    for size in results["config"]["sizes"]:
+        if size in results.get("overhead", {}):
+            out += _size_rows(results, size)
+    out += [
+        _segments_row(results),
         (
             "cold start: LocalStack.up() until healthy (vs Firestore emulator alone)",
             _s(cold["stack_up_seconds"]),
@@ -81,7 +145,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append(
             (
                 f"model, cloud: {est['frames']:,} frames x {est['frame_seconds']:.0f} s "
-                f"on {est['instances']:,} instances (vs N*T/M)",
+                f"on {est['instances']:,} instances, {est['units']:,} chunks of <= "
+                f"{est['max_chunk']} (vs N*T/M)",
                 _s(est["wall"]),
                 _s(est["ideal"]),
                 f"{est['wall'] / est['ideal']:.2f}",
@@ -90,24 +155,47 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def render_table(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    head = (
-        f"povstorm bench, {m['date']}: {m['nproc']} cores ({m['cpu_model']}), "
-        f"{m['memory_gib']} GiB, POV-Ray {m['povray']}, ffmpeg {m['ffmpeg']}, "
-        f"load {m['loadavg_at_start'][0]:.2f} at start, {results['bench_seconds']:.0f} s in all"
-    )
-    foreign = results["overhead"]["foreign_cpu_seconds"]
-    head += (
-        "\nCPU seconds used by other processes on the machine during each rendering "
-        "(mean): " + ", ".join(f"{k} {v:.1f}" for k, v in foreign.items())
-    )
-    body = rows(results)
-    header = ("figure", "povstorm", "baseline", "ratio")
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
+def _markdown(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([head, "", line(header), sep, *(line(r) for r in body)])
+    return [line(header), sep, *(line(r) for r in body)]
+
+
+def render_table(results: dict[str, Any]) -> str:
+    from .fill import table as fill_table
+
+    m, cfg = results["machine"], results["config"]
+    head = (
+        f"povstorm bench, {m['date']}: {m['nproc']} cores ({m['cpu_model']}), "
+        f"{m['memory_gib']} GiB, POV-Ray {m['povray']}, ffmpeg {m['ffmpeg']}, "
+        f"load {m['loadavg_at_start'][0]:.2f} at start, {results['bench_seconds']:.0f} s in all"
+    )
+    stack = cfg.get("stack") or {}
+    head += (
+        f"\nfarm: the stack's {'own default of ' if cfg.get('workers_override') is None else ''}"
+        f"{stack.get('workers', '?')} workers, the user's arguments only (no +WT)"
+    )
+    for size, ov in results.get("overhead", {}).items():
+        foreign = ov["foreign_cpu_seconds"]
+        head += (
+            f"\n{size}: CPU seconds used by other processes on the machine during each "
+            "rendering (mean): " + ", ".join(f"{k} {v:.1f}" for k, v in foreign.items())
+        )
+    lines = [head, "", *_markdown(("figure", "povstorm", "baseline", "ratio"), rows(results))]
+    fill = results.get("fill") or {}
+    if fill.get("sizes"):
+        lines += ["", fill_table(fill["sizes"])]
+    elif fill.get("skipped"):
+        lines += ["", f"fill: skipped ({fill['skipped']})"]
+    idle = fill.get("povray_idle")
+    if idle:
+        lines.append(
+            f"\nPOV-Ray idle (CPU idle, tiny frames, one process at a time): "
+            f"{idle['startup_seconds']:.2f} s starting and stopping a process, "
+            f"{idle['between_frames_seconds']:.2f} s between two frames of one process"
+        )
+    return "\n".join(lines)
