@@ -57,11 +57,17 @@ SLOW = (
 def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() -> None:
     plan = plan_chunks(48, slots=4)
     sizes = [n for _, n in plan]
-    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 6 and sizes[-1] == 1
+    assert sizes == [12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
     assert [a for a, _ in plan] == [sum(sizes[:i]) for i in range(len(sizes))]
     assert sum(sizes) == 48
-    # A known frame time caps a chunk at CHUNK_SECONDS of rendering.
+    # A known frame time caps a chunk at CHUNK_SECONDS of rendering...
     assert max(n for _, n in plan_chunks(10_000, slots=10, frame_seconds=60.0)) == 5
+    # ...and keeps quick frames in chunks of MIN_CHUNK_SECONDS, while that
+    # still leaves a chunk for every slot.
+    assert [n for _, n in plan_chunks(48, slots=4, frame_seconds=0.5)] == [12, 12, 12, 12]
+    assert [n for _, n in plan_chunks(400, slots=4, frame_seconds=0.5)] == [
+        100, 75, 57, 42, 32, 24, 20, 20, 20, 10
+    ]  # fmt: skip
     # The user's size, the last chunk cut at the end of the job.
     assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (4, 4), (8, 2)]
     assert plan_chunks(3, slots=1000) == [(0, 1), (1, 1), (2, 1)]

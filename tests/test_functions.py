@@ -87,13 +87,10 @@ def test_submit_writes_the_job_and_publishes_one_message_per_chunk(project: str)
     assert reply.status_code == 200 and reply.get_json()["job_id"] == "fn-job-1"
     job = Ledger(firestore.Client(project=project)).get_job("fn-job-1")
     assert job is not None and job["state"] == "rendering" and job["units_expected"] == 3
-    # One render slot (the default): a chunk of half the frames, then the rest.
+    # One render slot: one chunk of every frame.
     assert job["plan"] == {"slots": 1, "frame_seconds": None}
     messages = pulled(project, "work")
-    assert sorted((m["unit"], m["count"], m["attempt"]) for m in messages) == [
-        (0, 2, 1),
-        (2, 1, 1),
-    ]
+    assert [(m["unit"], m["count"], m["attempt"]) for m in messages] == [(0, 3, 1)]
     again = client("submit").post("/", json={**SPEC, "job_id": "fn-job-1"})
     assert again.status_code == 200 and again.get_json()["created"] is False
 
