@@ -14,8 +14,9 @@ the chunk plan ("measure what count is best"):
                 process's own CPU seconds (``os.wait4``) / the cores
     equal       K processes at once, each rendering one of K contiguous
                 chunks of equal size (``+SF a +EF b``)
-    guided      chunks of ceil(remaining / (2 K)) frames, cut one after the
-                other until none remain, handed in order to whichever of K
+    guided      the farm's own plan for K slots (``povstorm.core.chunks``:
+                chunks of ceil(remaining / K) frames, cut one after the other
+                until none remain), handed in order to whichever of K
                 processes finishes first (a shared queue): big chunks first,
                 small ones at the end so the processes finish together
 
@@ -280,7 +281,7 @@ def table(sizes: list[dict[str, Any]]) -> str:
         label = {
             "per-frame": "one process per frame (the limit's run)",
             "equal": f"{k} equal chunks",
-            "guided": "guided: ceil(remaining / 2K)",
+            "guided": "guided (the farm's plan): ceil(remaining / K)",
         }.get(plan, plan)
         cells = [label, f"{k} ({k / ncores:g})"]
         for s in sizes:

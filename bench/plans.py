@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from povstorm.core.chunks import plan_chunks
+
 Chunk = tuple[int, int]  # first and last frame, inclusive
 
 
@@ -29,16 +31,15 @@ def equal_chunks(first: int, last: int, k: int, cap: int = 0) -> list[Chunk]:
 
 
 def guided_chunks(first: int, last: int, k: int, cap: int = 0) -> list[Chunk]:
-    """Chunks of ceil(remaining / (2 k)) frames (at most ``cap`` if > 0)
-    until none remain: big ones first, small ones at the end, so that ``k``
-    processes taking them from a shared queue finish together."""
-    out, a = [], first
-    while a <= last:
-        size = math.ceil((last - a + 1) / (2 * max(1, k)))
-        if cap > 0:
-            size = min(size, cap)
-        out.append((a, a + size - 1))
-        a += size
+    """The farm's own plan for ``k`` slots (``povstorm.core.chunks.plan_chunks``:
+    big chunks first, small ones at the end, so that ``k`` processes taking
+    them from a shared queue finish together), at most ``cap`` frames each
+    if > 0."""
+    plan = plan_chunks(last - first + 1, k, frames_per_unit=0)
+    out = []
+    for a, n in plan:
+        for b in range(a, a + n, cap if cap > 0 else n):
+            out.append((first + b, first + min(a + n, b + (cap if cap > 0 else n)) - 1))
     return out
 
 
