@@ -9,10 +9,10 @@ is a small event simulation of the cloud event flow:
     submit      create_job writes N unit documents (one per frame) and the
                 chunks' work messages are published
                                                   N x submit_per_unit (measured)
-    plan        the frames cut into chunks (``bench.plans``; guided by
-                default: ceil(remaining / 2M) frames, the largest chunk short
-                enough to finish within the push's deadline), handed out in
-                order
+    plan        the frames cut into chunks (``bench.plans``; by default the
+                farm's guided plan for M slots, ``povstorm.core.chunks``:
+                ceil(remaining / M) frames, each chunk short enough to
+                finish within the push's deadline), handed out in order
     dispatch    Pub/Sub pushes work with a slow-start window: it starts at a
                 single digit and grows by one per acknowledged push (so it
                 doubles every round of chunks), up to M instances, and
