@@ -91,7 +91,8 @@ class Run:
     frame_seconds: list[float] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
     # POV-Ray's own CPU seconds (user + system) in this run: from os.wait4
-    # for direct and per-frame, from the workers' reaped children for farm.
+    # for direct and per-frame; for farm, the workers' reaped children
+    # (POV-Ray and the workers' segment encodes).
     povray_cpu: float = 0.0
     frame_cpu_seconds: list[float] = field(default_factory=list)
     size: str = ""  # WxH of the animation
@@ -255,8 +256,11 @@ def run_farm(
         for name, pgid in pgids.items()
     }
     # POV-Ray runs in its own session, reaped (wait4) by the worker that ran
-    # it: its CPU is in the worker processes' children's time. A worker that
-    # died meanwhile takes its children's time with it: the ledger's sum then.
+    # it: its CPU is in the worker processes' children's time, with that of
+    # the ffmpeg that encodes a chunk's segment on the worker (the ledger's
+    # per-frame figures have POV-Ray alone, less its last frame's exit). A
+    # worker that died meanwhile takes its children's time with it: the
+    # ledger's sum then.
     workers_pgid = pgids.get("workers")
     reaped = (
         reaped_after.get(workers_pgid, 0.0) - reaped_before.get(workers_pgid, 0.0)
@@ -266,9 +270,14 @@ def run_farm(
     ledger_cpu = profile.get("ledger_povray_cpu_seconds", 0.0)
     povray_cpu = reaped if reaped > 0.5 * ledger_cpu and reaped > 0 else ledger_cpu
     profile["povray_cpu_seconds"] = round(povray_cpu, 2)
-    profile["povray_cpu_source"] = "workers' reaped children" if povray_cpu == reaped else "ledger"
-    # Ours too, though not this process's children: the stack and POV-Ray in
-    # the workers (the stitch, a detached process, is not counted anywhere).
+    profile["povray_cpu_source"] = (
+        "the workers' reaped children (POV-Ray and segment encodes)"
+        if povray_cpu == reaped
+        else "ledger (POV-Ray)"
+    )
+    # Ours too, though not this process's children: the stack and POV-Ray
+    # (and segment encodes) in the workers (the stitch, a detached process,
+    # is not counted anywhere).
     window.extra_own = sum(profile["stack_cpu_seconds"].values()) + povray_cpu
     shutil.rmtree(out, ignore_errors=True)
     return Run(
