@@ -6,7 +6,7 @@ claim the stitch when the last one lands.
     jobs/{job}/shards/{k}      expected, done, failed for the units with n % S == k
 
 Where it sits: ``povstorm.farm`` calls it from the functions (submit,
-frame_finalized, frame_failed), the render worker (``start_unit``), the stitch
+frame_finalized, frame_failed), the render worker (``start_chunk``, ``hand_off``), the stitch
 (``finish_stitch``) and the reconciler. The documents are typed in docs.py,
 what it returns in views.py, the bounded transaction in transaction.py. The
 rules it keeps (docs/architecture.md, section 3):

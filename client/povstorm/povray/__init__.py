@@ -17,7 +17,7 @@ The client side, from ``povstorm render ARGS`` to a job spec:
   the worker;
 * ``scan``: ``collect_inputs``, the files a scene needs.
 
-The worker side: ``process`` runs ``povray`` in a sandbox (``run_povray``),
+The worker side: ``process`` runs ``povray`` in a sandbox (``PovrayProcess``),
 and ``output`` reads its statistics and errors from the log.
 """
 
@@ -27,7 +27,7 @@ from povstorm.povray.invocation import Antialias, IniFile, Invocation, LibraryDi
 from povstorm.povray.options import FARM_OPTIONS
 from povstorm.povray.output import error_line, frame_sections, parse_stats, png_complete, tail
 from povstorm.povray.parse import parse_invocation
-from povstorm.povray.process import PovrayProcess, PovrayRun, run_povray
+from povstorm.povray.process import PovrayProcess, PovrayRun
 from povstorm.povray.scan import collect_inputs, references
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "parse_stats",
     "png_complete",
     "references",
-    "run_povray",
     "tail",
     "worker_key",
 ]

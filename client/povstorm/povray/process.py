@@ -49,8 +49,9 @@ class PovrayProcess:
     sandboxed HOME, watched while it runs (its CPU time and peak memory so
     far, read from /proc), killed as a group, reaped with its rusage.
 
-    ``run_povray`` runs one to the end; the render worker drives one itself
-    to upload each frame of a chunk as soon as POV-Ray has written it."""
+    The render worker (``worker/chunk.py``) drives one to upload each frame
+    of a chunk as soon as POV-Ray has written it, to stop it on a frame's
+    timeout, a cancel or the end of its budget, and to measure each frame."""
 
     def __init__(
         self,
@@ -171,24 +172,6 @@ class PovrayProcess:
             maxrss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
             timed_out=killed,
         )
-
-
-def run_povray(
-    args: tuple[str, ...] | list[str],
-    workdir: Path,
-    outdir: Path,
-    *,
-    timeout: float,
-    library: list[Path] | None = None,
-    threads: int = 0,
-) -> PovrayRun:
-    """Run POV-Ray in ``workdir`` to the end; kill its group on timeout."""
-    process = PovrayProcess(args, workdir, outdir, library=library, threads=threads).start()
-    deadline = process.started + timeout
-    while not process.wait(max(deadline - time.monotonic(), _POLL_SECONDS)):
-        if time.monotonic() >= deadline:
-            process.kill()  # SIGTERM, then SIGKILL after the grace
-    return process.finish()
 
 
 def _pidfd(pid: int) -> int | None:
