@@ -1,4 +1,4 @@
-"""Render the units of one ticket: a chunk of frames in one POV-Ray process
+"""Render the units of one ticket: a chunk of frames in one POV-Ray process,
 each frame uploaded as soon as POV-Ray has written it, or one still or
 generated unit.
 
