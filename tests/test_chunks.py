@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import decoded_pixels, run_cli, video_frames, wait_until
+from fixtures.common import BROKEN_ON_FRAME_3, decoded_pixels, run_cli, video_frames, wait_until
 from google.cloud import pubsub_v1
 
 from povstorm.client import Cluster
@@ -189,17 +189,7 @@ def test_chunked_frames_are_pixel_identical_to_povray(
 def test_a_frame_failing_inside_a_chunk_is_reported_and_the_chunk_goes_on(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    _scene(
-        tmp_path,
-        "broken.pov",
-        "camera { location <0,0,-3> look_at 0 }\n"
-        "light_source { <0,5,-5> rgb 1 }\n"
-        "#if (frame_number = 3)\n"
-        "  sphere { 0, 1 pigment { rgb <1,0,0> } \n"  # unclosed brace on frame 3 only
-        "#else\n"
-        "  sphere { 0, 1 pigment { rgb <0,1,0> } }\n"
-        "#end\n",
-    )
+    _scene(tmp_path, "broken.pov", BROKEN_ON_FRAME_3)
     args = ["broken.pov", "+W32", "+H24", "+KFI1", "+KFF6", "--frames-per-unit", "6"]
     result = run_cli(
         stack_env, "render", *args, "--max-attempts", "2", "--timeout", "120", cwd=tmp_path

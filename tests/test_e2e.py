@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import decoded_pixels, run_cli, video_frames
+from fixtures.common import BROKEN_ON_FRAME_3, decoded_pixels, run_cli, video_frames
 
 from povstorm.client import Cluster
 
@@ -80,15 +80,7 @@ def test_farm_frames_are_pixel_identical_to_povray(
 def test_a_frame_that_fails_to_parse_fails_the_job_with_its_error(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    (tmp_path / "broken.pov").write_text(
-        "camera { location <0,0,-3> look_at 0 }\n"
-        "light_source { <0,5,-5> rgb 1 }\n"
-        "#if (frame_number = 3)\n"
-        "  sphere { 0, 1 pigment { rgb <1,0,0> } \n"  # unclosed brace on frame 3 only
-        "#else\n"
-        "  sphere { 0, 1 pigment { rgb <0,1,0> } }\n"
-        "#end\n"
-    )
+    (tmp_path / "broken.pov").write_text(BROKEN_ON_FRAME_3)
     result = run_cli(
         stack_env,
         "render",
