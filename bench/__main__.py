@@ -308,6 +308,19 @@ def _summarise_overhead(
         "farm_mean": round(mean(frame_c), 3),
     }
     out["encode_seconds"] = round(mean(r.phases["encode"] for r in by.get("per-frame", [])), 3)
+    # The farm's own CPU (the stack's processes, the stitch, this client)
+    # against POV-Ray's (with the workers' segment encodes), per frame.
+    if farm:
+        own = [
+            sum((r.profile.get("stack_cpu_seconds") or {}).values())
+            + float(r.profile.get("stitch_cpu_seconds") or 0.0)
+            + r.window.own_cpu
+            for r in farm
+        ]
+        out["farm_cpu_per_frame"] = {
+            "own": round(mean(own) / frames, 4),
+            "render": round(mean(r.povray_cpu for r in farm) / frames, 4),
+        }
     if farm:
         names = farm[0].profile.get("stack_cpu_seconds", {})
         out["stack_cpu_seconds_per_farm_run"] = {

@@ -161,8 +161,7 @@ def group_cpu_seconds(pgids: Iterable[int], reaped: bool = False) -> dict[int, f
     """CPU seconds (user + system) of the live members of each process group,
     themselves only; with ``reaped``, of the children they have reaped
     instead (POV-Ray, which a worker runs in its own session and reaps with
-    wait4). A function reaps the stitch it launched only whenever it next
-    starts a process, so the stitch is in neither reliably."""
+    wait4, and the stitcher, which reaps the stitches it forks)."""
     wanted = set(pgids)
     out = dict.fromkeys(wanted, 0.0)
     first = 13 if reaped else 11  # cutime, cstime or utime, stime (proc(5), from field 3)

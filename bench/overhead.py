@@ -246,7 +246,7 @@ def run_farm(
         result = job.result(video=out / "video.mp4")
         t3 = time.monotonic()
     cpu_after = group_cpu_seconds(groups)
-    reaped_after = group_cpu_seconds(groups, reaped=True)
+    reaped_after = _after_stitch_reaped(groups, pgids.get("stitcher"), reaped_before)
     video = out / "video.mp4"
     if not result.ok or result.units_done != anim.frames or not video.is_file():
         raise RuntimeError(f"farm job {job_id} ended {result.state}: {result.errors[:3]}")
@@ -255,6 +255,13 @@ def run_farm(
         name: round(cpu_after.get(pgid, 0.0) - cpu_before.get(pgid, 0.0), 2)
         for name, pgid in pgids.items()
     }
+    # The stitch: a child the stitcher forked and reaped (0 without a stitcher).
+    stitcher = pgids.get("stitcher")
+    profile["stitch_cpu_seconds"] = (
+        round(reaped_after.get(stitcher, 0.0) - reaped_before.get(stitcher, 0.0), 2)
+        if stitcher is not None
+        else 0.0
+    )
     # POV-Ray runs in its own session, reaped (wait4) by the worker that ran
     # it: its CPU is in the worker processes' children's time, with that of
     # the ffmpeg that encodes a chunk's segment on the worker (the ledger's
@@ -275,10 +282,11 @@ def run_farm(
         if povray_cpu == reaped
         else "ledger (POV-Ray)"
     )
-    # Ours too, though not this process's children: the stack and POV-Ray
-    # (and segment encodes) in the workers (the stitch, a detached process,
-    # is not counted anywhere).
-    window.extra_own = sum(profile["stack_cpu_seconds"].values()) + povray_cpu
+    # Ours too, though not this process's children: the stack, POV-Ray (and
+    # segment encodes) in the workers, and the stitch the stitcher reaped.
+    window.extra_own = (
+        sum(profile["stack_cpu_seconds"].values()) + povray_cpu + profile["stitch_cpu_seconds"]
+    )
     shutil.rmtree(out, ignore_errors=True)
     return Run(
         "farm",
@@ -290,6 +298,21 @@ def run_farm(
         povray_cpu=povray_cpu,
         size=anim.size,
     )
+
+
+def _after_stitch_reaped(
+    groups: list[int], stitcher: int | None, before: dict[int, float], wait: float = 3.0
+) -> dict[int, float]:
+    """The groups' reaped children's CPU, once the stitcher has reaped the
+    job's stitch (it writes the job done just before it exits)."""
+    deadline = time.monotonic() + wait
+    while True:
+        after = group_cpu_seconds(groups, reaped=True)
+        if stitcher is None or after.get(stitcher, 0.0) > before.get(stitcher, 0.0):
+            return after
+        if time.monotonic() > deadline:
+            return after
+        time.sleep(0.05)
 
 
 def _ts(value: Any) -> float | None:

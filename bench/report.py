@@ -62,6 +62,7 @@ def _size_rows(results: dict[str, Any], size: str) -> list[tuple[str, str, str, 
             f"c/b {_ratio(ov.get('c_over_b'))} (median{spread('c_over_b')}); "
             f"b/limit {_ratio(ov.get('b_over_limit'), 2)}",
         ),
+        *_cpu_rows(ov, anim),
         (
             f"{anim}: frame upload -> ledger record, p50 / p95 (vs a frame's render in (b))",
             f"{_ms(lat['upload_to_record_p50'])} / {_ms(lat['upload_to_record_p95'])}",
@@ -81,6 +82,21 @@ def _size_rows(results: dict[str, Any], size: str) -> list[tuple[str, str, str, 
         ),
     ]
     return out
+
+
+def _cpu_rows(ov: dict[str, Any], anim: str) -> list[tuple[str, str, str, str]]:
+    cpu = ov.get("farm_cpu_per_frame")
+    if not cpu or not cpu["render"]:
+        return []
+    return [
+        (
+            f"{anim}: the farm's own CPU a frame (emulators, functions, workers, stitch, "
+            "client) vs POV-Ray's and the segments' a frame",
+            _s(cpu["own"]),
+            _s(cpu["render"]),
+            f"{cpu['own'] / cpu['render']:.3f}",
+        )
+    ]
 
 
 def _segments_row(results: dict[str, Any]) -> tuple[str, str, str, str]:

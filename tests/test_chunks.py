@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from povstorm.core.naming import frame_object, input_object, log_object
 from povstorm.core.schemas import encode_message, load_job_spec, load_work_message
 from povstorm.farm.operations import coalesce
 from povstorm.ledger.ledger import Ledger
-from povstorm.povray import frame_sections, png_complete
+from povstorm.povray import GrowingOutput, frame_sections, png_complete
 from povstorm.worker.inputs import InputCache
 from povstorm.worker.unit import handle_work
 
@@ -117,6 +118,32 @@ def test_povrays_output_splits_by_frame_and_a_png_is_complete_at_its_end(tmp_pat
     cut = tmp_path / "cut.png"
     cut.write_bytes(pngs[0].read_bytes()[:-5])
     assert not png_complete(cut)
+
+    # Read as it grows, in pieces that cut lines, marks and UTF-8 characters
+    # anywhere, the output splits as it does whole, and a frame counts as
+    # begun only once its mark's line is complete.
+    whole = (run.stdout + run.stderr + "\u00e9 tail without newline").encode()
+    log_path = tmp_path / "growing.log"
+    log_path.write_bytes(b"")
+    growing = GrowingOutput(log_path)
+    begun = []
+    for piece in _pieces(whole, random.Random(5)):
+        with log_path.open("ab") as f:
+            f.write(piece)
+        growing.read()
+        begun.append(growing.frames_begun)
+        seen = log_path.read_bytes().decode(errors="replace")
+        lines_done = seen[: seen.rfind("\n") + 1]
+        assert growing.frames_begun == len(frame_sections(lines_done)[1])
+    growing.read(final=True)
+    assert begun == sorted(begun) and begun[-1] == 3
+    assert growing.sections() == frame_sections(whole.decode())
+    assert growing.text() == whole.decode()
+
+
+def _pieces(data: bytes, rng: random.Random) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(data)), min(60, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 def _scene(directory: Path, name: str, text: str) -> Path:

@@ -287,7 +287,8 @@ def test_duplicate_notifications_in_a_row_count_once_and_stitch_once(
         assert fns.kinds(note) == ["recorded", "duplicate", "duplicate"]
     done = settled_by_function(farm, job)
     assert farm.counts(job) == (2, 0)
-    assert (done["units_done"], done["shards_complete"], done["stitch"]["launches"]) == (2, 2, 1)
+    # A 2-frame job is one shard: it folds into the job once.
+    assert (done["units_done"], done["shards_complete"], done["stitch"]["launches"]) == (2, 1, 1)
     generation = int(notes[0][1]["objectGeneration"])
     assert farm.unit(job, 0)["generation"] == generation
 
@@ -306,7 +307,7 @@ def test_concurrent_duplicate_notifications_count_once_and_stitch_once(
         assert kinds.count("recorded") == 1 and set(kinds) == {"recorded", "duplicate"}, kinds
     done = settled_by_function(farm, job)
     assert farm.counts(job) == (4, 0)
-    assert (done["units_done"], done["shards_complete"]) == (4, 4)
+    assert (done["units_done"], done["shard_count"], done["shards_complete"]) == (4, 1, 1)
     assert done["stitch"]["launches"] == 1 and done["stats"]["units"] == 4
 
 
@@ -387,17 +388,18 @@ def test_a_redelivered_event_finishes_what_a_crash_after_the_count_left(
 ) -> None:
     job = farm.make_job(2)
     farm.land(job, 0)
-    # The function counts unit 1 and is killed before folding its shard; it
+    # The function counts unit 1, completing the job's one shard, and is
+    # killed before folding it; it
     # never acknowledged the event, so Pub/Sub delivers it again, here to four
     # instances at once (a redelivery and copies of it): they race to fold the
     # shard and to claim the end of the job.
     generation = farm.crash("fold", job, 1)
-    assert farm.ledger.require_job(job)["shards_complete"] == 1
+    assert farm.ledger.require_job(job)["shards_complete"] == 0
     note = fns.notification(frame_object(job, 1), generation)
     fns.deliver(note, note, note, note)
     assert fns.wait_kinds(note, 4) == ["duplicate"] * 4
     done = settled_by_function(farm, job)  # no reconciler needed
-    assert (done["units_done"], done["shards_complete"], done["stitch"]["launches"]) == (2, 2, 1)
+    assert (done["units_done"], done["shards_complete"], done["stitch"]["launches"]) == (2, 1, 1)
 
 
 def _at_once(n: int, call: Any) -> list[Any]:
@@ -437,7 +439,7 @@ def test_concurrent_folds_of_the_last_shard_claim_the_end_of_the_job_once(farm: 
         assert (after["state"], after["units_done"], after["shards_complete"]) == (
             "stitching",
             2,
-            2,
+            1,
         )
 
 
@@ -452,7 +454,7 @@ def test_a_redelivered_failure_report_finishes_what_a_crash_after_the_count_left
     wait_until(lambda: fns.failure_kinds(job, 1, 1) == ["late"], 30, "the redelivery")
     wait_until(lambda: farm.state(job) == "failed", 30, f"{job} to fail")
     failed = farm.ledger.require_job(job)
-    assert (failed["units_done"], failed["units_failed"], failed["shards_complete"]) == (1, 1, 2)
+    assert (failed["units_done"], failed["units_failed"], failed["shards_complete"]) == (1, 1, 1)
     assert failed["stitch"] is None and not farm.stitch_in_flight(job)
 
 
@@ -467,7 +469,8 @@ def test_a_redelivered_failure_report_ends_a_fail_fast_job_a_crash_left_running(
     # Fail-fast: the job ends now, with units 0 and 2 never rendered.
     wait_until(lambda: farm.state(job) == "failed", 30, f"{job} to fail fast")
     failed = farm.ledger.require_job(job)
-    assert (failed["failed_by"], failed["units_done"], failed["units_failed"]) == (1, 0, 1)
+    # The job's own counts are folded shards; its one shard never completes.
+    assert (failed["failed_by"], farm.counts(job), failed["shards_complete"]) == (1, (0, 1), 0)
     assert [(e["unit"], e["attempt"]) for e in failed["errors"]] == [(1, 1)]
     assert failed["stitch"] is None and not farm.stitch_in_flight(job)
 

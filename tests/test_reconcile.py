@@ -186,7 +186,7 @@ def test_a_job_whose_last_event_was_lost_is_completed_and_stitched_once(farm: Fa
 
     done = farm.wait_settled(job)
     assert farm.stitch_results(job) == ["done"] and done["state"] == "done"
-    assert (done["units_done"], done["units_failed"], done["shards_complete"]) == (4, 0, 4)
+    assert (done["units_done"], done["units_failed"], done["shards_complete"]) == (4, 0, 1)
     assert farm.counts(job) == (4, 0)
     assert nothing_done(reconcile(farm.clients, DUE))
 
@@ -195,18 +195,18 @@ def test_a_complete_shard_a_crash_left_unfolded_is_folded_once(farm: Farm) -> No
     job = farm.make_job()
     for unit in range(3):
         farm.land(job, unit)
-    farm.crash("fold", job, 3)  # counted, then killed before folding its shard
-    shard = farm.ledger.view(job).shards[3]
-    assert (shard["done"], shard["complete"]) == (1, False)
+    farm.crash("fold", job, 3)  # counted, completing the job's one shard, then killed
+    shard = farm.ledger.view(job).shards[0]
+    assert (shard["done"], shard["complete"]) == (4, False)
     before = farm.ledger.require_job(job)
-    assert (before["state"], before["shards_complete"], before["units_done"]) == ("rendering", 3, 3)
+    assert (before["state"], before["shards_complete"], before["units_done"]) == ("rendering", 0, 0)
 
     assert nothing_done(reconcile(farm.clients, Deadlines()))
     report = reconcile(farm.clients, Deadlines(lost_event=ZERO))
-    assert report.recovered == [(job, -4)]  # shard 3, reported as -1 - 3
+    assert report.recovered == [(job, -1)]  # shard 0, reported as -1 - 0
     done = farm.wait_settled(job)
     assert farm.stitch_results(job) == ["done"]
-    assert (done["state"], done["units_done"], done["shards_complete"]) == ("done", 4, 4)
+    assert (done["state"], done["units_done"], done["shards_complete"]) == ("done", 4, 1)
     assert done["stitch"]["launches"] == 1
     assert nothing_done(reconcile(farm.clients, DUE))
 
@@ -239,7 +239,7 @@ def test_two_reconcilers_at_once_repair_everything_once(
         # the race to record, fold or claim launched nothing.
         assert farm.stitch_results(job) == ["done"] and done["stitch"]["launches"] == 1
         assert (done["state"], done["units_done"], done["units_failed"]) == ("done", 4, 0)
-        assert (done["shards_complete"], farm.counts(job)) == (4, (4, 0))
+        assert (done["shards_complete"], farm.counts(job)) == (1, (4, 0))
     assert farm.state(submitted) == "rendering"
     assert sorted(set(farm.work(submitted, expect=2))) == [(0, 1), (1, 1)]
     assert set(farm.work(requeued, expect=1)) == {(1, 2)}

@@ -173,9 +173,13 @@ def test_states_only_move_forward() -> None:
         check_move(JOB_TRANSITIONS, JobState.STITCHING, JobState.RENDERING)
 
 
-def test_shards_partition_the_units() -> None:
-    for units in (1, 7, 64, 65, 2000):
+def test_shards_are_blocks_of_consecutive_units_that_partition_the_job() -> None:
+    for units in (1, 7, 8, 9, 48, 512, 513, 2000, 10_000):
         count = shard_count_for(units)
-        sizes = shard_sizes(units, count)
-        assert sum(sizes) == units and min(sizes) >= 1 and count <= 64
-        assert sorted({shard_of(u, count) for u in range(units)}) == list(range(count))
+        sizes = shard_sizes(units)
+        assert len(sizes) == count and sum(sizes) == units and min(sizes) >= 1
+        assert count <= 64 and (units < 8 or min(sizes[:-1] or sizes) >= 8)
+        owners = [shard_of(u, units) for u in range(units)]
+        assert owners == sorted(owners) and sorted(set(owners)) == list(range(count))
+        assert [owners.count(k) for k in range(count)] == sizes
+    assert shard_count_for(48) == 6  # a 48-frame job folds into its job document 6 times

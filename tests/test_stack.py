@@ -4,6 +4,7 @@ them, and the supervisor and reconciler processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -182,7 +183,7 @@ def test_the_farm_is_wired_a_frame_event_reaches_frame_finalized(stack: StackSta
     statuses = {s.name: s for s in LocalStack(Path(stack.home)).status()}
     assert list(statuses) == [
         "firestore", "pubsub", "gcs", "submit", "frame_finalized", "frame_failed",
-        "workers", "reconciler",
+        "workers", "reconciler", "stitcher",
     ]  # fmt: skip
     assert [n for n, s in statuses.items() if not s.healthy] == []
     assert "/2 workers running" in statuses["workers"].detail
@@ -402,3 +403,71 @@ def test_down_stops_a_stitch_still_running_and_its_log_is_readable(
     assert processes_of_home(home) == []
     for pid in live_pids(set(theirs)):
         os.kill(pid, signal.SIGKILL)
+
+
+def _ask_stitcher(sock: Path, request: dict) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(str(sock))
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(conn.makefile("rb").readline())
+
+
+def _ppid_and_session(pid: int) -> tuple[int, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[3])
+
+
+def test_the_stitcher_forks_stitches_that_look_and_log_like_plain_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's stitcher starts a launched stitch as its child: a process
+    in its own session, titled and environed as a plain stitch (so ``down``
+    finds it), logging to the launcher's log. It refuses a bad job id and a
+    launcher running other sources (which then starts a plain process), and
+    serves on after both; SIGTERM stops it and removes its socket."""
+    from povstorm.cloud.launchers import LocalStitchLauncher, package_root
+    from povstorm.core.settings import Settings, local_logs, local_run
+
+    home = tmp_path / "home"
+    sock = local_run(home) / "stitcher.sock"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "povstorm_local.stitcher", "--socket", str(sock)],
+        env={**os.environ, "POVSTORM_HOME": str(home)},
+        start_new_session=True,
+    )
+    stitches: list[int] = []
+    try:
+        wait_until(sock.exists, 30, "the stitcher to listen")
+        monkeypatch.setenv("POVSTORM_HOME", str(home))
+        # Nobody answers there: the stitch waits for Firestore, long enough to look at it.
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+        LocalStitchLauncher(Settings.from_env()).launch("job-forked")
+        stitches = wait_until(LocalStack(home).stitches, 30, "the forked stitch")
+        assert len(stitches) == 1
+        (pid,) = stitches
+        ppid, session = _ppid_and_session(pid)
+        assert ppid == server.pid and session == pid  # forked, then a session of its own
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+        assert cmdline[-2:] == [b"povstorm.shells.stitch_job", b"job-forked"]
+        assert (local_logs(home) / "stitch-job-forked.log").is_file()
+
+        bad = _ask_stitcher(sock, {"job_id": "../x", "env": {}, "log": str(tmp_path / "x.log")})
+        assert "bad request" in bad["error"] and "pid" not in bad
+        other = {"job_id": "job-other", "env": {}, "log": str(tmp_path / "o.log")}
+        assert (
+            "runs the sources in" in _ask_stitcher(sock, {**other, "root": "/elsewhere"})["error"]
+        )
+        # Still serving: a well-formed request from these sources gets a stitch.
+        served = _ask_stitcher(sock, {**other, "env": dict(os.environ), "root": package_root()})
+        stitches.append(served["pid"])
+        assert _ppid_and_session(served["pid"])[0] == server.pid
+    finally:
+        for pid in stitches:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.terminate()
+        assert server.wait(10) == 0
+    assert not sock.exists()

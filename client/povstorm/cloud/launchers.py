@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Protocol
 
 from povstorm.core.errors import PovstormError, TransientError, translate
-from povstorm.core.settings import Settings, local_logs
+from povstorm.core.settings import Settings, local_logs, local_run
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,13 @@ class StitchLauncher(Protocol):
 
 
 STITCH_MODULE = "povstorm.shells.stitch_job"
+# Where the local stack's warm stitch starter listens (povstorm_local.stitcher).
+STITCHER_SOCKET = "stitcher.sock"
+
+
+def package_root() -> str:
+    """The directory this povstorm package is imported from."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 class LocalStitchLauncher:
@@ -31,7 +40,10 @@ class LocalStitchLauncher:
     ``log_dir/stitch-JOB.log`` (by default the local stack's logs, where
     ``povstorm local logs stitch-JOB`` reads it). The stitch is idempotent,
     so a second launch of the same job is harmless. It inherits the caller's
-    POVSTORM_HOME, by which ``povstorm local down`` finds and stops it."""
+    POVSTORM_HOME, by which ``povstorm local down`` finds and stops it.
+
+    The local stack's stitcher forks it from a process that has imported
+    the stitch already (0.8 s sooner); without one, a plain process starts."""
 
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
         self._settings = settings
@@ -39,11 +51,14 @@ class LocalStitchLauncher:
 
     def launch(self, job_id: str) -> None:
         env = {**os.environ, **self._settings.to_env()}
-        root = Path(__file__).resolve().parents[2]
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+        root = package_root()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
+        log_path = self._log_dir / f"stitch-{job_id}.log"
         try:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self._log_dir / f"stitch-{job_id}.log", "ab") as out:
+            if self._forked(job_id, env, log_path, root):
+                return
+            with open(log_path, "ab") as out:
                 subprocess.Popen(
                     [sys.executable, "-m", STITCH_MODULE, job_id],
                     env=env,
@@ -54,6 +69,27 @@ class LocalStitchLauncher:
                 )
         except OSError as exc:
             raise TransientError(f"cannot start the stitch for {job_id}: {exc}") from exc
+
+    @staticmethod
+    def _forked(job_id: str, env: dict[str, str], log_path: Path, root: str) -> bool:
+        """Whether the local stack's stitcher started the stitch."""
+        path = local_run() / STITCHER_SOCKET
+        if not path.exists():
+            return False
+        request = {"job_id": job_id, "env": env, "log": str(log_path), "root": root}
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(5.0)
+                conn.connect(str(path))
+                conn.sendall(json.dumps(request).encode() + b"\n")
+                reply = json.loads(conn.makefile("rb").readline() or b"{}")
+        except (OSError, ValueError) as exc:
+            log.info("no stitcher at %s (%s): starting a process", path, exc)
+            return False
+        if isinstance(reply, dict) and isinstance(reply.get("pid"), int):
+            return True
+        log.info("the stitcher declined (%s): starting a process", reply)
+        return False
 
 
 class CloudRunStitchLauncher:

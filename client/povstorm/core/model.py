@@ -86,17 +86,34 @@ def check_move(table: dict, old: enum.Enum, new: enum.Enum) -> None:
         raise IllegalTransition(f"illegal transition {old.value} -> {new.value}")
 
 
-def shard_of(unit: int, shard_count: int) -> int:
-    return unit % shard_count
+# A job's units are counted in shards of consecutive units: a unit's count
+# writes its shard, and only the unit that completes a shard folds it into the
+# job document. A shard of at least UNITS_PER_SHARD units keeps the job
+# document to one write per 8 frames or fewer (Firestore sustains about one
+# write a second on a document; a fast job lands several frames a second),
+# and consecutive units keep the frames rendering at once, one in each chunk,
+# in different shards. MAX_SHARDS bounds the shard documents a watcher reads.
+UNITS_PER_SHARD = 8
+MAX_SHARDS = 64
 
 
-def shard_count_for(units: int, max_shards: int = 64) -> int:
-    """One shard per unit up to ``max_shards``: no shard is empty."""
-    return max(1, min(units, max_shards))
+def shard_block(units: int) -> int:
+    """How many consecutive units one shard of a ``units``-unit job counts."""
+    return max(UNITS_PER_SHARD, -(-units // MAX_SHARDS))
 
 
-def shard_sizes(units: int, shard_count: int) -> list[int]:
-    return [len(range(k, units, shard_count)) for k in range(shard_count)]
+def shard_count_for(units: int) -> int:
+    """No shard is empty: the last one takes what is left."""
+    return max(1, -(-units // shard_block(units)))
+
+
+def shard_of(unit: int, units: int) -> int:
+    return unit // shard_block(units)
+
+
+def shard_sizes(units: int) -> list[int]:
+    block = shard_block(units)
+    return [min(block, units - k * block) for k in range(shard_count_for(units))]
 
 
 @dataclass(frozen=True)

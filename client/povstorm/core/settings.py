@@ -31,6 +31,11 @@ def local_logs(home: Path | None = None) -> Path:
     return (home or povstorm_home()) / "local" / "logs"
 
 
+def local_run(home: Path | None = None) -> Path:
+    """Where the local stack keeps its state, heartbeats and sockets."""
+    return (home or povstorm_home()) / "local" / "run"
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where the clients connect: the emulators of a local stack, or Google

@@ -180,12 +180,12 @@ class UnitDoc(_Doc):
         return {**values, "state": UnitState(values["state"])}
 
     @classmethod
-    def first(cls, spec: JobSpec, unit: int, shards: int, created: dt.datetime) -> UnitDoc:
+    def first(cls, spec: JobSpec, unit: int, created: dt.datetime) -> UnitDoc:
         """Unit ``unit`` of a new job: pending, first attempt."""
         us = spec.units[unit] if spec.units else None
         return cls(
             unit=unit,
-            shard=shard_of(unit, shards),
+            shard=shard_of(unit, spec.unit_count),
             state=UnitState.PENDING,
             attempts=1,
             attempt_limit=spec.max_attempts,

@@ -3,7 +3,7 @@ claim the stitch when the last one lands.
 
     jobs/{job}                 state, spec, counts, times, stitch claim, stats, first errors
     jobs/{job}/units/{n:06d}   state, attempts, generation, render stats, errors per attempt
-    jobs/{job}/shards/{k}      expected, done, failed for the units with n % S == k
+    jobs/{job}/shards/{k}      expected, done, failed for a block of consecutive units
 
 Where it sits: ``povstorm.farm`` calls it from the functions (submit,
 frame_finalized, frame_failed), the render worker (``start_chunk``, ``hand_off``), the stitch
@@ -180,10 +180,10 @@ class Ledger:
         created = now()
         writes: list[tuple[Any, dict[str, Any]]] = [
             (self.shard_ref(job_id, k), ShardDoc(shard=k, expected=size).to_fields())
-            for k, size in enumerate(shard_sizes(n, shards))
+            for k, size in enumerate(shard_sizes(n))
         ]
         writes.extend(
-            (self.unit_ref(job_id, u), UnitDoc.first(spec, u, shards, created).to_fields())
+            (self.unit_ref(job_id, u), UnitDoc.first(spec, u, created).to_fields())
             for u in range(n)
         )
         with translate("firestore"):

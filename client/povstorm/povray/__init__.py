@@ -25,7 +25,14 @@ from povstorm.povray.cfloat import f32
 from povstorm.povray.farm_args import find_file, is_system_path, worker_key
 from povstorm.povray.invocation import Antialias, IniFile, Invocation, LibraryDir, Setting
 from povstorm.povray.options import FARM_OPTIONS
-from povstorm.povray.output import error_line, frame_sections, parse_stats, png_complete, tail
+from povstorm.povray.output import (
+    GrowingOutput,
+    error_line,
+    frame_sections,
+    parse_stats,
+    png_complete,
+    tail,
+)
 from povstorm.povray.parse import parse_invocation
 from povstorm.povray.process import PovrayProcess, PovrayRun
 from povstorm.povray.scan import collect_inputs, references
@@ -33,6 +40,7 @@ from povstorm.povray.scan import collect_inputs, references
 __all__ = [
     "FARM_OPTIONS",
     "Antialias",
+    "GrowingOutput",
     "IniFile",
     "Invocation",
     "LibraryDir",

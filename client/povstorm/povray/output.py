@@ -3,6 +3,7 @@ on one line."""
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -73,6 +74,66 @@ def frame_sections(output: str) -> tuple[str, list[str]]:
         return output, []
     ends = [*starts[1:], len(output)]
     return output[: starts[0]], [output[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+class GrowingOutput:
+    """POV-Ray's output of a running animation, read from its log file a piece
+    at a time and split by frame as ``frame_sections`` splits it. Each look
+    reads only what POV-Ray wrote since the last one and finds the frame marks
+    in that: at 1280x960 POV-Ray prints some 50 kB of progress a frame, and
+    splitting the whole output again at every look (20 a second) cost the
+    worker about as much CPU as a tenth of the render."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0  # bytes read so far
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []
+        self._size = 0  # characters read so far
+        self._line = ""  # the last line, not ended yet: a mark in it is not scanned yet
+        self._starts: list[int] = []
+
+    @property
+    def frames_begun(self) -> int:
+        """How many frames of the run POV-Ray has begun so far."""
+        return len(self._starts)
+
+    def read(self, final: bool = False) -> None:
+        """Take in what POV-Ray wrote since the last look; ``final``: it has
+        exited, so its last line is complete even without a newline."""
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            data = b""
+        self._offset += len(data)
+        text = self._decoder.decode(data, final=final)
+        base = self._size - len(self._line)
+        scan = self._line + text
+        cut = len(scan) if final else scan.rfind("\n") + 1
+        for m in _FRAME_MARK_RE.finditer(scan, 0, cut):
+            if int(m[1]) == len(self._starts) + 1:
+                self._starts.append(base + m.start())
+        self._line = scan[cut:]
+        if text:
+            self._parts.append(text)
+            self._size += len(text)
+
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def sections(self) -> tuple[str, list[str]]:
+        """(preamble, [each begun frame's part]) of what has been read so far."""
+        output = self.text()
+        if not self._starts:
+            return output, []
+        ends = [*self._starts[1:], len(output)]
+        return output[: self._starts[0]], [
+            output[a:b] for a, b in zip(self._starts, ends, strict=True)
+        ]
 
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"

