@@ -70,6 +70,10 @@ def frame_sections(output: str) -> tuple[str, list[str]]:
     for m in _FRAME_MARK_RE.finditer(output):
         if int(m[1]) == len(starts) + 1:
             starts.append(m.start())
+    return _split(output, starts)
+
+
+def _split(output: str, starts: list[int]) -> tuple[str, list[str]]:
     if not starts:
         return output, []
     ends = [*starts[1:], len(output)]
@@ -127,13 +131,7 @@ class GrowingOutput:
 
     def sections(self) -> tuple[str, list[str]]:
         """(preamble, [each begun frame's part]) of what has been read so far."""
-        output = self.text()
-        if not self._starts:
-            return output, []
-        ends = [*self._starts[1:], len(output)]
-        return output[: self._starts[0]], [
-            output[a:b] for a, b in zip(self._starts, ends, strict=True)
-        ]
+        return _split(self.text(), self._starts)
 
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"

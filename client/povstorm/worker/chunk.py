@@ -174,7 +174,7 @@ class ChunkRender:
             library=self.library,
             threads=self.clients.settings.povray_threads,
         ).start()
-        log = GrowingOutput(proc.logfile)
+        output = GrowingOutput(proc.logfile)
         landed: list[Landed] = []
         uploaded = 0
         mark, mark_cpu = proc.started, 0.0
@@ -200,8 +200,8 @@ class ChunkRender:
                     mark, mark_cpu = now, cpu
                 # The run's last frame waits for the segment (below).
                 limit = len(run_units) - 1
-                log.read(final=exited)
-                uploaded = self._upload_landed(log, landed, uploaded, exited, limit)
+                output.read(final=exited)
+                uploaded = self._upload_landed(output, landed, uploaded, exited, limit)
             if exited:
                 break
             if stop:
@@ -235,13 +235,13 @@ class ChunkRender:
             # starts when the last frame is counted, and finds the segment.
             held = len(landed) == len(run_units)
             limit = len(landed) - 1 if held else len(landed)
-            log.read(final=True)
-            uploaded = self._upload_landed(log, landed, uploaded, True, limit)
+            output.read(final=True)
+            uploaded = self._upload_landed(output, landed, uploaded, True, limit)
             try:
                 if landed and stop != "cancelled":
                     self._segment(landed)
             finally:
-                self._upload_landed(log, landed, uploaded, True, len(landed))
+                self._upload_landed(output, landed, uploaded, True, len(landed))
         else:
             landed = self._single(run_units[0], run)
         self.result.rendered += [f.unit for f in landed]
@@ -283,15 +283,15 @@ class ChunkRender:
         return out
 
     def _upload_landed(
-        self, log: GrowingOutput, landed: list[Landed], uploaded: int, ended: bool, limit: int
+        self, output: GrowingOutput, landed: list[Landed], uploaded: int, ended: bool, limit: int
     ) -> int:
         """Upload the frames (up to ``limit``) whose part of POV-Ray's output is
         complete (the next frame has begun, or POV-Ray has ended); returns how
         many are uploaded now."""
         split: tuple[str, list[str]] | None = None
-        while uploaded < min(len(landed), limit) and (ended or uploaded + 1 < log.frames_begun):
-            preamble, sections = split = split or log.sections()
-            own = preamble + sections[uploaded] if uploaded < len(sections) else log.text()
+        while uploaded < min(len(landed), limit) and (ended or uploaded + 1 < output.frames_begun):
+            preamble, sections = split = split or output.sections()
+            own = preamble + sections[uploaded] if uploaded < len(sections) else output.text()
             self._upload_frame(landed[uploaded], own)
             uploaded += 1
         return uploaded
