@@ -95,6 +95,44 @@ def test_submit_writes_the_job_and_publishes_one_message_per_chunk(project: str)
     assert again.status_code == 200 and again.get_json()["created"] is False
 
 
+def _finished(db: Any, job_id: str, frame_seconds: float) -> None:
+    """Mark a job done with a median frame time, as its stitch would."""
+    db.collection("jobs").document(job_id).update(
+        {"state": "done", "stats": {"render_seconds": {"p50": frame_seconds}}}
+    )
+
+
+def test_submit_plans_chunks_from_the_last_finished_job_of_the_scene(project: str) -> None:
+    """A scene's frame time comes from its latest finished job with the same
+    arguments and files, else from its latest before its files changed; a
+    scene with other arguments starts with no frame time."""
+    db = firestore.Client(project=project)
+    v1 = {"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 3}}, "inputs": {}}
+    digest = "a" * 64
+
+    def plan(job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = client("submit").post("/", json={**body, "job_id": job_id})
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        job = Ledger(db).get_job(job_id)
+        assert job is not None
+        return dict(job["plan"])
+
+    assert plan("fam-1", v1)["frame_seconds"] is None
+    _finished(db, "fam-1", 4.0)
+    assert plan("fam-2", v1)["frame_seconds"] == 4.0  # the same scene
+    edited = {**v1, "inputs": {"tex.png": digest}}
+    assert plan("fam-3", edited)["frame_seconds"] is None  # another file: another family
+    v2 = {**v1, "inputs": {"tex.png": "b" * 64}}
+    _finished(db, "fam-3", 9.0)
+    assert plan("fam-4", v2)["frame_seconds"] == 9.0  # tex.png changed: its last version's
+    other = {**v1, "povray": {**v1["povray"], "args": ["s.ini", "+W64"]}}
+    assert plan("fam-5", other)["frame_seconds"] is None
+    # The same scene exactly beats an earlier version of it.
+    _finished(db, "fam-4", 2.0)
+    assert plan("fam-6", edited)["frame_seconds"] == 9.0
+    assert plan("fam-7", v2)["frame_seconds"] == 2.0
+
+
 @pytest.mark.parametrize(
     "body,needle",
     [

@@ -324,7 +324,7 @@ def test_created_documents_keep_their_field_names(ledger: Ledger) -> None:
         "job_id", "name", "state", "spec", "spec_hash", "kind", "units_expected",
         "shard_count", "shards_complete", "units_done", "units_failed", "max_attempts",
         "fail_fast", "created_at", "updated_at", "started_at", "finished_at", "stitch",
-        "video", "poster", "stats", "errors", "retries", "plan", "scene_key",
+        "video", "poster", "stats", "errors", "retries", "plan", "scene_key", "scene_family",
     }  # fmt: skip
     assert set(ledger.unit_records("job-fields")[0]) == {
         "unit", "shard", "state", "attempts", "attempt_limit", "deliveries", "frame",

@@ -19,12 +19,13 @@ one the submission made:
   bench``'s fill table measured every extra chunk's start-up at small frames
   (48 frames of 320x240 on 4 processes: 4 equal chunks 1.08 x the limit, the
   guided plan's 19 chunks with a share of 2, 1.33);
-* when the scene's frame time is known (the previous job of the same
-  scene), a chunk lasts at least MIN_CHUNK_SECONDS (while there are still as
+* when the scene's frame time is known (the latest done job of the same
+  scene, or of its last version: ``Ledger.frame_seconds_of``), a chunk lasts
+  at least MIN_CHUNK_SECONDS (while there are still as
   many chunks as slots), so quick frames are not one start-up each;
 * a chunk is never longer than CHUNK_SECONDS of rendering when the frame
-  time is known, and never more than MAX_FRAMES_PER_UNIT frames: a worker lost mid-chunk costs at most
-  that much, and the worker hands the rest of a chunk on (``count`` smaller)
+  time is known, and never more than MAX_FRAMES_PER_UNIT frames: a worker
+  lost mid-chunk costs at most that much, and the worker hands the rest of a chunk on (``count`` smaller)
   when its own time budget runs out anyway.
 
 Generated units (``WorkUnit``) and stills are one unit per message.

@@ -19,7 +19,7 @@ from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
 from povstorm.core.naming import frames_prefix, log_object, new_job_id
 from povstorm.core.schemas import encode_message, load_job_spec
 from povstorm.core.spec import JobSpec
-from povstorm.ledger.docs import JobDoc, scene_key
+from povstorm.ledger.docs import JobDoc, scene_family, scene_key
 from povstorm.ledger.ledger import Ledger, Outcome
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     job_id = spec.job_id or new_job_id()
     plan: dict[str, Any] = {"slots": clients.settings.render_slots}
     if chunkable(spec):
-        plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec))
+        plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec), scene_family(spec))
     job, created = ledger.create_job(spec, job_id, plan)
     if created or job.state == JobState.SUBMITTED:
         publish_work(clients, chunk_messages(job, spec))

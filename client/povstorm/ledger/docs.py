@@ -58,6 +58,17 @@ def scene_key(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def scene_family(spec: JobSpec) -> str:
+    """The scene across edits: its arguments and the names of its input
+    files, not their content. An animator who changes a scene and renders it
+    again gets the frame time of its last version for the chunk plan, which
+    is right far more often than knowing nothing. "" for generated units."""
+    if spec.povray is None:
+        return ""
+    body = {"args": list(spec.povray.args), "inputs": sorted(spec.inputs)}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def state_update(table: dict, old: enum.Enum, new: enum.Enum, **fields: Any) -> Fields:
     """The fields of a write that moves ``old`` to ``new``, after the table allows it."""
     if "state" in fields:
@@ -280,8 +291,10 @@ class JobDoc(_Doc):
     # What the chunk plan was made from (core/chunks.py): the deployment's
     # render slots and the scene's expected seconds a frame, if known.
     plan: dict[str, Any] = field(default_factory=dict)
-    # Jobs of the same scene and options share it (ledger.frame_seconds_of).
+    # Jobs of the same scene and options share it; of the same scene across
+    # edits of its files, scene_family (ledger.frame_seconds_of).
     scene_key: str = ""
+    scene_family: str = ""
 
     _LATER = frozenset({"stats_object", "stitch_error", "failed_by"})
     _INTS = frozenset(
@@ -328,6 +341,7 @@ class JobDoc(_Doc):
             updated_at=created,
             plan=dict(plan or {}),
             scene_key=scene_key(spec),
+            scene_family=scene_family(spec),
         )
 
     def _what(self) -> str:

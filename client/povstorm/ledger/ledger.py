@@ -278,21 +278,24 @@ class Ledger:
                 return [d for d in docs if JobState(d["state"]) in states][:limit]
             return [d.to_dict() for d in query.limit(limit).stream()]
 
-    def frame_seconds_of(self, key: str) -> float | None:
+    def frame_seconds_of(self, key: str, family: str = "") -> float | None:
         """The median seconds a frame took in the latest finished job of the
-        same scene (``JobDoc.scene_key``), or None. An equality filter only:
-        no composite index needed."""
-        if not key:
-            return None
-        query = self._jobs.where(filter=firestore.FieldFilter("scene_key", "==", key))
-        with translate("firestore"):
-            docs = [JobDoc.from_dict(s.to_dict()) for s in query.limit(50).stream()]
-        done = [d for d in docs if d.state == JobState.DONE and d.stats and d.created_at]
-        if not done:
-            return None
-        latest = max(done, key=lambda d: d.created_at or now())
-        p50 = float(((latest.stats or {}).get("render_seconds") or {}).get("p50") or 0.0)
-        return p50 or None
+        same scene (``JobDoc.scene_key``), else of the latest of the same
+        scene before its files changed (``scene_family``), or None. Equality
+        filters only: no composite index needed."""
+        for name, value in (("scene_key", key), ("scene_family", family)):
+            if not value:
+                continue
+            query = self._jobs.where(filter=firestore.FieldFilter(name, "==", value))
+            with translate("firestore"):
+                docs = [JobDoc.from_dict(s.to_dict()) for s in query.limit(50).stream()]
+            done = [d for d in docs if d.state == JobState.DONE and d.stats and d.created_at]
+            if done:
+                latest = max(done, key=lambda d: d.created_at or now())
+                p50 = float(((latest.stats or {}).get("render_seconds") or {}).get("p50") or 0.0)
+                if p50:
+                    return p50
+        return None
 
     def active_jobs(self) -> Iterator[JobDoc]:
         active = [JobState.SUBMITTED, JobState.RENDERING, JobState.STITCHING]
