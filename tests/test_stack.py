@@ -471,3 +471,40 @@ def test_the_stitcher_forks_stitches_that_look_and_log_like_plain_ones(
         server.terminate()
         assert server.wait(10) == 0
     assert not sock.exists()
+
+
+def test_a_render_whose_stack_is_stopped_exits_1_with_one_line_within_15_s(
+    tmp_path: Path,
+) -> None:
+    """`povstorm render` in one shell, `povstorm local down` in another: the
+    render stops waiting within 15 s, exit 1, its last line says what stopped
+    and what to do, instead of printing progress forever."""
+    home = tmp_path / "home"
+    env = user_env(home)
+    scene = tmp_path / "scene"
+    shutil.copytree(Path(__file__).parents[1] / "examples" / "spinning", scene)
+    up = povstorm(env, "local", "up", "--workers", "1")
+    assert up.returncode == 0, up.stderr
+    render = subprocess.Popen(
+        # Long enough (48 frames of 1280x960 on one worker) to be mid-render.
+        [POVSTORM, "render", "spinning.ini", "+W1280", "+H960", "+KFI1", "+KFF48"],
+        env=env, cwd=scene, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert render.stderr is not None
+        first = render.stderr.readline()  # "job JOB: 48 frame(s)", once it is submitted
+        assert first.startswith("job "), first
+        job_id = first.split()[1].rstrip(":")
+        down = povstorm(env, "local", "down")
+        assert down.returncode == 0, down.stderr
+        stopped = time.monotonic()
+        _out, err = render.communicate(timeout=30)
+        waited = time.monotonic() - stopped
+    finally:
+        if render.poll() is None:
+            render.kill()
+        povstorm(env, "local", "down")
+    assert render.returncode == 1 and waited < 15, (render.returncode, waited, err)
+    last = err.strip().splitlines()[-1]
+    assert "the local stack" in last and "povstorm local up" in last, err
+    assert f"povstorm watch {job_id}" in last and "Traceback" not in err

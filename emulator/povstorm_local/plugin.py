@@ -12,6 +12,7 @@ from typing import Any
 from povstorm.core.errors import StackError
 from povstorm.core.settings import Settings, povstorm_home
 
+from . import procs as _procs
 from .stack import LocalStack
 
 
@@ -30,6 +31,26 @@ class LocalStackPlugin:
             state = stack.up(workers=workers)
             stop = stack.down
         return state.settings(), stop
+
+    def watchdog(self, home: Path | None, settings: Settings) -> Callable[[], str]:
+        stack = LocalStack(home or povstorm_home())
+        firestore = settings.endpoints.firestore
+
+        def check() -> str:
+            try:
+                state = stack.read_state()
+            except StackError as exc:
+                return str(exc)
+            if state is None or "firestore" not in state.components:
+                return "the local stack is not running"
+            if state.components["firestore"].address != firestore:
+                return "the local stack was restarted, and its new ledger is another one"
+            stopped = [
+                c.name for c in state.components.values() if not _procs.group_members(c.pgid)
+            ]
+            return f"the local stack's {', '.join(stopped)} stopped" if stopped else ""
+
+        return check
 
     def add_cli(self, subparsers: Any) -> None:
         from .cli import add_parser

@@ -223,8 +223,18 @@ class ProgressPrinter:
         elif p.finished or (line != self._last_line and now - self._last >= self.every):
             self.stream.write(line + "\n")
             self._last = now
-        self._last_line = line
+        self._last_line = "" if p.finished else line
         self.stream.flush()
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        # A watch that ends early (an error, Ctrl-C) ends the live line first,
+        # so what is printed next starts a line of its own.
+        if self.tty and self._last_line:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _fmt_seconds(value: Any) -> str:
@@ -305,9 +315,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             return 0
         if not args.json:
             print(f"job {job_id}: {job.invocation.frame_count} frame(s)", file=sys.stderr)
-        final = job.watch(
-            on_progress=None if args.json else ProgressPrinter(), timeout=args.timeout
-        )
+        with ProgressPrinter() as printer:
+            final = job.watch(on_progress=None if args.json else printer, timeout=args.timeout)
         ext = container_for(OutputSpec(codec=args.codec))
         video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
         result = job.result(
@@ -414,7 +423,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     cluster.ledger.require_job(args.job_id)
-    final = cluster.watch(args.job_id, on_progress=ProgressPrinter(), timeout=args.timeout)
+    with ProgressPrinter() as printer:
+        final = cluster.watch(args.job_id, on_progress=printer, timeout=args.timeout)
     return 0 if final.state == JobState.DONE else 1
 
 
@@ -462,7 +472,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     count = cluster.retry(args.job_id)
     print(f"job {args.job_id}: requeued {count} unit(s)")
     if args.wait:
-        final = cluster.watch(args.job_id, on_progress=ProgressPrinter())
+        with ProgressPrinter() as printer:
+            final = cluster.watch(args.job_id, on_progress=printer)
         return 0 if final.state == JobState.DONE else 1
     return 0
 

@@ -60,6 +60,8 @@ class Cluster:
     clients: Clients
     auth: Any = None  # a requests auth for the submit function (ID token in the cloud)
     _stop: Callable[[], object] | None = None  # stops a stack this cluster started
+    # Says what of the local stack stopped ("" while it runs): a watch ends on it.
+    _watchdog: Callable[[], str] | None = None
 
     @classmethod
     def local(
@@ -68,8 +70,14 @@ class Cluster:
         """The local stack; started (and stopped again by ``close``) if it is not
         running. The stack is a plugin (``povstorm.client.stacks``): this
         package never imports it."""
-        settings, stop = stacks.require("local").connect(home, start=start, workers=workers)
-        return cls(settings=settings, clients=Clients.from_settings(settings), _stop=stop)
+        plugin = stacks.require("local")
+        settings, stop = plugin.connect(home, start=start, workers=workers)
+        return cls(
+            settings=settings,
+            clients=Clients.from_settings(settings),
+            _stop=stop,
+            _watchdog=plugin.watchdog(home, settings),
+        )
 
     @classmethod
     def from_terraform(cls, outputs: str | Path | Mapping[str, Any]) -> Cluster:
@@ -196,7 +204,13 @@ class Cluster:
         on_progress: Callable[[Progress], None] | None = None,
         timeout: float | None = None,
     ) -> Progress:
-        return watch(self.clients.db, job_id, on_progress=on_progress, timeout=timeout)
+        return watch(
+            self.clients.db,
+            job_id,
+            on_progress=on_progress,
+            timeout=timeout,
+            watchdog=self._watchdog,
+        )
 
     def status(self, job_id: str) -> dict[str, Any]:
         view = self.ledger.view(job_id)

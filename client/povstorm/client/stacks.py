@@ -30,6 +30,12 @@ class StackPlugin(Protocol):
         running), and what stops it again if this call started it."""
         ...
 
+    def watchdog(self, home: Path | None, settings: Settings) -> Callable[[], str]:
+        """A quick check of the stack ``settings`` came from, for a client
+        waiting on it: "" while every process of it runs, else one line
+        saying what stopped (or that another stack replaced it)."""
+        ...
+
     def add_cli(self, subparsers: Any) -> None:
         """Add the stack's own subcommand to ``povstorm``'s parser."""
         ...

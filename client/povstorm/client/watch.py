@@ -4,7 +4,11 @@ The client listens to the job document and its shard documents (never to
 the units: a 10,000-frame job would stream 10,000 documents) and sums the
 shards into a ``Progress``. A listener that breaks (the emulator restarted,
 a network blip) is re-opened with backoff, and a slow poll runs beside the
-listener, so the watcher always reaches the final state.
+listener, so the watcher always reaches the final state. On the local stack
+a watchdog (``Cluster.local``) also checks, whenever a poll interval passes
+without news, that the stack's processes still run: a stack stopped (or
+replaced by another) for STACK_GRACE_SECONDS ends the watch with a
+StackError saying what to do, rather than a wait that never ends.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from google.api_core.retry import Retry
 
-from povstorm.core.errors import TransientError, UnknownJob
+from povstorm.core.errors import StackError, TransientError, UnknownJob
 from povstorm.core.model import JobState
 from povstorm.core.names import COLLECTIONS
 
@@ -68,6 +72,9 @@ def _fmt(seconds: float | None) -> str:
     )
 
 
+# How long a stack the watchdog finds stopped may stay so before the watch
+# ends (a component restarting comes back sooner); checked every second.
+STACK_GRACE_SECONDS = 6.0
 # A poll gives up on an outage after this long and tries again later (with
 # backoff), rather than sit in the client library's 60 s retry.
 POLL_RETRY = Retry(initial=0.2, maximum=2.0, timeout=10.0)
@@ -79,9 +86,15 @@ class JobWatcher:
     reaches a terminal state (or the timeout passes)."""
 
     def __init__(
-        self, db: Any, job_id: str, poll_seconds: float = 5.0, retry: Retry = POLL_RETRY
+        self,
+        db: Any,
+        job_id: str,
+        poll_seconds: float = 5.0,
+        retry: Retry = POLL_RETRY,
+        watchdog: Callable[[], str] | None = None,
     ) -> None:
         self._db = db
+        self._watchdog = watchdog
         self._job_id = job_id
         self._poll = poll_seconds
         self._retry = retry
@@ -148,6 +161,26 @@ class JobWatcher:
             self._job = job.to_dict()
             self._shards = shards
 
+    def _check_stack(self) -> None:
+        """Nothing has changed for a poll interval: if the watchdog says the
+        stack stopped, look again every second, and end the watch with one
+        line once it has stayed stopped for STACK_GRACE_SECONDS."""
+        if self._watchdog is None:
+            return
+        problem = self._watchdog()
+        if not problem:
+            return
+        since = time.monotonic()
+        while problem:
+            if time.monotonic() - since >= STACK_GRACE_SECONDS:
+                raise StackError(
+                    f"{problem}: start it with `povstorm local up`, then "
+                    f"`povstorm watch {self._job_id}`"
+                )
+            time.sleep(1.0)
+            problem = self._watchdog()
+        log.warning("the local stack is running again: watching %s on", self._job_id)
+
     def snapshot(self) -> Progress:
         with self._lock:
             job = dict(self._job or {})
@@ -199,6 +232,7 @@ class JobWatcher:
                     while not self._events.empty():  # coalesce a burst of changes
                         self._events.get_nowait()
                 except queue.Empty:
+                    self._check_stack()
                     try:
                         self._refresh()
                         backoff = 1.0
@@ -221,10 +255,12 @@ def watch(
     on_progress: Callable[[Progress], None] | None = None,
     timeout: float | None = None,
     poll_seconds: float = 5.0,
+    watchdog: Callable[[], str] | None = None,
 ) -> Progress:
-    """Follow a job to its end, calling ``on_progress`` on each change; returns the final Progress."""
+    """Follow a job to its end, calling ``on_progress`` on each change; returns
+    the final Progress. StackError when ``watchdog`` finds the stack stopped."""
     last = None
-    for progress in JobWatcher(db, job_id, poll_seconds).follow(timeout):
+    for progress in JobWatcher(db, job_id, poll_seconds, watchdog=watchdog).follow(timeout):
         last = progress
         if on_progress:
             on_progress(progress)
