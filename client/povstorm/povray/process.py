@@ -1,6 +1,7 @@
-"""Run POV-Ray as a process: its own process group, a sandboxed HOME, a
-timeout that kills the whole group, and the CPU and memory it used, also
-while it runs (a chunk's frames are measured one by one)."""
+"""Run POV-Ray as a process: its own process group, a sandboxed HOME, file
+access confined to its sandbox (``confine.py``), a timeout that kills the
+whole group, and the CPU and memory it used, also while it runs (a chunk's
+frames are measured one by one)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from povstorm.core.errors import PovstormError
-from povstorm.povray.options import FARM_OPTIONS
+from povstorm.povray.options import FARM_OPTIONS, SYSTEM_SHARE
 
 POVRAY = "povray"
+# Run by path, with the standard library only: it confines, then becomes POV-Ray.
+CONFINE = Path(__file__).with_name("confine.py")
 _KILL_GRACE_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -44,6 +48,16 @@ def povray_command(
     return [POVRAY, *lead, *args, *farm]
 
 
+def confined(command: list[str], read: list[Path], write: list[Path]) -> list[str]:
+    """``command`` run by ``confine.py``: it may read ``read`` and POV-Ray's
+    own files, write only in ``write``, and execute nothing else."""
+    dirs = [
+        *(a for p in read for a in ("--read", str(p))),
+        *(a for p in write for a in ("--write", str(p))),
+    ]
+    return [sys.executable, "-S", "-I", str(CONFINE), *dirs, "--", *command]
+
+
 class PovrayProcess:
     """One POV-Ray process: started in its own process group with a
     sandboxed HOME, watched while it runs (its CPU time and peak memory so
@@ -65,7 +79,12 @@ class PovrayProcess:
         outdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.outdir = outdir
-        self.cmd = povray_command(args, outdir, library or [workdir], threads)
+        library = library or [workdir]
+        self.cmd = confined(
+            povray_command(args, outdir, library, threads),
+            read=[workdir, *library, SYSTEM_SHARE],
+            write=[workdir, outdir],
+        )
         self.logfile = outdir.parent / f"{outdir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
