@@ -42,10 +42,12 @@ def test_this_kernel_confines() -> None:
     assert landlock_abi() >= 1
 
 
-def test_a_scene_reads_its_directory_and_the_include_library_and_writes_its_directory(
+def test_a_scene_reads_its_directory_the_include_library_and_its_fonts_and_writes_its_directory(
     tmp_path: Path,
 ) -> None:
-    scene = '#fopen F "made.txt" write\n#write (F, "x")\n#fclose F\n' + SPHERE
+    # A font of POV-Ray's library is a link into /usr/share/fonts on Debian.
+    text = 'text { ttf "timrom.ttf" "A" 0.1, 0 pigment { White } }\n'
+    scene = '#fopen F "made.txt" write\n#write (F, "x")\n#fclose F\n' + SPHERE + text
     code, output, images = _render(tmp_path / "sb", scene)
     assert code == 0, output
     assert [p.name for p in images] == ["s.png"]

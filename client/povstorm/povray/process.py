@@ -6,6 +6,7 @@ frames are measured one by one)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -48,6 +49,19 @@ def povray_command(
     return [POVRAY, *lead, *args, *farm]
 
 
+@functools.cache
+def system_reads() -> tuple[Path, ...]:
+    """POV-Ray's include library and where its links point: Debian links the
+    fonts (timrom.ttf, ...) to /usr/share/fonts, and the kernel checks the
+    file a link resolves to."""
+    linked = {
+        Path(os.path.realpath(p)).parent
+        for p in SYSTEM_SHARE.rglob("*")
+        if p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(SYSTEM_SHARE)
+    }
+    return (SYSTEM_SHARE, *sorted(linked))
+
+
 def confined(command: list[str], read: list[Path], write: list[Path]) -> list[str]:
     """``command`` run by ``confine.py``: it may read ``read`` and POV-Ray's
     own files, write only in ``write``, and execute nothing else."""
@@ -82,7 +96,7 @@ class PovrayProcess:
         library = library or [workdir]
         self.cmd = confined(
             povray_command(args, outdir, library, threads),
-            read=[workdir, *library, SYSTEM_SHARE],
+            read=[workdir, *library, *system_reads()],
             write=[workdir, outdir],
         )
         self.logfile = outdir.parent / f"{outdir.name}.log"
