@@ -41,28 +41,29 @@ _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
-EXECUTE = 1 << 0
-WRITE_FILE = 1 << 1
-READ_FILE = 1 << 2
-READ_DIR = 1 << 3
-REMOVE_DIR = 1 << 4
-REMOVE_FILE = 1 << 5
-MAKE_CHAR = 1 << 6
-MAKE_DIR = 1 << 7
-MAKE_REG = 1 << 8
-MAKE_SOCK = 1 << 9
-MAKE_FIFO = 1 << 10
-MAKE_BLOCK = 1 << 11
-MAKE_SYM = 1 << 12
-REFER = 1 << 13  # ABI 2
-TRUNCATE = 1 << 14  # ABI 3
-IOCTL_DEV = 1 << 15  # ABI 5
+# The file-system rights of Landlock, in the kernel's bit order
+# (linux/landlock.h, LANDLOCK_ACCESS_FS_*): ABI 1 has the first 13, ABI 2
+# adds REFER, ABI 3 TRUNCATE, ABI 5 IOCTL_DEV.
+_RIGHTS = (
+    "EXECUTE", "WRITE_FILE", "READ_FILE", "READ_DIR", "REMOVE_DIR", "REMOVE_FILE", "MAKE_CHAR",
+    "MAKE_DIR", "MAKE_REG", "MAKE_SOCK", "MAKE_FIFO", "MAKE_BLOCK", "MAKE_SYM", "REFER",
+    "TRUNCATE", "IOCTL_DEV",
+)  # fmt: skip
+_BIT = {name: 1 << i for i, name in enumerate(_RIGHTS)}
+_ABI_RIGHTS = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16}  # how many of them each ABI handles
 
-_FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
-READ = READ_FILE | READ_DIR
-WRITE = (
-    READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SYM | REFER | TRUNCATE
-)
+
+def _rights(*names: str) -> int:
+    return sum(_BIT[n] for n in set(names))
+
+
+EXECUTE = _BIT["EXECUTE"]
+_FILE_RIGHTS = _rights("EXECUTE", "WRITE_FILE", "READ_FILE", "TRUNCATE", "IOCTL_DEV")
+READ = _rights("READ_FILE", "READ_DIR")
+WRITE = READ | _rights(
+    "WRITE_FILE", "REMOVE_DIR", "REMOVE_FILE", "MAKE_DIR", "MAKE_REG", "MAKE_SYM", "REFER",
+    "TRUNCATE",
+)  # fmt: skip
 
 # What POV-Ray itself reads to start: the dynamic loader's cache, its
 # libraries, its system configuration (a missing one only makes it warn),
@@ -97,14 +98,8 @@ class _PathBeneathAttr(ctypes.Structure):
 
 
 def _handled(abi: int) -> int:
-    rights = (1 << 13) - 1  # ABI 1: EXECUTE .. MAKE_SYM
-    if abi >= 2:
-        rights |= REFER
-    if abi >= 3:
-        rights |= TRUNCATE
-    if abi >= 5:
-        rights |= IOCTL_DEV
-    return rights
+    """Every right the kernel's ABI knows: all of them are denied unless a rule allows them."""
+    return (1 << _ABI_RIGHTS.get(abi, len(_RIGHTS))) - 1
 
 
 def landlock_abi() -> int:
