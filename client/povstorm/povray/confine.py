@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -175,13 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _which(name: str) -> str:
-    if os.sep in name:
-        return name
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate)
-    raise SystemExit(f"povstorm: {name} not found")
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"povstorm: {name} not found")
+    return os.path.realpath(found)
 
 
 if __name__ == "__main__":
