@@ -475,6 +475,27 @@ def test_a_redelivered_failure_report_ends_a_fail_fast_job_a_crash_left_running(
     assert failed["stitch"] is None and not farm.stitch_in_flight(job)
 
 
+def test_a_redelivered_chunk_skips_a_frame_in_the_bucket_whose_event_is_not_counted_yet(
+    farm: Farm,
+) -> None:
+    """A worker uploaded frame 0 of its chunk and was lost before the frame's
+    finalize event was counted: the redelivery leaves frame 0 to its event and
+    renders from frame 1, and the late event then counts frame 0 once."""
+    job = farm.make_job(3)
+    lost = farm.ledger.start_chunk(job, 0, 3, 1, "worker-lost", present=lambda _: False)
+    assert lost is not None and lost.units == (0, 1, 2)
+    generation = farm.upload(job, 0)  # in the bucket; its event still on its way
+
+    def present(unit: int) -> bool:
+        return farm.clients.blobs.exists(frame_object(job, unit))
+
+    again = farm.ledger.start_chunk(job, 0, 3, 1, "worker-2", present=present)
+    assert again is not None and again.units == (1, 2)
+    assert farm.unit(job, 0)["worker"] == "worker-lost"
+    farm.ledger.record_frame(frame_object(job, 0), generation, {})
+    assert farm.counts(job) == (1, 0) and farm.unit(job, 0)["generation"] == generation
+
+
 def test_a_crash_between_the_stitch_claim_and_its_launch_is_launched_by_the_reconciler(
     farm: Farm,
 ) -> None:
