@@ -52,10 +52,7 @@ def now() -> dt.datetime:
 def scene_key(spec: JobSpec) -> str:
     """What decides a scene job's frame time: its arguments and input files
     (not its frame range or video settings). "" for generated units."""
-    if spec.povray is None:
-        return ""
-    body = {"args": list(spec.povray.args), "inputs": dict(sorted(spec.inputs.items()))}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return _scene_digest(spec, dict(sorted(spec.inputs.items())))
 
 
 def scene_family(spec: JobSpec) -> str:
@@ -63,9 +60,13 @@ def scene_family(spec: JobSpec) -> str:
     files, not their content. An animator who changes a scene and renders it
     again gets the frame time of its last version for the chunk plan, which
     is right far more often than knowing nothing. "" for generated units."""
+    return _scene_digest(spec, sorted(spec.inputs))
+
+
+def _scene_digest(spec: JobSpec, inputs: Any) -> str:
     if spec.povray is None:
         return ""
-    body = {"args": list(spec.povray.args), "inputs": sorted(spec.inputs)}
+    body = {"args": list(spec.povray.args), "inputs": inputs}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
