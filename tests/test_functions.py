@@ -4,7 +4,9 @@ emulators (a fresh project per test): what each event maps to (ack, retry,
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,10 @@ from typing import Any
 import pytest
 from fixtures.common import gcs_notification, push_request, unit_doc
 from functions_framework import create_app
+from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
+from povstorm.cloud.blobs import storage_client
 from povstorm.core.names import Namespace
 from povstorm.core.naming import frame_object, segment_object
 from povstorm.ledger.ledger import Ledger
@@ -35,6 +39,11 @@ def project(
     monkeypatch.setenv("POVSTORM_BUCKET", "fn-bucket")
     # One render slot, whatever the stack's environment says (the chunk plan's width).
     monkeypatch.setenv("POVSTORM_RENDER_SLOTS", "1")
+    # Submit writes the job's manifest into the bucket.
+    with contextlib.suppress(gexc.Conflict):
+        storage_client(fresh_project, os.environ["STORAGE_EMULATOR_HOST"]).create_bucket(
+            "fn-bucket"
+        )
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     for key in ("work", "failures"):

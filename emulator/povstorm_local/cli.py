@@ -32,7 +32,8 @@ examples:
   povstorm local up --infra-only        the emulators and their wiring only
   eval "$(povstorm local env)"          point this shell's clients at the stack
   povstorm local logs workers -f        follow the worker supervisor (worker-1... for each worker)
-  povstorm local down --wipe            stop, and delete the bucket's contents
+  povstorm local down                   stop; the next `up` continues every job
+  povstorm local down --wipe            stop, and delete every job, frame and video
 """
 
 
@@ -95,7 +96,7 @@ def add_parser(subparsers: Any) -> None:
     down.add_argument(
         "--wipe",
         action="store_true",
-        help="also delete the data (bucket contents, caches); logs are kept",
+        help="also delete the data (ledger, bucket contents, caches); logs are kept",
     )
     down.set_defaults(func=cmd_down)
 
@@ -147,7 +148,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         timeout=args.timeout,
     )
-    if before is not None and before.components.keys() == state.components.keys():
+    restarted = [
+        name
+        for name, comp in (before.components.items() if before is not None else ())
+        if name in state.components and state.components[name].pid != comp.pid
+    ]
+    if restarted:
+        print(f"restarted {', '.join(restarted)} of the local stack in {stack.dir}")
+    elif before is not None and before.components.keys() == state.components.keys():
         print(f"the local stack is already running in {stack.dir}")
     else:
         print(f"the local stack is up in {stack.dir} ({time.monotonic() - started:.1f}s)")
@@ -210,6 +218,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"stopped the local stack in {stack.dir}")
     if args.wipe:
         print("deleted its data")
+    elif state is not None:
+        print("its jobs, frames and videos are kept for the next `povstorm local up`")
     return 0
 
 

@@ -26,6 +26,7 @@ from povstorm.core.settings import EMULATOR_VARS, Endpoints, Settings
 
 from . import procs as _procs
 from .net import check_ports, http_ok
+from .snapshots import Snapshots
 from .state import FUNCTION_COMPONENTS, HOST, SIGNATURES, Component, StackState
 
 # Modules the farm runs; until they exist only the infrastructure can start.
@@ -68,7 +69,11 @@ def command(
     url = f"http://{HOST}:{port}" if port else ""
     run_dir = data_dirs["run"]
     if name == "firestore":
-        return ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}"], url
+        argv = ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}"]
+        saved = Snapshots(data_dirs["firestore"]).latest()
+        if saved is not None:
+            argv.append(f"--import-data={saved}")
+        return argv, url
     if name == "pubsub":
         return [
             "gcloud", "beta", "emulators", "pubsub", "start",
@@ -107,6 +112,7 @@ def command(
         return [
             py, "-m", "povstorm_local.reconciler", "--interval", str(RECONCILE_INTERVAL),
             "--log-dir", str(logs), "--heartbeat", str(run_dir / "reconciler.json"),
+            "--snapshots", str(data_dirs["firestore"]),
         ], ""  # fmt: skip
     raise StackError(f"unknown component {name}")
 

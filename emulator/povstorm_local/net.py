@@ -16,14 +16,14 @@ from .state import HOST
 
 def check_ports(ports: Mapping[str, int]) -> None:
     for name, port in ports.items():
-        if not _port_free(int(port)):
+        if not port_free(int(port)):
             raise StackError(
                 f"port {port} for {name} is already in use: free it or choose another "
                 f"(--port {name}=N)"
             )
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     # SO_REUSEADDR as the servers set it: a port in TIME_WAIT is free, a listener is not.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -44,7 +44,7 @@ class LocalStackPlugin:
             if state is None or "firestore" not in state.components:
                 return "the local stack is not running"
             if state.components["firestore"].address != firestore:
-                return "the local stack was restarted, and its new ledger is another one"
+                return "the local stack was restarted at another address"
             stopped = [
                 c.name for c in state.components.values() if not _procs.group_members(c.pgid)
             ]

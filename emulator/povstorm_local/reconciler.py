@@ -6,7 +6,11 @@ locally this process calls ``povstorm.farm.reconcile.reconcile`` every
 it. A failed pass is logged and the next one tried: the reconciler exists to
 repair what crashes leave behind, so it must not be the thing that stops.
 
-    python -m povstorm_local.reconciler --interval SECONDS [--log-dir DIR] [--heartbeat FILE]
+With ``--snapshots DIR`` a thread of this process also exports the ledger
+into DIR soon after a job changes (``snapshots.Snapshotter``).
+
+    python -m povstorm_local.reconciler --interval SECONDS [--log-dir DIR]
+        [--heartbeat FILE] [--snapshots DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .procs import write_heartbeat
+from .snapshots import Snapshots, Snapshotter
 
 log = logging.getLogger("povstorm.reconciler")
 
@@ -36,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, help="where a relaunched stitch writes its log")
     parser.add_argument("--heartbeat", type=Path, help="rewrite this status file every second")
     parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.add_argument("--snapshots", type=Path, help="export the ledger into this directory")
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be positive")
@@ -45,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from povstorm.core.logs import setup_logging
         from povstorm.core.settings import Settings
         from povstorm.farm.reconcile import reconcile
+        from povstorm.ledger.ledger import Ledger
     except ImportError as exc:
         print(f"reconciler: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -59,12 +66,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    clients = Clients.from_settings(Settings.from_env(), log_dir=args.log_dir)
+    settings = Settings.from_env()
+    clients = Clients.from_settings(settings, log_dir=args.log_dir)
     passes, last = 0, "no pass yet"
+    snapshotter = None
+    if args.snapshots and not args.once:
+        snapshotter = Snapshotter(
+            Snapshots(args.snapshots),
+            f"http://{settings.endpoints.firestore}",
+            settings.project,
+            Ledger(clients.db).changed_since,
+        )
+        threading.Thread(target=snapshotter.run, args=(stop,), daemon=True).start()
 
     def beat() -> None:
         if args.heartbeat:
-            write_heartbeat(args.heartbeat, summary=f"{passes} passes, last: {last}", passes=passes)
+            summary = f"{passes} passes, last: {last}"
+            if snapshotter is not None:
+                summary += f"; {snapshotter.exports} ledger snapshots"
+                if snapshotter.last_error:
+                    summary += f" (last: {snapshotter.last_error[:200]})"
+            write_heartbeat(args.heartbeat, summary=summary, passes=passes)
 
     beat()
     while not stop.is_set():

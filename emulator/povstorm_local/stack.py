@@ -44,8 +44,9 @@ from povstorm.core.settings import local_logs
 
 from . import launch
 from . import procs as _procs
-from .net import check_ports, choose_ports
+from .net import check_ports, choose_ports, port_free
 from .resources import Admin
+from .snapshots import Snapshots
 from .state import (
     COMPONENTS,
     DEFAULT_BUCKET,
@@ -91,6 +92,7 @@ class LocalStack:
         self.logs = local_logs(self.home)
         self.run_dir = self.dir / "run"
         self.data_dirs = {
+            "firestore": self.dir / "firestore",
             "gcs": self.dir / "gcs",
             "pubsub": self.dir / "pubsub",
             "cache": self.dir / "cache",
@@ -151,6 +153,11 @@ class LocalStack:
                         check_ports({n: p for n, p in ports.items() if n not in state.components})
                         return self._start(state, workers, ports, timeout, farm=True)
                     return state
+                stopped = [
+                    c.name for c in state.components.values() if not _procs.group_members(c.pgid)
+                ]
+                if state.ready and 0 < len(stopped) < len(state.components):
+                    return self._heal(state, stopped, timeout)
                 if any(_procs.group_members(pgid) for pgid in state.pgids()):
                     bad = unhealthy[0] if unhealthy else None
                     why = f"{bad.name} is {bad.detail}" if bad else "it did not finish starting"
@@ -161,6 +168,7 @@ class LocalStack:
                 # Nothing recorded is alive (a reboot, a kill -9): forget it.
                 log.info("forgetting %s: none of its processes runs", self.state_file)
                 self.state_file.unlink(missing_ok=True)
+            ports = {**self._previous_ports(ports), **ports}
             launch.preflight(farm, ports)
             env = launch.base_env(
                 self.home,
@@ -188,12 +196,14 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> StackState | None:
         """Stop every process group the state file records (SIGTERM, then
-        SIGKILL after a grace period), forget the state, and with ``wipe``
-        delete the data (bucket contents, caches; logs are kept)."""
+        SIGKILL after a grace period) and forget the state. The ledger is
+        saved first (``snapshots``), so the next ``up`` starts from it; with
+        ``wipe`` every piece of data is deleted instead (ledger, bucket
+        contents, caches; logs are kept)."""
         with self._lock():
             state = self.read_state()
             if state is not None:
-                self._stop(state)
+                self._stop(state, save=not wipe)
             if wipe:
                 for d in self.data_dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
@@ -268,6 +278,9 @@ class LocalStack:
             state = self._wait_healthy(state, wanted, deadline)
             state = replace(state, ready=True)
             self._write_state(state)
+            self._save_ports(state)
+            if farm and "firestore" in wanted:
+                self._resume(state, work_lost=True)
             return state
         except BaseException:
             new = [c.pgid for c in state.components.values() if c.name not in existing]
@@ -277,6 +290,65 @@ class LocalStack:
             else:
                 self.state_file.unlink(missing_ok=True)
             raise
+
+    def _previous_ports(self, configured: Mapping[str, int]) -> dict[str, int]:
+        """The ports this home's stack last ran on, those still free: a stack
+        started again answers where its clients (``eval "$(povstorm local
+        env)"``, a watching render) expect it."""
+        try:
+            last = json.loads((self.dir / "ports.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        taken = {int(p) for p in configured.values()}
+        return {
+            name: int(port)
+            for name, port in last.items()
+            if name in PORTED and name not in configured and int(port) not in taken
+            and port_free(int(port))
+        }  # fmt: skip
+
+    def _save_ports(self, state: StackState) -> None:
+        ports = {c.name: c.port for c in state.components.values() if c.port}
+        (self.dir / "ports.json").write_text(json.dumps(ports) + "\n")
+
+    def _heal(self, state: StackState, stopped: list[str], timeout: float) -> StackState:
+        """Start again, on their ports, the components of a running stack that
+        stopped (a crash, a kill), wire what a restarted emulator lost, and
+        resume the jobs that a restarted ledger or work queue left behind."""
+        log.info("restarting %s of the stack in %s", ", ".join(stopped), self.dir)
+        ports = {n: p for n in stopped if (p := state.components[n].port)}
+        deadline = time.monotonic() + timeout
+        infra = [c for c in INFRA if c in stopped]
+        for name in infra:
+            state = self._record(state, self._launch(name, state, ports))
+        state = self._wait_healthy(state, infra, deadline)
+        if infra:
+            self._wire(state, with_push=state.farm)
+        for name in [c for c in FARM if c in stopped]:
+            state = self._record(state, self._launch(name, state, ports))
+        state = self._wait_healthy(state, list(state.components), deadline)
+        if state.farm and ("firestore" in stopped or "pubsub" in stopped):
+            self._resume(state, work_lost="pubsub" in stopped)
+        return state
+
+    def _resume(self, state: StackState, *, work_lost: bool) -> None:
+        """The reconciler's pass after a restart (``povstorm.farm.reconcile.resume``):
+        count the frames the bucket holds and the restored ledger lacks,
+        publish again the work a restarted queue lost, launch again the
+        stitches that no longer run."""
+        from povstorm.cloud.clients import Clients
+        from povstorm.farm.reconcile import Restart, resume
+
+        stitching = frozenset(_procs.cmdline(pid).split()[-1] for pid in self.stitches())
+        clients = Clients.from_settings(state.settings(), log_dir=self.logs)
+        report = resume(clients, Restart(work_lost=work_lost, stitching=stitching))
+        repaired = {k: v for k, v in report.as_dict().items() if v}
+        if repaired:
+            log.info("resumed after the restart: %s", repaired)
+        if report.errors:
+            raise StackError(
+                f"the stack restarted, but its jobs did not resume: {report.errors[0]}"
+            )
 
     def _launch(self, name: str, state: StackState, ports: dict[str, int]) -> Component:
         port = ports.get(name)
@@ -376,18 +448,27 @@ class LocalStack:
 
     # -- stopping -------------------------------------------------------------------
 
-    def _stop(self, state: StackState) -> None:
-        """The farm first (so workers stop pulling), then the emulators."""
-        left: list[int] = []
-        for names in (FARM, INFRA):
-            groups = [
+    def _stop(self, state: StackState, *, save: bool) -> None:
+        """The farm first (so workers stop pulling), then the stitches (once
+        nothing can launch another: a stitch leads its own session), then,
+        with the ledger quiet and ``save``, a snapshot of it, then the emulators."""
+
+        def groups(names: tuple[str, ...]) -> list[int]:
+            return [
                 c.pgid
                 for c in state.components.values()
                 if c.name in names and _procs.owns_group(c.pgid, c.start_ticks)
             ]
-            left += _procs.stop_groups(groups, grace=STOP_GRACE, reap=self._reap)
-        # Once nothing can launch another: a stitch leads its own session.
+
+        left = _procs.stop_groups(groups(FARM), grace=STOP_GRACE, reap=self._reap)
         left += _procs.stop_groups(self.stitches(), grace=STOP_GRACE)
+        firestore = state.components.get("firestore")
+        if save and firestore is not None and launch.health(firestore, self.run_dir)[0]:
+            try:
+                Snapshots(self.data_dirs["firestore"]).export(firestore.url, state.project)
+            except OSError as exc:
+                log.warning("could not save the ledger: %s", exc)
+        left += _procs.stop_groups(groups(INFRA), grace=STOP_GRACE, reap=self._reap)
         self.state_file.unlink(missing_ok=True)
         if left:
             raise StackError(

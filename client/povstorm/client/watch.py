@@ -135,10 +135,19 @@ class JobWatcher:
             self._watches = []
 
     def _close(self) -> None:
-        for w in self._watches:
-            # A broken listener may fail to close; it is gone either way.
-            with contextlib.suppress(Exception):
-                w.unsubscribe()
+        # A listener whose server went away may fail to close, and its thread
+        # may not stop within the library's second (it logs "Background thread
+        # did not exit." on stderr): it is gone either way, and the watch says
+        # what happened in one line of its own.
+        bidi = logging.getLogger("google.api_core.bidi")
+        level = bidi.level
+        bidi.setLevel(logging.ERROR)
+        try:
+            for w in self._watches:
+                with contextlib.suppress(Exception):
+                    w.unsubscribe()
+        finally:
+            bidi.setLevel(level)
         self._watches = []
 
     def _listeners_broken(self) -> bool:

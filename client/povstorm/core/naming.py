@@ -1,6 +1,8 @@
 """Object and job naming: the one place that builds and parses bucket paths.
 
 inputs/<sha256>                          content-addressed input files
+jobs/<job>/job.json                      the job as submitted (spec, plan, time): what
+                                         rebuilds its ledger entry if the ledger loses it
 frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
 logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
 segments/<job>/<first:06d>-<last:06d>.<ext>
@@ -34,6 +36,9 @@ _SEGMENT_RE = re.compile(
     "^"
     + re.escape(PREFIXES["segments"])
     + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/(?P<first>\d{6,9})-(?P<last>\d{6,9})\.[a-z0-9]{1,8}$"
+)
+_MANIFEST_RE = re.compile(
+    "^" + re.escape(PREFIXES["jobs"]) + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/job\.json$"
 )
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
 MAX_PATH_LEN = 255
@@ -71,6 +76,22 @@ def input_object(sha256: str) -> str:
     if not SHA256_RE.match(sha256):
         raise SpecError(f"invalid sha256 {sha256!r}")
     return f"{PREFIXES['inputs']}{sha256}"
+
+
+def manifest_object(job_id: str) -> str:
+    return f"{PREFIXES['jobs']}{job_id}/job.json"
+
+
+def manifests_prefix() -> str:
+    return PREFIXES["jobs"]
+
+
+def parse_manifest_object(name: str) -> str:
+    """The job of a manifest object; a PoisonMessage for anything else."""
+    m = _MANIFEST_RE.match(name or "")
+    if not m:
+        raise PoisonMessage(f"not a job manifest: {name!r}")
+    return m["job"]
 
 
 def frame_object(job_id: str, unit: int) -> str:

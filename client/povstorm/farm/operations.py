@@ -9,6 +9,8 @@ caused it is still acknowledged, because its count is already recorded.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -16,28 +18,66 @@ from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import MAX_FRAMES_PER_UNIT, chunkable, job_plan, runs
 from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
-from povstorm.core.naming import frames_prefix, log_object, new_job_id
-from povstorm.core.schemas import encode_message, load_job_spec
+from povstorm.core.naming import frames_prefix, log_object, manifest_object, new_job_id
+from povstorm.core.schemas import dump_job_spec, encode_message, load_job_spec
 from povstorm.core.spec import JobSpec
 from povstorm.ledger.docs import JobDoc, scene_family, scene_key
-from povstorm.ledger.ledger import Ledger, Outcome
+from povstorm.ledger.ledger import Ledger, Outcome, now
 
 log = logging.getLogger(__name__)
 
 
 def submit(clients: Clients, payload: Any) -> dict[str, Any]:
-    """Validate a job spec, write the job, publish one message per chunk."""
+    """Validate a job spec, write its manifest and the job, publish one
+    message per chunk."""
     spec = load_job_spec(payload)
     ledger = Ledger(clients.db)
     job_id = spec.job_id or new_job_id()
     plan: dict[str, Any] = {"slots": clients.settings.render_slots}
     if chunkable(spec):
         plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec), scene_family(spec))
+    write_manifest(clients, job_id, spec, plan)
     job, created = ledger.create_job(spec, job_id, plan)
     if created or job.state == JobState.SUBMITTED:
         publish_work(clients, chunk_messages(job, spec))
         ledger.mark_dispatched(job_id)
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
+
+
+def write_manifest(clients: Clients, job_id: str, spec: JobSpec, plan: dict[str, Any]) -> None:
+    """The job as submitted, in the bucket before it is in the ledger: what
+    ``rebuild_job`` makes its ledger entry from again if the ledger loses it
+    (the local stack's Firestore emulator, killed between two snapshots). The
+    first submission's manifest stays: a retry with the same id is the same
+    job, and another spec under a taken id is refused by ``create_job``."""
+    name = manifest_object(job_id)
+    if clients.blobs.exists(name):
+        return
+    manifest = {
+        "job_id": job_id,
+        "spec": dump_job_spec(spec),
+        "plan": plan,
+        "created_at": now().isoformat(),
+    }
+    clients.blobs.upload_bytes(name, json.dumps(manifest).encode(), content_type="application/json")
+
+
+def rebuild_job(clients: Clients, ledger: Ledger, job_id: str) -> JobDoc | None:
+    """The ledger entry of a job the ledger lost, made again from its
+    manifest (units pending, dispatched): the reconciler then counts the
+    frames the bucket holds and publishes the rest. None if the ledger has
+    the job, or the bucket no manifest of it."""
+    if ledger.get_job(job_id) is not None:
+        return None
+    try:
+        manifest = json.loads(clients.blobs.read_bytes(manifest_object(job_id)))
+        spec = load_job_spec(manifest["spec"])
+        created = dt.datetime.fromisoformat(manifest["created_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonMessage(f"unreadable manifest of job {job_id}: {exc}") from None
+    ledger.create_job(spec, job_id, manifest.get("plan") or {}, created)
+    ledger.mark_dispatched(job_id)
+    return JobDoc.from_dict(ledger.require_job(job_id))
 
 
 def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) -> list[WorkMessage]:
@@ -160,6 +200,8 @@ __all__ = [
     "on_failure",
     "on_frame_event",
     "publish_work",
+    "rebuild_job",
     "retry",
     "submit",
+    "write_manifest",
 ]

@@ -15,20 +15,35 @@ twice at once:
   worker's delivery count turns repeated crashes into a failure);
 * a claimed stitch that never launched, or launched and never finished:
   launch it again (the stitch is idempotent; the ledger records one result).
+
+``resume`` is the same pass after a restart of the stack (the local stack's
+``up``), with nothing left to wait for: the ledger came back from a snapshot
+and the work queue, if it restarted too, came back empty.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.errors import PovstormError
 from povstorm.core.model import JobState, UnitState, WorkMessage
-from povstorm.core.naming import frames_prefix, parse_frame_object
-from povstorm.farm.operations import chunk_messages, coalesce, launch_stitch, publish_work
+from povstorm.core.naming import (
+    frames_prefix,
+    manifests_prefix,
+    parse_frame_object,
+    parse_manifest_object,
+)
+from povstorm.farm.operations import (
+    chunk_messages,
+    coalesce,
+    launch_stitch,
+    publish_work,
+    rebuild_job,
+)
 from povstorm.ledger.docs import JobDoc, ShardDoc
 from povstorm.ledger.ledger import Ledger, now
 
@@ -47,6 +62,7 @@ class Deadlines:
 
 @dataclass
 class Report:
+    rebuilt: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     republished: list[tuple[str, int]] = field(default_factory=list)
     recovered: list[tuple[str, int]] = field(default_factory=list)
@@ -55,12 +71,33 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "rebuilt": self.rebuilt,
             "redispatched": self.redispatched,
             "republished": [f"{j}/{u}" for j, u in self.republished],
             "recovered": [f"{j}/{u}" for j, u in self.recovered],
             "relaunched": self.relaunched,
             "errors": self.errors,
         }
+
+
+@dataclass(frozen=True)
+class Restart:
+    """What a restart of the stack lost: the work queue's messages (the
+    Pub/Sub emulator keeps none), and every stitch but those in ``stitching``
+    (the jobs whose stitch process still runs)."""
+
+    work_lost: bool
+    stitching: frozenset[str] = frozenset()
+
+
+IMMEDIATE = Deadlines(
+    dispatch=dt.timedelta(0),
+    requeue_publish=dt.timedelta(0),
+    lost_event=dt.timedelta(0),
+    render_margin=Deadlines.render_margin,
+    stitch_launch=dt.timedelta(0),
+    stitch_run=dt.timedelta(0),
+)
 
 
 def _older(ts: Any, age: dt.timedelta, at: dt.datetime) -> bool:
@@ -80,17 +117,53 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
     return report
 
 
+def resume(clients: Clients, restart: Restart) -> Report:
+    """The reconciler's pass right after a restart: every job whose manifest
+    the bucket holds and the ledger lost made again, every frame in the
+    bucket counted, every open unit whose message was lost published again,
+    every stitch that no longer runs launched again."""
+    ledger = Ledger(clients.db)
+    report = Report()
+    rebuilt = set()
+    for blob in clients.blobs.list(manifests_prefix()):
+        try:
+            job_id = parse_manifest_object(blob.name)
+            if rebuild_job(clients, ledger, job_id) is not None:
+                rebuilt.add(job_id)
+        except PovstormError as exc:
+            report.errors.append(f"{blob.name}: {exc}")
+    report.rebuilt = sorted(rebuilt)
+    # A rebuilt job's messages, if the queue kept them, were dropped while
+    # the ledger did not know the job: its work is lost either way.
+    for job in list(ledger.active_jobs()):
+        lost = restart if job.job_id not in rebuilt else replace(restart, work_lost=True)
+        try:
+            _reconcile_job(clients, ledger, job, IMMEDIATE, report, lost)
+        except PovstormError as exc:
+            report.errors.append(f"{job.job_id}: {exc}")
+    return report
+
+
 def _reconcile_job(
-    clients: Clients, ledger: Ledger, job: JobDoc, d: Deadlines, report: Report
+    clients: Clients,
+    ledger: Ledger,
+    job: JobDoc,
+    d: Deadlines,
+    report: Report,
+    restart: Restart | None = None,
 ) -> None:
     job_id = job.job_id
     at = now()
     if job.state == JobState.STITCHING:
         stitch = job.stitch or {}
         launched = stitch.get("launched_at")
-        if (launched is None and _older(stitch.get("claimed_at"), d.stitch_launch, at)) or (
-            launched is not None and _older(launched, d.stitch_run, at)
-        ):
+        if restart is not None:
+            due = job_id not in restart.stitching
+        else:
+            due = (launched is None and _older(stitch.get("claimed_at"), d.stitch_launch, at)) or (
+                launched is not None and _older(launched, d.stitch_run, at)
+            )
+        if due:
             launch_stitch(clients, ledger, job_id)
             report.relaunched.append(job_id)
         return
@@ -151,7 +224,8 @@ def _reconcile_job(
             and _older(deadline, d.render_margin, at)
             and _older(unit.queued_at, timeout + d.render_margin, at)
         )
-        if requeued_unpublished or stuck:
+        lost = restart is not None and restart.work_lost
+        if requeued_unpublished or stuck or lost:
             resend.append(WorkMessage(job_id, unit.unit, unit.attempts))
     if resend:
         chunks = coalesce(resend, ledger.get_spec(job_id))

@@ -158,14 +158,19 @@ class Ledger:
     # --- submission -------------------------------------------------------------
 
     def create_job(
-        self, spec: JobSpec, job_id: str, plan: dict[str, Any] | None = None
+        self,
+        spec: JobSpec,
+        job_id: str,
+        plan: dict[str, Any] | None = None,
+        created: dt.datetime | None = None,
     ) -> tuple[JobDoc, bool]:
         """Write the units and shards, then the job document (state submitted).
 
         Returns (job document, created). Idempotent: a retried submission of
         the same spec under the same id returns the existing job; a different
         spec under a taken id is a SpecError. Units are written first, so a
-        job document never exists without its units.
+        job document never exists without its units. ``created``: when the
+        job was submitted, if not now (a job rebuilt from its manifest).
         """
         check_job_id(job_id)
         digest = spec_hash(spec)
@@ -177,7 +182,7 @@ class Ledger:
 
         n = spec.unit_count
         shards = shard_count_for(n)
-        created = now()
+        created = created or now()
         writes: list[tuple[Any, dict[str, Any]]] = [
             (self.shard_ref(job_id, k), ShardDoc(shard=k, expected=size).to_fields())
             for k, size in enumerate(shard_sizes(n))
@@ -198,7 +203,7 @@ class Ledger:
             try:
                 self.job_ref(job_id).create(job.to_fields())
             except gexc.AlreadyExists:
-                return self.create_job(spec, job_id, plan)
+                return self.create_job(spec, job_id, plan, created)
         return job, True
 
     def mark_dispatched(self, job_id: str) -> None:
@@ -306,6 +311,19 @@ class Ledger:
         with translate("firestore"):
             for snap in query.stream():
                 yield JobDoc.from_dict(snap.to_dict())
+
+    def changed_since(self, since: dt.datetime) -> tuple[bool, bool]:
+        """Whether a job document changed after ``since``, and whether a job
+        finished after it: two one-document queries (the local stack's
+        snapshots ask every half second)."""
+
+        def any_after(field: str) -> bool:
+            query = self._jobs.where(filter=firestore.FieldFilter(field, ">", since)).limit(1)
+            return bool(list(query.stream()))
+
+        with translate("firestore"):
+            changed = any_after("updated_at")
+            return changed, changed and any_after("finished_at")
 
     # --- the worker's side -------------------------------------------------------
 

@@ -18,6 +18,9 @@ Idempotent, because a launch can be repeated (the reconciler relaunches a
 stitch that never finished, and run_job has no idempotency key): a job not in
 ``stitching`` is left alone, the output names are fixed by the job id, nothing
 is written but the outputs, and the ledger keeps only the first recorded result.
+A stitch whose outputs are already in the bucket for the same frames (its
+stats name them by ``frames_digest``: a job the ledger lost after its video
+was made, and rebuilt) records them and encodes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import enum
+import hashlib
 import json
 import logging
 import shutil
@@ -140,6 +144,16 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         return StitchOutcome(StitchStatus.SKIPPED, job_id, f"job is {state}, not stitching")
     spec = ledger.get_spec(job_id)
     units = int(job["units_expected"])
+    kept = _made_before(clients, ledger, job_id, spec.output)
+    if kept is not None:
+        video, poster = kept.get("video"), kept.get("poster")
+        recorded = ledger.finish_stitch(
+            job_id, video=video, poster=poster, stats=kept, stats_object=stats_object(job_id)
+        )
+        status = StitchStatus.DONE if recorded else StitchStatus.DUPLICATE
+        return StitchOutcome(
+            status, job_id, "kept the video made before of the same frames", video, poster, kept
+        )
 
     video = poster = None
     tmp = Path(tempfile.mkdtemp(prefix=f"povstorm-stitch-{job_id}-"))
@@ -160,6 +174,7 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
                 clients.blobs.upload_file(poster, made.poster, content_type="image/png")
 
             stats = summarise(records.result(), job.get("created_at"), dt.datetime.now(dt.UTC))
+            stats["frames_digest"] = frames_digest(records.result())
             stats["stitch_seconds"] = round(time.monotonic() - started, 3)
             stats["video"] = video
             stats["poster"] = poster
@@ -188,6 +203,36 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
     return StitchOutcome(
         StitchStatus.DONE, job_id, video or "no video (units are not frames)", video, poster, stats
     )
+
+
+def frames_digest(records: list[dict[str, Any]]) -> str:
+    """Which frames a video was made of: its done units and the generations
+    of their frame objects."""
+    done = sorted(
+        (int(r["unit"]), int(r.get("generation") or 0)) for r in records if r.get("state") == "done"
+    )
+    return hashlib.sha256(json.dumps(done).encode()).hexdigest()
+
+
+def _made_before(
+    clients: Clients, ledger: Ledger, job_id: str, output: OutputSpec
+) -> dict[str, Any] | None:
+    """The stats of this job's outputs if the bucket holds them, made of the
+    frames the ledger has counted now; None otherwise (one read of a missing
+    object on every first stitch)."""
+    try:
+        kept = json.loads(clients.blobs.read_bytes(stats_object(job_id)))
+    except (NotFound, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("frames_digest") != frames_digest(
+        ledger.unit_records(job_id)
+    ):
+        return None
+    video = kept.get("video")
+    if output.video and not (video and clients.blobs.exists(video)):
+        return None
+    kept.pop("job_id", None)
+    return kept
 
 
 @dataclass(frozen=True)
