@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
-import os
 import shlex
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from povstorm.core.errors import StackError, UserError
@@ -104,22 +101,6 @@ def add_parser(subparsers: Any) -> None:
     env.set_defaults(func=cmd_env)
 
 
-def _pipe_safe(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``povstorm local logs workers | head`` must end quietly, as ``cat`` does,
-    when the reader goes away (BrokenPipeError), not with a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except BrokenPipeError:
-            # Python would fail again flushing stdout at exit: point it at /dev/null.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-
-    return wrapper
-
-
 def _stack() -> LocalStack:
     return LocalStack(povstorm_home())
 
@@ -134,7 +115,6 @@ def _ports(specs: list[str]) -> dict[str, int]:
     return ports
 
 
-@_pipe_safe
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _stack()
     before = stack.load()
@@ -164,11 +144,29 @@ def cmd_up(args: argparse.Namespace) -> int:
         + (f", {state.workers} workers" if state.farm else " (infrastructure only)")
     )
     _print_table(stack)
+    if stack.resumed:
+        print(_resumed_line(stack.resumed))
     print('point a shell at it with: eval "$(povstorm local env)"')
     return 0
 
 
-@_pipe_safe
+def _resumed_line(resumed: dict[str, list[str]]) -> str:
+    """One line of what a restart repaired, e.g. ``resumed after the restart:
+    1 job rebuilt from its manifest, 3 frames counted from the bucket``."""
+    what = {
+        "rebuilt": "job(s) rebuilt from their manifests",
+        "redispatched": "job(s) dispatched",
+        "recovered": "frame(s) counted from the bucket",
+        "republished": "unit(s) of lost work published again",
+        "relaunched": "stitch(es) launched again",
+    }
+    parts = [f"{len(v)} {what[k]}" for k, v in resumed.items() if k in what]
+    errors = resumed.get("errors") or []
+    if errors:
+        parts.append(f"{len(errors)} job(s) not resumed (the reconciler tries again): {errors[0]}")
+    return "resumed after the restart: " + ", ".join(parts)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     stack = _stack()
     statuses = stack.status()
@@ -186,7 +184,6 @@ def _print_table(stack: LocalStack, statuses: list[Any] | None = None) -> None:
         print(f"  {s.name:<16} {s.address or '-':<21} pid {s.pid:<8} {health:<9} {s.detail}")
 
 
-@_pipe_safe
 def cmd_logs(args: argparse.Namespace) -> int:
     if args.lines < 0:
         raise UserError("-n/--lines must not be negative")
@@ -223,7 +220,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-@_pipe_safe
 def cmd_env(args: argparse.Namespace) -> int:
     state: StackState | None = _stack().load()
     if state is None:

@@ -100,6 +100,8 @@ class LocalStack:
         }
         # Children this process started: polled so that they do not linger as zombies.
         self._procs: list[subprocess.Popen] = []
+        # What the last restart repaired (``povstorm.farm.reconcile.Report.as_dict``).
+        self.resumed: dict[str, list[str]] = {}
 
     # -- public API ---------------------------------------------------------------
 
@@ -342,13 +344,9 @@ class LocalStack:
         stitching = frozenset(_procs.cmdline(pid).split()[-1] for pid in self.stitches())
         clients = Clients.from_settings(state.settings(), log_dir=self.logs)
         report = resume(clients, Restart(work_lost=work_lost, stitching=stitching))
-        repaired = {k: v for k, v in report.as_dict().items() if v}
-        if repaired:
-            log.info("resumed after the restart: %s", repaired)
-        if report.errors:
-            raise StackError(
-                f"the stack restarted, but its jobs did not resume: {report.errors[0]}"
-            )
+        self.resumed = {k: v for k, v in report.as_dict().items() if v}
+        if self.resumed:
+            log.info("resumed after the restart: %s", self.resumed)
 
     def _launch(self, name: str, state: StackState, ports: dict[str, int]) -> Component:
         port = ports.get(name)

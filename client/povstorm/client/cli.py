@@ -525,6 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("povstorm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `povstorm jobs | head` ends quietly, as `cat` does, when the reader
+        # goes away; Python would fail again flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
