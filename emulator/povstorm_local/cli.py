@@ -155,6 +155,7 @@ def _resumed_line(resumed: dict[str, list[str]]) -> str:
     1 job rebuilt from its manifest, 3 frames counted from the bucket``."""
     what = {
         "rebuilt": "job(s) rebuilt from their manifests",
+        "cancelled": "job(s) cancelled again",
         "redispatched": "job(s) dispatched",
         "recovered": "frame(s) counted from the bucket",
         "republished": "unit(s) of lost work published again",

@@ -3,6 +3,8 @@
 inputs/<sha256>                          content-addressed input files
 jobs/<job>/job.json                      the job as submitted (spec, plan, time): what
                                          rebuilds its ledger entry if the ledger loses it
+jobs/<job>/cancelled                     written once the ledger cancelled the job: a
+                                         rebuilt or restored job is cancelled again
 frames/<job>/<unit:06d>.png              one per done unit (finalize -> ledger)
 logs/<job>/<unit:06d>/attempt-<k>.log    POV-Ray's output for each attempt
 segments/<job>/<first:06d>-<last:06d>.<ext>
@@ -80,6 +82,10 @@ def input_object(sha256: str) -> str:
 
 def manifest_object(job_id: str) -> str:
     return f"{PREFIXES['jobs']}{job_id}/job.json"
+
+
+def cancel_marker(job_id: str) -> str:
+    return f"{PREFIXES['jobs']}{job_id}/cancelled"
 
 
 def manifests_prefix() -> str:

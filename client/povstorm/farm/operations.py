@@ -18,7 +18,13 @@ from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import MAX_FRAMES_PER_UNIT, chunkable, job_plan, runs
 from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
-from povstorm.core.naming import frames_prefix, log_object, manifest_object, new_job_id
+from povstorm.core.naming import (
+    cancel_marker,
+    frames_prefix,
+    log_object,
+    manifest_object,
+    new_job_id,
+)
 from povstorm.core.schemas import dump_job_spec, encode_message, load_job_spec
 from povstorm.core.spec import JobSpec
 from povstorm.ledger.docs import JobDoc, scene_family, scene_key
@@ -176,7 +182,12 @@ def on_dead_letter(clients: Clients, message: WorkMessage) -> Outcome:
 
 
 def cancel(clients: Clients, job_id: str) -> str:
-    return Ledger(clients.db).cancel(job_id).value
+    """Cancel the job; once the ledger says so, leave a marker beside its
+    manifest, so that a ledger restored from before the cancel cancels it again."""
+    state = Ledger(clients.db).cancel(job_id)
+    if state == JobState.CANCELLED:
+        clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
+    return state.value
 
 
 def retry(clients: Clients, job_id: str) -> int:

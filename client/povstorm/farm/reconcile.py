@@ -29,9 +29,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.errors import PovstormError
+from povstorm.core.errors import PoisonMessage, PovstormError
 from povstorm.core.model import JobState, UnitState, WorkMessage
 from povstorm.core.naming import (
+    cancel_marker,
     frames_prefix,
     manifests_prefix,
     parse_frame_object,
@@ -63,6 +64,7 @@ class Deadlines:
 @dataclass
 class Report:
     rebuilt: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     republished: list[tuple[str, int]] = field(default_factory=list)
     recovered: list[tuple[str, int]] = field(default_factory=list)
@@ -72,6 +74,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rebuilt": self.rebuilt,
+            "cancelled": self.cancelled,
             "redispatched": self.redispatched,
             "republished": [f"{j}/{u}" for j, u in self.republished],
             "recovered": [f"{j}/{u}" for j, u in self.recovered],
@@ -119,15 +122,19 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
 
 def resume(clients: Clients, restart: Restart) -> Report:
     """The reconciler's pass right after a restart: every job whose manifest
-    the bucket holds and the ledger lost made again, every frame in the
-    bucket counted, every open unit whose message was lost published again,
-    every stitch that no longer runs launched again."""
+    the bucket holds and the ledger lost made again, every job cancelled
+    before the restart cancelled again, every frame in the bucket counted,
+    every open unit whose message was lost published again, every stitch
+    that no longer runs launched again."""
     ledger = Ledger(clients.db)
     report = Report()
     rebuilt = set()
     for blob in clients.blobs.list(manifests_prefix()):
         try:
             job_id = parse_manifest_object(blob.name)
+        except PoisonMessage:
+            continue  # a cancel marker
+        try:
             if rebuild_job(clients, ledger, job_id) is not None:
                 rebuilt.add(job_id)
         except PovstormError as exc:
@@ -138,6 +145,10 @@ def resume(clients: Clients, restart: Restart) -> Report:
     for job in list(ledger.active_jobs()):
         lost = restart if job.job_id not in rebuilt else replace(restart, work_lost=True)
         try:
+            if clients.blobs.exists(cancel_marker(job.job_id)):
+                ledger.cancel(job.job_id)
+                report.cancelled.append(job.job_id)
+                continue
             _reconcile_job(clients, ledger, job, IMMEDIATE, report, lost)
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
