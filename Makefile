@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck bench images functions-zip tools clean
+.PHONY: setup run test lint typecheck bench soak images functions-zip tools clean
 
 $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
@@ -35,6 +35,12 @@ lint: $(STAMP)
 ## bench: farm overhead, orchestration latency, cold start, ledger throughput
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## soak: 20 jobs under a chaos loop that kills the stack's parts, SOAK_RUNS times in a row (~2-3 min a run)
+SOAK_RUNS ?= 3
+SOAK_ARGS ?=
+soak: $(STAMP)
+	for i in $$(seq $(SOAK_RUNS)); do $(BIN)/python tests/fixtures/soak.py $(SOAK_ARGS) || exit 1; done
 
 ## functions-zip: stage build/functions (main.py, requirements.txt, povstorm/) for terraform to zip
 functions-zip:

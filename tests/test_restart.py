@@ -7,6 +7,7 @@ A stack of this module's own, which these tests stop, kill and start again
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from conftest import live_group_members, live_pids, recorded_processes
 from fixtures.common import run_cli, video_frames, wait_until
 
 from povstorm.client import Cluster
+from povstorm.cloud.clients import Clients
 from povstorm.core.errors import StackError
 from povstorm.core.naming import frames_prefix, video_object
+from povstorm.farm import operations as farm
 from povstorm_local.stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e]
@@ -104,7 +107,11 @@ def _kill(stack: LocalStack, *names: str) -> None:
     for name in names:
         pgid = state.components[name].pgid
         os.killpg(pgid, signal.SIGKILL)
-        wait_until(lambda pgid=pgid: not live_group_members({pgid}), 10, f"{name} to die")
+        wait_until(functools.partial(_gone, pgid), 10, f"{name} to die")
+
+
+def _gone(pgid: int) -> bool:
+    return not live_group_members({pgid})
 
 
 def test_down_and_up_keep_every_job_and_finish_the_one_they_interrupted(
@@ -158,3 +165,23 @@ def test_a_job_the_ledger_lost_is_rebuilt_from_its_manifest_and_completes_once(
         rebuilt: dict[str, Any] = cluster.status(job_id)
     assert rebuilt["units_expected"] == 8 and rebuilt["state"] in ("rendering", "stitching", "done")
     _finish(own, job_id, 8, tmp_path)
+
+
+def test_a_cancel_that_the_restored_ledger_lacks_is_made_again(
+    own: LocalStack, tmp_path: Path
+) -> None:
+    """Cancelled after the last snapshot (the reconciler that takes them is
+    dead): the restored ledger has the job rendering, and the cancel marker
+    beside its manifest cancels it again."""
+    job_id = _submit(own, tmp_path, 16)
+    wait_until(lambda: _done_units(own, job_id) >= 1, 120, "a frame of the job")
+    _kill(own, "reconciler")
+    state = own.read_state()
+    assert state is not None
+    assert farm.cancel(Clients.from_settings(state.settings()), job_id) == "cancelled"
+    _kill(own, "firestore")
+
+    own.up(workers=2)
+    assert own.resumed.get("cancelled") == [job_id]
+    with _cluster(own) as cluster:
+        assert cluster.status(job_id)["state"] == "cancelled"
