@@ -319,7 +319,7 @@ class Ledger:
 
         def any_after(field: str) -> bool:
             query = self._jobs.where(filter=firestore.FieldFilter(field, ">", since)).limit(1)
-            return bool(list(query.stream()))
+            return bool(list(query.stream(retry=RPC_RETRY, timeout=RPC_TIMEOUT)))
 
         with translate("firestore"):
             changed = any_after("updated_at")
