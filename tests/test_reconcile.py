@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from povstorm.cloud.clients import Clients
 from povstorm.core.model import FailureReport, JobState, UnitState
 from povstorm.core.naming import video_object
 from povstorm.farm import operations as farm_ops
-from povstorm.farm.reconcile import Deadlines, Report, reconcile
+from povstorm.farm.reconcile import Deadlines, Report, Restart, reconcile, resume
 from povstorm.ledger.ledger import now
 from povstorm_local.state import StackState
 
@@ -247,3 +248,81 @@ def test_two_reconcilers_at_once_repair_everything_once(
 
     # Once repaired, a further pass finds nothing to do.
     assert nothing_done(reconcile(farm.clients, DUE))
+
+
+# --- resume: the pass after the stack restarted -----------------------------------
+
+
+@pytest.fixture
+def own_bucket_farm(
+    infra_stack: StackState, fresh_project: str, tmp_path: Path, frames: list[Path]
+) -> Iterator[Farm]:
+    """A farm with a bucket of its own: resume reads every manifest in the bucket."""
+    f = Farm.create(
+        infra_stack, fresh_project, tmp_path / "stitch-logs", frames, bucket=fresh_project
+    )
+    yield f
+    assert f.close() == [], "a stitch process was still running at the end of the test"
+
+
+def _submitted(farm: Farm, units: int) -> str:
+    job = f"r-{uuid.uuid4().hex[:12]}"
+    payload = {
+        "job_id": job,
+        "povray": {"args": ["scene.pov"], "frames": {"first": 1, "last": units}},
+        "output": {"fps": 4},
+    }
+    farm_ops.submit(farm.clients, payload)
+    farm.jobs.append(job)
+    farm.work(job, expect=units)  # the submission's messages, consumed
+    return job
+
+
+def _forget(farm: Farm, job: str) -> None:
+    """What a ledger restored from a snapshot older than the job lacks."""
+    farm.clients.db.recursive_delete(farm.ledger.job_ref(job))
+    assert farm.ledger.get_job(job) is None
+
+
+def test_resume_rebuilds_a_job_the_ledger_lost_and_its_stitch_keeps_the_video_made_before(
+    own_bucket_farm: Farm, tmp_path: Path
+) -> None:
+    farm = own_bucket_farm
+    job = _submitted(farm, 4)
+    created = farm.ledger.require_job(job)["created_at"]
+    for unit in range(4):  # rendered; the events were counted by the ledger that was lost
+        farm.upload(job, unit)
+    _forget(farm, job)
+
+    report = resume(farm.clients, Restart(work_lost=False))
+    assert report.rebuilt == [job] and report.errors == []
+    assert sorted(u for _, u in report.recovered) == [0, 1, 2, 3] and report.republished == []
+    first = farm.wait_settled(job)
+    assert first["state"] == "done" and first["created_at"] == created
+    video = farm.clients.blobs.info(video_object(job))
+    assert video is not None
+
+    # Lost again after its video was made: rebuilt, and the stitch keeps it.
+    _forget(farm, job)
+    report = resume(farm.clients, Restart(work_lost=False))
+    assert report.rebuilt == [job] and len(report.recovered) == 4
+    again = farm.wait_settled(job, runs=2)
+    assert again["state"] == "done" and again["video"] == video_object(job)
+    assert "kept the video made before" in farm.stitch_log(job).read_text()
+    assert farm.clients.blobs.info(video_object(job)) == video  # same generation
+    assert nothing_done(resume(farm.clients, Restart(work_lost=True)))
+
+
+def test_resume_publishes_open_units_again_only_when_the_queue_lost_them(
+    own_bucket_farm: Farm,
+) -> None:
+    farm = own_bucket_farm
+    job = _submitted(farm, 3)
+    farm.land(job, 0)
+    assert farm.ledger.start_unit(job, 1, 1, "worker-lost-in-the-restart") is not None
+
+    kept = resume(farm.clients, Restart(work_lost=False))
+    assert nothing_done(kept) and farm.work(job) == []
+    lost = resume(farm.clients, Restart(work_lost=True))
+    assert sorted(u for _, u in lost.republished) == [1, 2] and lost.errors == []
+    assert farm.work(job, expect=2) == [(1, 1), (2, 1)]

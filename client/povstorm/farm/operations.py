@@ -42,15 +42,18 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     plan: dict[str, Any] = {"slots": clients.settings.render_slots}
     if chunkable(spec):
         plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec), scene_family(spec))
-    write_manifest(clients, job_id, spec, plan)
-    job, created = ledger.create_job(spec, job_id, plan)
+    at = now()
+    write_manifest(clients, job_id, spec, plan, at)
+    job, created = ledger.create_job(spec, job_id, plan, at)
     if created or job.state == JobState.SUBMITTED:
         publish_work(clients, chunk_messages(job, spec))
         ledger.mark_dispatched(job_id)
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
 
 
-def write_manifest(clients: Clients, job_id: str, spec: JobSpec, plan: dict[str, Any]) -> None:
+def write_manifest(
+    clients: Clients, job_id: str, spec: JobSpec, plan: dict[str, Any], created: dt.datetime
+) -> None:
     """The job as submitted, in the bucket before it is in the ledger: what
     ``rebuild_job`` makes its ledger entry from again if the ledger loses it
     (the local stack's Firestore emulator, killed between two snapshots). The
@@ -63,7 +66,7 @@ def write_manifest(clients: Clients, job_id: str, spec: JobSpec, plan: dict[str,
         "job_id": job_id,
         "spec": dump_job_spec(spec),
         "plan": plan,
-        "created_at": now().isoformat(),
+        "created_at": created.isoformat(),
     }
     clients.blobs.upload_bytes(name, json.dumps(manifest).encode(), content_type="application/json")
 

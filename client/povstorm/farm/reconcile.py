@@ -93,13 +93,9 @@ class Restart:
     stitching: frozenset[str] = frozenset()
 
 
+# ``resume``'s deadlines: nothing to wait for (its stitches follow ``Restart``).
 IMMEDIATE = Deadlines(
-    dispatch=dt.timedelta(0),
-    requeue_publish=dt.timedelta(0),
-    lost_event=dt.timedelta(0),
-    render_margin=Deadlines.render_margin,
-    stitch_launch=dt.timedelta(0),
-    stitch_run=dt.timedelta(0),
+    dispatch=dt.timedelta(0), requeue_publish=dt.timedelta(0), lost_event=dt.timedelta(0)
 )
 
 
