@@ -29,7 +29,7 @@ from google.cloud import pubsub_v1
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
-from povstorm.core.chunks import plan_chunks, runs
+from povstorm.core.chunks import frame_profile, plan_chunks, runs
 from povstorm.core.errors import PoisonMessage
 from povstorm.core.model import UnitState, WorkMessage
 from povstorm.core.names import Namespace
@@ -72,6 +72,33 @@ def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() 
     # The user's size, the last chunk cut at the end of the job.
     assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (4, 4), (8, 2)]
     assert plan_chunks(3, slots=1000) == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_a_known_profile_cuts_chunks_of_equal_time_not_of_equal_frames() -> None:
+    """The first quarter of the frames costs three times the rest: four
+    chunks of 12 frames would leave the first running alone at the end."""
+    seconds = [1.5] * 12 + [0.5] * 36
+    plan = plan_chunks(48, slots=4, profile=frame_profile(seconds))
+    assert plan == [(0, 6), (6, 6), (12, 18), (30, 18)]
+    assert {sum(seconds[a : a + n]) for a, n in plan} == {9.0}
+    # Just longer than four MIN_CHUNK_SECONDS: guided, ending in a short chunk.
+    longer = [2.0] * 12 + [0.5] * 36
+    assert plan_chunks(48, slots=4, profile=longer) == [
+        (0, 5), (5, 5), (10, 14), (24, 20), (44, 4)
+    ]  # fmt: skip
+    # The user's size wins; a profile with an unknown (0) time is not used.
+    assert plan_chunks(48, 4, frames_per_unit=24, profile=seconds) == [(0, 24), (24, 24)]
+    assert plan_chunks(48, 4, profile=[0.0, *seconds[1:]]) == plan_chunks(48, 4)
+
+
+def test_a_frame_profile_keeps_at_most_256_slices_and_fills_unknown_frames() -> None:
+    assert frame_profile([1.0, None, 3.0]) == [1.0, 2.0, 3.0]
+    assert frame_profile([None, None]) == []
+    slices = frame_profile([1.0] * 500 + [3.0] * 500)
+    assert len(slices) == 256 and slices[0] == 1.0 and slices[-1] == 3.0
+    # Read back per frame, the slices map to the frames they came from.
+    plan = plan_chunks(1000, 2, profile=slices)
+    assert sum(n for _, n in plan) == 1000
 
 
 def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:

@@ -140,6 +140,20 @@ def test_submit_plans_chunks_from_the_last_finished_job_of_the_scene(project: st
     _finished(db, "fam-4", 2.0)
     assert plan("fam-6", edited)["frame_seconds"] == 9.0
     assert plan("fam-7", v2)["frame_seconds"] == 2.0
+    # Each frame's time, when the last job rendered as many frames.
+    assert "frame_profile" not in plan("fam-8", v1)
+    db.collection("jobs").document("fam-8").update(
+        {
+            "state": "done",
+            "stats": {
+                "render_seconds": {"p50": 1.0},
+                "frame_profile": {"units": 3, "seconds": [3.0, 1.0, 1.0]},
+            },
+        }
+    )
+    assert plan("fam-9", v1)["frame_profile"] == [3.0, 1.0, 1.0]
+    longer = {**v1, "povray": {**v1["povray"], "frames": {"first": 1, "last": 4}}}
+    assert "frame_profile" not in plan("fam-10", longer)
 
 
 @pytest.mark.parametrize(

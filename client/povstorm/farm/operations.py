@@ -41,7 +41,12 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     job_id = spec.job_id or new_job_id()
     plan: dict[str, Any] = {"slots": clients.settings.render_slots}
     if chunkable(spec):
-        plan["frame_seconds"] = ledger.frame_seconds_of(scene_key(spec), scene_family(spec))
+        stats = ledger.last_stats_of(scene_key(spec), scene_family(spec)) or {}
+        plan["frame_seconds"] = (stats.get("render_seconds") or {}).get("p50")
+        # Each frame's time, if the last job rendered the same frames.
+        profile = stats.get("frame_profile") or {}
+        if profile.get("units") == spec.unit_count and profile.get("seconds"):
+            plan["frame_profile"] = profile["seconds"]
     at = now()
     write_manifest(clients, job_id, spec, plan, at)
     job, created = ledger.create_job(spec, job_id, plan, at)
@@ -94,7 +99,7 @@ def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) ->
     with; with ``units``, only those units, each chunk cut to the runs of
     them it holds (the reconciler's redispatch)."""
     slots = int(job.plan.get("slots") or 1)
-    chunks = job_plan(spec, slots, job.plan.get("frame_seconds"))
+    chunks = job_plan(spec, slots, job.plan.get("frame_seconds"), job.plan.get("frame_profile"))
     out = []
     for first, count in chunks:
         members = range(first, first + count)

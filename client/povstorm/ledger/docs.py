@@ -293,7 +293,7 @@ class JobDoc(_Doc):
     # render slots and the scene's expected seconds a frame, if known.
     plan: dict[str, Any] = field(default_factory=dict)
     # Jobs of the same scene and options share it; of the same scene across
-    # edits of its files, scene_family (ledger.frame_seconds_of).
+    # edits of its files, scene_family (ledger.last_stats_of).
     scene_key: str = ""
     scene_family: str = ""
 

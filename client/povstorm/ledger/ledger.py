@@ -283,10 +283,11 @@ class Ledger:
                 return [d for d in docs if JobState(d["state"]) in states][:limit]
             return [d.to_dict() for d in query.limit(limit).stream()]
 
-    def frame_seconds_of(self, key: str, family: str = "") -> float | None:
-        """The median seconds a frame took in the latest finished job of the
-        same scene (``JobDoc.scene_key``), else of the latest of the same
-        scene before its files changed (``scene_family``), or None. Equality
+    def last_stats_of(self, key: str, family: str = "") -> dict[str, Any] | None:
+        """The stats of the latest finished job of the same scene
+        (``JobDoc.scene_key``), else of the latest of the same scene before its
+        files changed (``scene_family``), or None: what the next job's chunk
+        plan is made from (``render_seconds.p50``, ``frame_profile``). Equality
         filters only: no composite index needed."""
         for name, value in (("scene_key", key), ("scene_family", family)):
             if not value:
@@ -297,9 +298,9 @@ class Ledger:
             done = [d for d in docs if d.state == JobState.DONE and d.stats and d.created_at]
             if done:
                 latest = max(done, key=lambda d: d.created_at or now())
-                p50 = float(((latest.stats or {}).get("render_seconds") or {}).get("p50") or 0.0)
-                if p50:
-                    return p50
+                stats = latest.stats or {}
+                if float((stats.get("render_seconds") or {}).get("p50") or 0.0):
+                    return stats
         return None
 
     def active_jobs(self) -> Iterator[JobDoc]:

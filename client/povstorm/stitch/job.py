@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
+from povstorm.core.chunks import frame_profile
 from povstorm.core.errors import NotFound, PoisonMessage, StitchFailed, UnknownJob
 from povstorm.core.model import JobState
 from povstorm.core.naming import (
@@ -121,6 +122,13 @@ def summarise(
             for r in slowest[:SLOWEST]
         ],
         "cpu_seconds": round(sum(float(r.get("cpu_seconds") or 0.0) for r in records), 3),
+        # Each frame's time, for the chunk plan of the next job of this scene.
+        "frame_profile": {
+            "units": len(records),
+            "seconds": frame_profile(
+                [float(r["render_seconds"]) if r.get("render_seconds") else None for r in records]
+            ),
+        },
         "peak_memory_bytes": max(
             (int(r.get("peak_memory_bytes") or 0) for r in records), default=0
         ),
