@@ -63,11 +63,13 @@ def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() 
     assert sum(sizes) == 48
     # A known frame time caps a chunk at CHUNK_SECONDS of rendering...
     assert max(n for _, n in plan_chunks(10_000, slots=10, frame_seconds=60.0)) == 5
-    # ...and keeps quick frames in chunks of MIN_CHUNK_SECONDS, while that
-    # still leaves a chunk for every slot.
+    # ...cuts a job of at most EQUAL_SECONDS a slot into one chunk a slot...
     assert [n for _, n in plan_chunks(48, slots=4, frame_seconds=0.5)] == [12, 12, 12, 12]
-    assert [n for _, n in plan_chunks(400, slots=4, frame_seconds=0.5)] == [
-        100, 75, 57, 42, 32, 24, 20, 20, 20, 10
+    assert [n for _, n in plan_chunks(400, slots=4, frame_seconds=0.5)] == [100] * 4
+    # ...and a longer one into guided chunks of at least MIN_CHUNK_SECONDS
+    # (and at most MAX_FRAMES_PER_UNIT frames).
+    assert [n for _, n in plan_chunks(800, slots=4, frame_seconds=0.5)] == [
+        100, 100, 100, 100, 100, 75, 56, 42, 32, 24, 20, 20, 20, 11
     ]  # fmt: skip
     # The user's size, the last chunk cut at the end of the job.
     assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (4, 4), (8, 2)]
@@ -81,11 +83,12 @@ def test_a_known_profile_cuts_chunks_of_equal_time_not_of_equal_frames() -> None
     plan = plan_chunks(48, slots=4, profile=frame_profile(seconds))
     assert plan == [(0, 6), (6, 6), (12, 18), (30, 18)]
     assert {sum(seconds[a : a + n]) for a, n in plan} == {9.0}
-    # Just longer than four MIN_CHUNK_SECONDS: guided, ending in a short chunk.
-    longer = [2.0] * 12 + [0.5] * 36
-    assert plan_chunks(48, slots=4, profile=longer) == [
-        (0, 5), (5, 5), (10, 14), (24, 20), (44, 4)
-    ]  # fmt: skip
+    # Longer than EQUAL_SECONDS a slot: guided in seconds (the first chunk a
+    # quarter of the time), never shorter than MIN_CHUNK_SECONDS.
+    longer = [20.0] * 12 + [5.0] * 36
+    plan = plan_chunks(48, slots=4, profile=longer)
+    assert plan[:2] == [(0, 5), (5, 4)] and sum(n for _, n in plan) == 48
+    assert all(sum(longer[a : a + n]) >= 10.0 for a, n in plan)
     # The user's size wins; a profile with an unknown (0) time is not used.
     assert plan_chunks(48, 4, frames_per_unit=24, profile=seconds) == [(0, 24), (24, 24)]
     assert plan_chunks(48, 4, profile=[0.0, *seconds[1:]]) == plan_chunks(48, 4)

@@ -19,18 +19,18 @@ one the submission made:
   bench``'s fill table measured every extra chunk's start-up at small frames
   (48 frames of 320x240 on 4 processes: 4 equal chunks 1.08 x the limit, the
   guided plan's 19 chunks with a share of 2, 1.33);
-* when the scene's frame time is known (the latest done job of the same
-  scene, or of its last version: ``Ledger.last_stats_of``), a chunk lasts
-  at least MIN_CHUNK_SECONDS (while there are still as
-  many chunks as slots), so quick frames are not one start-up each;
-* when each frame's time is known (``profile``: the render seconds of every
-  frame of the latest done job of the same scene and frame range, in at most
-  PROFILE_SLICES slices), the same rules apply to estimated seconds instead
-  of frame counts, so chunks are cut to equal *time*: in an animation whose
-  frames differ in cost (an explosion in the first second), chunks of equal
-  frame counts finish at different times and leave cores idle at the end
-  (measured: 48 frames of examples/spinning at 320x240 on 4 processes, the
-  4 equal chunks' last 4.5 s ran at 45 % of the cores);
+* when the frames' times are known (the latest done job of the same scene,
+  or of its last version: ``Ledger.last_stats_of``; each frame's own time if
+  that job rendered the same frames, ``profile`` in at most PROFILE_SLICES
+  slices, else its median for every frame), chunks are cut by estimated
+  seconds, so frames that differ in cost (an explosion in the first second)
+  make chunks of equal time rather than of equal frame counts. A job of at
+  most EQUAL_SECONDS of rendering a slot becomes ``slots`` chunks of equal
+  time: one start-up a slot, all finishing together (measured: 48 frames of
+  examples/spinning at 320x240 on 4 processes, a guided plan with a 10 s
+  floor cut four chunks of 10-12 frames and a fifth of 6, which ran alone for
+  the job's last 3-4 s with half the cores idle). A longer job is guided in
+  seconds, each chunk at least MIN_CHUNK_SECONDS;
 * a chunk is never longer than CHUNK_SECONDS of rendering when the frame
   time is known, and never more than MAX_FRAMES_PER_UNIT frames: a worker
   lost mid-chunk costs at most that much, and the worker hands the rest of a chunk on (``count`` smaller)
@@ -50,6 +50,7 @@ MAX_FRAMES_PER_UNIT = FRAMES_PER_UNIT.high  # also the largest transaction a chu
 GUIDED_SHARE = 1
 CHUNK_SECONDS = 300.0
 MIN_CHUNK_SECONDS = 10.0
+EQUAL_SECONDS = 60.0
 
 
 PROFILE_SLICES = 256
@@ -86,41 +87,39 @@ def plan_chunks(
 ) -> list[tuple[int, int]]:
     """(first unit, count) of each chunk, in dispatch order, covering 0..units-1."""
     slots = max(1, slots)
-    if frames_per_unit <= 0 and profile and units > 0 and all(t > 0 for t in profile):
+    if frames_per_unit > 0:
+        size = min(frames_per_unit, MAX_FRAMES_PER_UNIT)
+        return [(a, min(size, units - a)) for a in range(0, units, size)]
+    if profile and units > 0 and all(t > 0 for t in profile):
         return _timed_chunks(_times(profile, units), slots)
-    cap, floor = MAX_FRAMES_PER_UNIT, 1
     if frame_seconds and frame_seconds > 0:
-        cap = max(1, min(cap, int(CHUNK_SECONDS // frame_seconds)))
-        # Never so large that fewer chunks than slots remain.
-        floor = min(math.ceil(MIN_CHUNK_SECONDS / frame_seconds), math.ceil(units / slots), cap)
+        return _timed_chunks([frame_seconds] * units, slots)
     out: list[tuple[int, int]] = []
     first = 0
     while first < units:
-        left = units - first
-        if frames_per_unit > 0:
-            size = min(frames_per_unit, MAX_FRAMES_PER_UNIT)
-        else:
-            size = min(cap, max(floor, math.ceil(left / (GUIDED_SHARE * slots))))
-        size = max(1, min(size, left))
+        size = min(MAX_FRAMES_PER_UNIT, math.ceil((units - first) / (GUIDED_SHARE * slots)))
         out.append((first, size))
         first += size
     return out
 
 
 def _timed_chunks(times: list[float], slots: int) -> list[tuple[int, int]]:
-    """``plan_chunks``' rules in estimated seconds: each chunk 1/slots of the
-    time still unplanned, at least MIN_CHUNK_SECONDS, at most CHUNK_SECONDS
-    and MAX_FRAMES_PER_UNIT frames, cut at the frame boundary nearest its
-    target. A job shorter than ``slots`` such chunks is cut into ``slots``
-    chunks of equal time, the last one taking a rest too small to be a
-    chunk of its own."""
+    """``plan_chunks`` when the frames' times are known. A job of at most
+    EQUAL_SECONDS a slot is cut into ``slots`` chunks of equal time (the last
+    one taking a rest too small to be a chunk of its own): one start-up a
+    slot, and they finish together. A longer one is guided: each chunk 1/slots
+    of the time still unplanned, at least MIN_CHUNK_SECONDS, at most
+    CHUNK_SECONDS and MAX_FRAMES_PER_UNIT frames. A chunk ends at the frame
+    boundary nearest its target."""
     total = sum(times)
-    equal = total / slots < MIN_CHUNK_SECONDS
-    floor = total / slots if equal else MIN_CHUNK_SECONDS
+    equal = total / slots <= EQUAL_SECONDS
     out: list[tuple[int, int]] = []
     first, left = 0, total
     while first < len(times):
-        target = min(CHUNK_SECONDS, max(floor, left / (GUIDED_SHARE * slots)))
+        if equal:
+            target = total / slots
+        else:
+            target = min(CHUNK_SECONDS, max(MIN_CHUNK_SECONDS, left / (GUIDED_SHARE * slots)))
         size = _cut(times, first, target)
         spent = sum(times[first : first + size])
         if equal and left - spent < target / 2:
