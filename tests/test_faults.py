@@ -34,8 +34,6 @@ import re
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +60,7 @@ from povstorm.ledger.ledger import Ledger
 from povstorm_local import procs as _procs
 from povstorm_local.net import answers, free_port
 from povstorm_local.resources import Admin
+from povstorm_local.snapshots import Snapshots
 from povstorm_local.stack import LocalStack
 from povstorm_local.state import StackState
 
@@ -810,22 +809,9 @@ class RestartableFirestore:
         self.restarts = 0
 
     def export(self, project: str) -> Path:
-        """The emulator's own export of a project (what --export-on-exit does)."""
-        out = self.logs / f"export-{self.restarts}"
-        out.mkdir(parents=True)
-        request = urllib.request.Request(
-            f"{self.comp.url}/emulator/v1/projects/{project}:export",
-            data=json.dumps(
-                {
-                    "database": f"projects/{project}/databases/(default)",
-                    "export_directory": str(out),
-                }
-            ).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=30).close()
-        return next(out.glob("*/*.overall_export_metadata"))
+        """The emulator's own export of a project, as the local stack's
+        snapshots take it; returns what ``--import-data`` takes."""
+        return Snapshots(self.logs / f"export-{self.restarts}").export(self.comp.url, project)
 
     def restart(self, import_data: Path | None = None) -> None:
         self.stop()

@@ -25,9 +25,19 @@ class LocalStackPlugin:
         stop = None
         if state is None or not stack.healthy(state):
             if not start:
-                raise StackError(
-                    "the local stack is not running: start it with `povstorm local up`"
+                stopped = [
+                    c.name
+                    for c in (state.components.values() if state is not None else ())
+                    if not _procs.group_members(c.pgid)
+                ]
+                what = (
+                    f"the local stack's {', '.join(stopped)} stopped"
+                    if stopped
+                    else "the local stack is not running"
+                    if state is None
+                    else "the local stack is not healthy (`povstorm local status` says why)"
                 )
+                raise StackError(f"{what}: start it with `povstorm local up`")
             state = stack.up(workers=workers)
             stop = stack.down
         return state.settings(), stop
