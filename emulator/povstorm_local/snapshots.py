@@ -64,6 +64,14 @@ class Snapshots:
         found = sorted(target.glob("*/*.overall_export_metadata"))
         return found[-1] if found else None
 
+    def taken_at(self) -> dt.datetime | None:
+        """When the newest snapshot's export began (its name's timestamp)."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        name = latest.parents[1].name  # snapshot-<ns>/firestore_export_<s>/<metadata>
+        return dt.datetime.fromtimestamp(int(name.split("-", 1)[1]) / 1e9, dt.UTC)
+
     def export(self, url: str, project: str) -> Path:
         """Export ``project`` from the emulator at ``url`` into a new snapshot
         and make it the newest; returns its metadata file."""
@@ -134,9 +142,9 @@ class Snapshotter:
         self.last_error = ""
 
     def run(self, stop: threading.Event) -> None:
-        # Everything before this process started is in the snapshot the
-        # emulator started from, or was exported by whoever stopped it.
-        since = dt.datetime.now(dt.UTC)
+        # Anything that changed after the newest snapshot began (a reconciler
+        # started again after a crash has missed what changed meanwhile).
+        since = self.snapshots.taken_at() or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         changed_at: float | None = None
         exported_at = 0.0
         while not stop.wait(self.poll):
