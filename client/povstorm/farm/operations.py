@@ -76,22 +76,22 @@ def write_manifest(
     clients.blobs.upload_bytes(name, json.dumps(manifest).encode(), content_type="application/json")
 
 
-def rebuild_job(clients: Clients, ledger: Ledger, job_id: str) -> JobDoc | None:
+def rebuild_job(clients: Clients, ledger: Ledger, job_id: str) -> bool:
     """The ledger entry of a job the ledger lost, made again from its
     manifest (units pending, dispatched): the reconciler then counts the
-    frames the bucket holds and publishes the rest. None if the ledger has
-    the job, or the bucket no manifest of it."""
+    frames the bucket holds and publishes the rest. False if the ledger has
+    the job."""
     if ledger.get_job(job_id) is not None:
-        return None
+        return False
     try:
         manifest = json.loads(clients.blobs.read_bytes(manifest_object(job_id)))
         spec = load_job_spec(manifest["spec"])
         created = dt.datetime.fromisoformat(manifest["created_at"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PoisonMessage(f"unreadable manifest of job {job_id}: {exc}") from None
-    ledger.create_job(spec, job_id, manifest.get("plan") or {}, created)
+    _, rebuilt = ledger.create_job(spec, job_id, manifest.get("plan") or {}, created)
     ledger.mark_dispatched(job_id)
-    return JobDoc.from_dict(ledger.require_job(job_id))
+    return rebuilt
 
 
 def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) -> list[WorkMessage]:

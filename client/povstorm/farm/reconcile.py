@@ -125,13 +125,16 @@ def resume(clients: Clients, restart: Restart) -> Report:
     ledger = Ledger(clients.db)
     report = Report()
     rebuilt = set()
+    known = ledger.job_ids()  # one query, not a read per manifest
     for blob in clients.blobs.list(manifests_prefix()):
         try:
             job_id = parse_manifest_object(blob.name)
         except PoisonMessage:
             continue  # a cancel marker
+        if job_id in known:
+            continue
         try:
-            if rebuild_job(clients, ledger, job_id) is not None:
+            if rebuild_job(clients, ledger, job_id):
                 rebuilt.add(job_id)
         except PovstormError as exc:
             report.errors.append(f"{blob.name}: {exc}")

@@ -303,6 +303,11 @@ class Ledger:
                     return stats
         return None
 
+    def job_ids(self) -> set[str]:
+        """The id of every job document, in one query that reads no fields."""
+        with translate("firestore"):
+            return {snap.id for snap in self._jobs.select([]).stream()}
+
     def active_jobs(self) -> Iterator[JobDoc]:
         active = [JobState.SUBMITTED, JobState.RENDERING, JobState.STITCHING]
         query = self._jobs.where(
