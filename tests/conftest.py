@@ -10,6 +10,8 @@
   ``stack_env`` / ``firestore_env``, gets the stack's variables in
   ``os.environ`` for its duration. At the end the stack is stopped and the
   session fails if any of its processes is left.
+* Every test on the stack starts with an empty frame cache (``cache/`` in
+  the shared bucket): no test reuses another's frames.
 * ``fresh_project``: a new project id. Both gcloud emulators accept any
   project id, so a test isolates its Firestore and Pub/Sub data with it.
   (GCS notifications always go to the stack's own project.)
@@ -32,10 +34,12 @@ from pathlib import Path
 import pytest
 from fixtures.common import wire_project
 
+from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
 from povstorm.core.errors import StackError
 from povstorm.core.names import ENV
 from povstorm.core.settings import EMULATOR_VARS, Settings
+from povstorm.farm import cache as frame_cache
 from povstorm.ledger.ledger import Ledger
 from povstorm_local.stack import LocalStack
 from povstorm_local.state import StackState
@@ -78,6 +82,22 @@ def recorded_processes(state: StackState) -> tuple[set[int], set[int]]:
     pids = {c.pid for c in state.components.values()}
     pids |= {m for c in state.components.values() for m in c.members}
     return pids, {c.pgid for c in state.components.values()}
+
+
+@pytest.fixture(autouse=True)
+def _empty_frame_cache(request: pytest.FixtureRequest) -> None:
+    """Every test on the session stack starts with an empty frame cache, as
+    it starts with a fresh project or job id: the cache is the deployment's,
+    and a frame another test rendered would otherwise be reused here (no
+    render, no log, no worker to kill). A test that wants hits makes them."""
+    if "local_stack" in request.fixturenames:
+        frame_cache.clear(request.getfixturevalue("session_blobs"))
+
+
+@pytest.fixture(scope="session")
+def session_blobs(infra_stack: StackState) -> BlobStore:
+    """The session stack's bucket."""
+    return Clients.from_settings(infra_stack.settings()).blobs
 
 
 @pytest.fixture(autouse=True)

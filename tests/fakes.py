@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class StoredObject:
     generation: int
     content_type: str
     metadata: dict[str, str]
+    updated: float = 0.0
 
 
 class MemoryBlobStore:
@@ -51,7 +53,7 @@ class MemoryBlobStore:
         self._lock = threading.Lock()  # the stitch downloads from several threads
 
     def _info(self, name: str, obj: StoredObject) -> BlobInfo:
-        return BlobInfo(name, obj.generation, len(obj.data), dict(obj.metadata))
+        return BlobInfo(name, obj.generation, len(obj.data), dict(obj.metadata), obj.updated)
 
     def _get(self, name: str) -> StoredObject:
         with self._lock:
@@ -77,7 +79,7 @@ class MemoryBlobStore:
         with self._lock:
             generation = next(self._generations)
             self.objects[name] = StoredObject(
-                bytes(data), generation, content_type, dict(metadata or {})
+                bytes(data), generation, content_type, dict(metadata or {}), time.time()
             )
         return generation
 
@@ -99,6 +101,19 @@ class MemoryBlobStore:
         path.write_bytes(data)
         with self._lock:
             self.downloads.append(name)
+
+    def copy(
+        self,
+        source: str,
+        name: str,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        return self.upload_bytes(name, self._get(source).data, content_type, metadata)
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            return self.objects.pop(name, None) is not None
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
         with self._lock:
@@ -145,10 +160,10 @@ class RecordingLauncher:
     launched: list[str] = field(default_factory=list)
     error: PovstormError | None = None
 
-    def launch(self, job_id: str) -> None:
+    def launch(self, job_id: str, video: str | None = None) -> None:
         if self.error is not None:
             raise self.error
-        self.launched.append(job_id)
+        self.launched.append(job_id if video is None else f"{job_id} --video {video}")
 
 
 def fake_clients(

@@ -177,6 +177,18 @@ def test_stitch_launcher_runs_the_job_with_the_job_id_as_its_argument(serve) -> 
     assert overrides == [{"args": ["20261123-084512-3fa9c1"]}]
 
 
+def test_stitch_launcher_passes_a_video_to_make_again_as_arguments(serve) -> None:
+    run_api = serve(
+        lambda seen: json_reply(200, {"name": f"{JOB_NAME}/operations/op-2", "done": False})
+    )
+    launcher = CloudRunStitchLauncher(jobs_client(run_api.url), JOB_NAME)
+
+    launcher.launch("20261123-084512-3fa9c1", video="h264-12fps-crf20-mp4")
+
+    overrides = run_api.seen[0].json()["overrides"]["containerOverrides"]
+    assert overrides == [{"args": ["20261123-084512-3fa9c1", "--video", "h264-12fps-crf20-mp4"]}]
+
+
 def test_stitch_launcher_does_not_wait_for_the_execution(serve) -> None:
     # The operation never completes here; launch must return anyway (the
     # stitch reports into the ledger, not to its launcher).

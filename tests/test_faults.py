@@ -524,8 +524,8 @@ class LostReplyLauncher:
 
     real: Any
 
-    def launch(self, job_id: str) -> None:
-        self.real.launch(job_id)
+    def launch(self, job_id: str, video: str | None = None) -> None:
+        self.real.launch(job_id, video)
         raise TransientError(f"deadline exceeded waiting for run_job({job_id})")
 
 

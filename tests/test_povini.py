@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from povstorm.core.errors import SceneError
+from povstorm.core.schemas import load_job_spec
 from povstorm.povray import FARM_OPTIONS, Invocation, collect_inputs, f32, parse_invocation
 from povstorm.povray.options import FARM_OPTION_KEYS
 
@@ -234,9 +235,15 @@ def test_obsolete_option_in_ini_is_a_warning(work: Path) -> None:
     assert "t.ini:2: Buffer_Output is no longer used by POV-Ray 3.7 (ignored)" in inv.warnings
 
 
-def test_frame_step_is_refused(work: Path) -> None:
-    with pytest.raises(SceneError, match="Frame_Step=3"):
-        parse(["scene.pov", "+KFF9", "+STP3"], work)
+def test_frame_step_renders_every_nth_frame_from_the_first(work: Path) -> None:
+    inv = parse(["scene.pov", "+KFF9", "+STP3"], work)
+    frames = inv.frame_range()
+    assert (len(frames), [frames.frame(u) for u in range(len(frames))]) == (3, [1, 4, 7])
+    spec = load_job_spec(
+        {"povray": {"args": list(inv.farm_args), "frames": {"first": 1, "last": 9, "step": 3}}}
+    )
+    # A chunk of units 1-2 is frames 4 and 7: POV-Ray counts its step from +SF.
+    assert spec.unit_args(1, 2)[-3:] == ("+SF4", "+EF7", "+STP3")
 
 
 # --- where files are found ---------------------------------------------------------

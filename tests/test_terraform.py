@@ -416,7 +416,17 @@ _CORE = ("project", "namespace", "bucket", "region")
 # launch the stitch (frame_finalized, frame_failed, reconcile); the render
 # service renders with a timeout and an input cache; the stitch needs the core.
 REQUIRED_ENV = {
-    "function": {ENV[k] for k in (*_CORE, "stitch_launcher", "stitch_job", "render_slots")},
+    "function": {
+        ENV[k]
+        for k in (
+            *_CORE,
+            "stitch_launcher",
+            "stitch_job",
+            "render_slots",
+            "frame_cache_days",
+            "frame_cache_bytes",
+        )
+    },
     "render": {ENV[k] for k in (*_CORE, "render_timeout", "cache_dir")},
     "stitch": {ENV[k] for k in _CORE},
 }
@@ -1105,7 +1115,7 @@ def test_env_check_catches_functions_without_the_stitch_job(tmp_path: Path) -> N
         tmp_path,
         {
             "functions.tf": [
-                ("    (local.env.stitch_job)      = google_cloud_run_v2_job.stitch.id\n", "")
+                ("    (local.env.stitch_job)        = google_cloud_run_v2_job.stitch.id\n", "")
             ]
         },
     )
@@ -1120,8 +1130,8 @@ def test_env_check_catches_wrong_values(tmp_path: Path) -> None:
         {
             "functions.tf": [
                 (
-                    '(local.env.stitch_launcher) = "cloud-run"',
-                    '(local.env.stitch_launcher) = "cloudrun"',
+                    '(local.env.stitch_launcher)   = "cloud-run"',
+                    '(local.env.stitch_launcher)   = "cloudrun"',
                 )
             ],
             "run.tf": [

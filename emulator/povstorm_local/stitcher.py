@@ -14,7 +14,7 @@ and starts no thread, so a child starts clean.
 
 ``povstorm.cloud.launchers.LocalStitchLauncher`` connects to
 ``<home>/local/run/stitcher.sock``, sends one JSON line (job_id, env, log,
-root) and reads ``{"pid": N}`` back. When nothing answers, or the launcher
+root, and ``video`` for another video of a done job: ``JOB --video KEY``) and reads ``{"pid": N}`` back. When nothing answers, or the launcher
 runs other sources than the ones imported here (``root``), it starts a plain
 process as before.
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import setproctitle
 
-        from povstorm.cloud.launchers import STITCH_MODULE, package_root
+        from povstorm.cloud.launchers import STITCH_MODULE, package_root, stitch_args
         from povstorm.core.logs import setup_logging
         from povstorm.shells import stitch_job
     except ImportError as exc:
@@ -85,19 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def child(request: dict[str, Any], conn: socket.socket) -> NoReturn:
         job_id = str(request["job_id"])
+        argv = stitch_args(job_id, request.get("video"))
         code = 1
         try:
             listener.close()
             conn.close()
             os.setsid()
-            setproctitle.setproctitle(f"python -m {STITCH_MODULE} {job_id}")
+            setproctitle.setproctitle(f"python -m {STITCH_MODULE} {' '.join(argv)}")
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             os.environ.clear()
             os.environ.update({str(k): str(v) for k, v in request["env"].items()})
             _redirect(Path(request["log"]))
             logging.getLogger().handlers.clear()  # the stitch sets up its own, as a new process does
-            code = stitch_job.main([job_id])
+            code = stitch_job.main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -154,13 +155,15 @@ def _listen(path: Path) -> socket.socket:
 def _read(conn: socket.socket, root: str) -> tuple[dict[str, Any] | None, str]:
     """The launch request on ``conn``, or (None, why it is refused)."""
     from povstorm.core.errors import UserError
-    from povstorm.core.naming import check_job_id
+    from povstorm.core.naming import check_job_id, check_video_key
 
     conn.settimeout(5.0)
     try:
         line = conn.makefile("rb").readline(MAX_REQUEST_BYTES)
         request = json.loads(line)
         check_job_id(str(request["job_id"]))
+        if request.get("video") is not None:
+            check_video_key(request["video"])
         if not isinstance(request["env"], dict) or not str(request["log"]):
             raise ValueError("env and log are required")
     except (OSError, ValueError, KeyError, TypeError, UserError) as exc:

@@ -9,6 +9,7 @@ povstorm's own are POV-Ray's, passed on exactly as ``povray`` would read them.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="end the job at the first frame that fails for good",
     )
     r.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the local parse check (the local povray parses the first and last "
+        "frames before anything is uploaded)",
+    )
+    r.add_argument(
         "--frames-per-unit",
         type=int,
         default=FRAMES_PER_UNIT.default,
@@ -123,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames one POV-Ray process renders in a row (1-"
         f"{FRAMES_PER_UNIT.high}; default: chosen by the farm, large chunks first, "
         "single frames at the end)",
+    )
+    r.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="render every frame, even those the frame cache has from an earlier job",
     )
     r.add_argument(
         "--timeout", type=float, default=None, help="give up watching after this many seconds"
@@ -188,6 +200,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(rt)
     rt.set_defaults(func=cmd_retry)
 
+    st = sub.add_parser(
+        "stitch",
+        help="make another video of a done job from its frames, on the farm, rendering nothing",
+        description="Make a new video of a done job from its frames (or its segments, when "
+        "they can be joined unchanged) on the farm; the job keeps every video it has. "
+        "Settings not given are the job's own.",
+    )
+    st.add_argument("job_id", metavar="JOB")
+    st.add_argument("--fps", type=int, default=None, help=f"frame rate ({FPS.low}-{FPS.high})")
+    st.add_argument("--codec", default=None, metavar="C", help=f"codec: {', '.join(CODECS)}")
+    st.add_argument(
+        "--crf", type=int, default=None, help=f"quality, lower is better ({CRF.low}-{CRF.high})"
+    )
+    st.add_argument("--format", default=None, metavar="F", help="container: one the codec goes in")
+    st.add_argument("-o", "--output", type=Path, help="download the new video to this file")
+    st.add_argument(
+        "--timeout", type=float, default=None, help="give up waiting after this many seconds"
+    )
+    _add_cluster_option(st)
+    st.set_defaults(func=cmd_stitch)
+
+    ca = sub.add_parser(
+        "cache", help="the frame cache: frames reused by the next job that needs them"
+    )
+    cache_sub = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cl = cache_sub.add_parser("ls", help="how many frames the cache holds, their size and age")
+    cl.add_argument("--json", action="store_true", help="print JSON")
+    _add_cluster_option(cl)
+    cl.set_defaults(func=cmd_cache_ls)
+    cc = cache_sub.add_parser(
+        "clear", help="delete cached frames (all of them, or those past a limit)"
+    )
+    cc.add_argument(
+        "--older-than", type=float, default=None, metavar="DAYS", help="only those older than this"
+    )
+    cc.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="delete the oldest until the rest fit in N bytes",
+    )
+    _add_cluster_option(cc)
+    cc.set_defaults(func=cmd_cache_clear)
+
     stacks.add_cli(sub)  # `povstorm local ...`, from the local stack's plugin
     return parser
 
@@ -251,7 +308,15 @@ def print_stats(stats: dict[str, Any], out: TextIO = sys.stdout) -> None:
     render = stats.get("render_seconds") or {}
     rows = [
         ("wall time", _fmt_seconds(stats.get("wall_seconds"))),
-        ("frames", str(stats.get("units", "-"))),
+        (
+            "frames",
+            str(stats.get("units", "-"))
+            + (
+                f" ({stats['frames_cached']} from the frame cache)"
+                if stats.get("frames_cached")
+                else ""
+            ),
+        ),
         ("render time, total", _fmt_seconds(render.get("total"))),
         (
             "render time per frame",
@@ -293,6 +358,8 @@ def print_errors(errors: list[dict[str, Any]], out: TextIO = sys.stderr) -> None
 def cmd_render(args: argparse.Namespace) -> int:
     from povstorm.client import Job
 
+    if not args.no_check:
+        _check_scene(args)  # before a stack starts for it, before any upload
     cluster = _cluster(args, start=True)
     with cluster:
         job = Job.from_ini(
@@ -306,8 +373,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             fail_fast=args.fail_fast,
             frames_per_unit=args.frames_per_unit,
+            cache=not args.no_cache,
+            check=False,  # done above
         )
-        for warning in job.invocation.warnings:
+        for warning in job.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)
         job_id = job.submit()
         if args.no_wait:
@@ -323,6 +392,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             video=video if final.state == JobState.DONE else None, frames_dir=args.frames_dir
         )
         return _report(result, args.json)
+
+
+def _check_scene(args: argparse.Namespace) -> None:
+    """The local parse check (povray/check.py): a scene POV-Ray cannot parse
+    ends here, in about a second, with POV-Ray's error line (exit 2)."""
+    from povstorm.povray import check_parse, collect_inputs, parse_invocation
+
+    inv = parse_invocation([args.scene, *args.povray_args], Path.cwd())
+    check_parse(inv, collect_inputs(inv, extra=list(args.include)).files)
 
 
 def _report(result: Any, as_json: bool) -> int:
@@ -401,6 +479,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "started_at",
             "finished_at",
             "video",
+            "videos",
             "stats",
             "errors",
         )
@@ -415,6 +494,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {key.replace('_at', '')}: {status[key]}")
     if status.get("video"):
         print(f"  video: {status['video']}")
+    for v in (status.get("videos") or {}).values():
+        settings = f"{v.get('fps')} fps, {v.get('codec')}, crf {v.get('crf')}"
+        error = f": {v['error']}" if v.get("error") else ""
+        print(f"  video: {v.get('object')} ({settings}; {v.get('state')}{error})")
     print_stats(status.get("stats") or {})
     print_errors(status.get("errors") or [], sys.stdout)
     return 0
@@ -451,6 +534,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 None,
                 [
                     f"video {result.video.name}" if result.video else "no video",
+                    ", ".join(f"video {v.name}" for v in result.videos),
                     f"{len(result.frames)} frame(s)" if result.frames else "",
                     "stats.json",
                 ],
@@ -475,6 +559,49 @@ def cmd_retry(args: argparse.Namespace) -> int:
         with ProgressPrinter() as printer:
             final = cluster.watch(args.job_id, on_progress=printer)
         return 0 if final.state == JobState.DONE else 1
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    made = cluster.restitch(
+        args.job_id,
+        fps=args.fps,
+        codec=args.codec,
+        crf=args.crf,
+        format=args.format,
+        out=args.output,
+        **({} if args.timeout is None else {"timeout": args.timeout}),
+    )
+    print(f"job {args.job_id}: video {made.object}" + (f" -> {made.path}" if made.path else ""))
+    return 0
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    with _cluster(args) as cluster:
+        found = cluster.cache_summary()
+    if args.json:
+        print(json.dumps(found.to_dict()))
+    else:
+        print(
+            f"{found.entries} frame(s), {found.bytes / 1e6:.1f} MB, "
+            f"oldest {_when(found.oldest)}, newest {_when(found.newest)}"
+        )
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    if args.older_than is not None and args.older_than < 0:
+        raise UserError("--older-than: a number of days, 0 or more")
+    if args.max_bytes is not None and args.max_bytes < 0:
+        raise UserError("--max-bytes: 0 or more")
+    with _cluster(args) as cluster:
+        removed = cluster.clear_cache(older_than_days=args.older_than, max_bytes=args.max_bytes)
+    print(f"removed {removed.entries} cached frame(s), {removed.bytes / 1e6:.1f} MB")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,11 @@ from povstorm.core.digest import sha256_bytes, sha256_file
 from povstorm.core.errors import (
     SpecError,
     StackError,
+    StitchFailed,
     TransientError,
     UserError,
 )
-from povstorm.core.model import JobState, UnitState
+from povstorm.core.model import JobState, UnitState, VideoState
 from povstorm.core.naming import (
     check_relpath,
     frame_object,
@@ -46,10 +48,14 @@ from povstorm.core.settings import EMULATOR_VARS, Settings
 from povstorm.core.spec import (
     JobSpec,
 )
+from povstorm.farm import cache as frame_cache
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
 
 UPLOAD_THREADS = 8
+RESTITCH_TIMEOUT = 3600.0  # how long ``restitch`` waits for the farm's stitch by default
+RESTITCH_POLL = 0.25
+WATCHDOG_EVERY = 2.0
 
 
 @dataclass
@@ -225,6 +231,62 @@ class Cluster:
     def retry(self, job_id: str) -> int:
         return farm.retry(self.clients, job_id)
 
+    def cache_summary(self) -> frame_cache.CacheSummary:
+        """What the deployment's frame cache holds (``povstorm cache ls``)."""
+        return frame_cache.summary(frame_cache.entries(self.blobs))
+
+    def clear_cache(
+        self, *, older_than_days: float | None = None, max_bytes: int | None = None
+    ) -> frame_cache.Removed:
+        """Delete cached frames: all, or those older than ``older_than_days``,
+        then the oldest past ``max_bytes`` (``povstorm cache clear``)."""
+        return frame_cache.clear(self.blobs, older_than_days=older_than_days, max_bytes=max_bytes)
+
+    def restitch(
+        self,
+        job_id: str,
+        *,
+        fps: int | None = None,
+        codec: str | None = None,
+        crf: int | None = None,
+        format: str | None = None,
+        out: Path | None = None,
+        timeout: float | None = RESTITCH_TIMEOUT,
+    ) -> Restitched:
+        """Another video of a done job, made on the farm from its frames (or
+        its segments, when they were encoded with these settings) with no
+        render: settings not given are the job's own. Waits for the farm's
+        stitch and, with ``out``, downloads the video there. The job keeps its
+        video and every other; asking again for the same settings makes
+        nothing new. UnknownJob / SpecError for bad input, StitchFailed if the
+        stitch could not make it, TransientError if it is not made in time."""
+        key, entry = farm.restitch(
+            self.clients, job_id, fps=fps, codec=codec, crf=crf, format=format
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
+        while entry.get("state") == VideoState.REQUESTED:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransientError(
+                    f"video {key} of job {job_id} is not made after {timeout:.0f} s; "
+                    f"`povstorm status {job_id}` shows it when it is"
+                )
+            if self._watchdog and time.monotonic() - checked > WATCHDOG_EVERY:
+                checked = time.monotonic()
+                stopped = self._watchdog()
+                if stopped:
+                    raise StackError(f"{stopped}: start it with `povstorm local up`")
+            time.sleep(RESTITCH_POLL)
+            entry = (self.ledger.require_job(job_id).get("videos") or {}).get(key) or entry
+        if entry.get("state") != VideoState.DONE:
+            raise StitchFailed(f"video {key} of job {job_id} failed: {entry.get('error')}")
+        result = Restitched(job_id, key, str(entry["object"]))
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.blobs.download_to(result.object, out)
+            result.path = out
+        return result
+
     def logs(
         self, job_id: str, unit: int | None = None, frame: int | None = None
     ) -> list[tuple[str, str]]:
@@ -283,6 +345,13 @@ class Cluster:
         if video is not None and job.get("video"):
             self.blobs.download_to(job["video"], video)
             result.video = video
+        if out_dir is not None:
+            # The videos made again from its frames (``restitch``), beside it.
+            for entry in (job.get("videos") or {}).values():
+                if entry.get("state") == VideoState.DONE:
+                    dest = out_dir / Path(entry["object"]).name
+                    self.blobs.download_to(entry["object"], dest)
+                    result.videos.append(dest)
         if frames_dir is not None:
             frames_dir.mkdir(parents=True, exist_ok=True)
             records = self.ledger.unit_records(job_id, (UnitState.DONE,))
@@ -297,6 +366,17 @@ class Cluster:
                 result.frames = list(pool.map(get, records))
             result.frames_dir = frames_dir
         return result
+
+
+@dataclass
+class Restitched:
+    """Another video of a job (``Cluster.restitch``): its key in the job's
+    ``videos`` map, its object, and where it was downloaded."""
+
+    job_id: str
+    key: str
+    object: str
+    path: Path | None = None
 
 
 def _default_frame_name(job: dict[str, Any]) -> Callable[[dict[str, Any]], str]:
@@ -330,6 +410,7 @@ class JobResult:
     frames_dir: Path | None = None
     frames: list[Path] = field(default_factory=list)
     stats_path: Path | None = None
+    videos: list[Path] = field(default_factory=list)  # made again from its frames
 
     @classmethod
     def from_view(cls, job_id: str, view: Any) -> JobResult:

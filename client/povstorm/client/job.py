@@ -69,6 +69,7 @@ class Job:
         fail_fast: bool = False,
         timeout_seconds: int = TIMEOUT_SECONDS.default,
         frames_per_unit: int = FRAMES_PER_UNIT.default,
+        cache: bool = True,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None
@@ -80,7 +81,14 @@ class Job:
             "timeout_seconds": timeout_seconds,
             # Frames per POV-Ray process for a scene job; 0: the farm's plan.
             "frames_per_unit": frames_per_unit,
+            # The frame cache: reuse frames rendered before; False renders
+            # every frame (and stores it). A scene whose frames depend on one
+            # another is not cached at all (``warnings`` says why).
+            "cache": "use" if cache else "refresh",
         }
+        # What the client noticed about the job: the POV-Ray options, the
+        # scan, the frame cache. One line each; the CLI prints them.
+        self.warnings: list[str] = []
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None
         self._scene: dict[str, Any] | None = None  # set by from_ini
@@ -107,26 +115,42 @@ class Job:
         *,
         cwd: Path | None = None,
         include: Sequence[Path] = (),
+        check: bool = True,
         **options: Any,
     ) -> Job:
         """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
-        ``povray`` would read it; a missing include fails here, before upload."""
-        from povstorm.povray import collect_inputs, parse_invocation
+        ``povray`` would read it; a missing include fails here, before upload.
+        ``check``: parse the first and last frames with the local ``povray``
+        first (povray/check.py): a scene it cannot parse fails here with
+        POV-Ray's error (SceneError); skipped where there is no ``povray``."""
+        from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
         inv = parse_invocation(list(argv), cwd or Path.cwd())
         inputs = collect_inputs(inv, extra=list(include))
+        if check:
+            check_parse(inv, inputs.files)
         job = cls(cluster, name=options.pop("name", None) or inv.scene.stem, **options)
         first, last = inv.frames
         job._scene = {
             "args": list(inv.farm_args),
-            "frames": {"first": first, "last": last},
+            "frames": {"first": first, "last": last, "step": inv.frame_step},
             "animated": inv.animated,
         }
         job._scene_files = dict(inputs.files)
         job._extra = {"output_stem": _output_stem(inv)}
         job.options["frame_digits"] = inv.frame_digits
         job.invocation = inv
+        job.warnings += [*inv.warnings, *inputs.warnings]
+        job._no_cache(list(inputs.uncacheable))
         return job
+
+    def _no_cache(self, reasons: list[str]) -> None:
+        """Frames that may depend on one another are neither reused nor stored."""
+        if not reasons:
+            return
+        self.options["cache"] = "off"
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        self.warnings.append(f"frames not cached: {reasons[0]}{more}")
 
     def spec(self) -> dict[str, Any]:
         """Upload the inputs and build the job spec (validated before return)."""
@@ -139,6 +163,9 @@ class Job:
             if not self.units:
                 raise UserError("the job has no units: add WorkUnit(...) first")
             shared = _files_under(self.shared) if self.shared else {}
+            if self.options["cache"] != "off":
+                self._no_cache(_unit_blockers(shared, self.units))
+                body["cache"] = self.options["cache"]
             body["inputs"] = self.cluster.upload_inputs(shared)
             body["inputs_dir"] = "shared"
             body["units"] = [self._unit_body(u) for u in self.units]
@@ -211,6 +238,30 @@ def _output_stem(inv: Any) -> str | None:
             return None
         stem = name[: -len(suffix)]
     return stem
+
+
+# The files of a generated job the cache check reads as scene text.
+SCENE_SUFFIXES = (".pov", ".inc", ".mcr")
+
+
+def _unit_blockers(shared: Mapping[str, Path], units: Sequence[WorkUnit]) -> list[str]:
+    """Why a generated job's units may depend on one another (povray/scan.py:
+    cache_blockers), from its shared scene files and each unit's own."""
+    from povstorm.povray import cache_blockers
+
+    texts: dict[str, str | bytes | Path] = {f"shared/{n}": p for n, p in shared.items()}
+    for k, unit in enumerate(units):
+        texts.update({f"unit {k}: {n}": c for n, c in {**unit.files, **unit.inline}.items()})
+    out: list[str] = []
+    for origin, content in texts.items():
+        if not origin.lower().endswith(SCENE_SUFFIXES):
+            continue
+        if isinstance(content, Path):
+            content = content.read_bytes()
+        if isinstance(content, bytes):
+            content = content.decode("utf-8", errors="replace")
+        out += cache_blockers(content, origin)
+    return out
 
 
 def _files_under(root: Path) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from povstorm.core.errors import translate
+from povstorm.core.errors import NotFound, translate
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class BlobInfo:
     generation: int
     size: int
     metadata: dict[str, str]
+    updated: float = 0.0  # when it was last written, as a POSIX time
 
 
 class BlobStore(Protocol):
@@ -39,6 +40,10 @@ class BlobStore(Protocol):
     def read_bytes(self, name: str) -> bytes: ...
     def download_to(self, name: str, path: Path) -> None: ...
     def list(self, prefix: str) -> Iterator[BlobInfo]: ...
+    def copy(
+        self, source: str, name: str, content_type: str = ..., metadata: dict[str, str] | None = ...
+    ) -> int: ...
+    def delete(self, name: str) -> bool: ...
 
 
 # --- GCS ---------------------------------------------------------------------
@@ -72,6 +77,7 @@ class GcsBlobStore:
             generation=int(blob.generation or 0),
             size=int(blob.size or 0),
             metadata=dict(blob.metadata or {}),
+            updated=blob.updated.timestamp() if blob.updated else 0.0,
         )
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -133,3 +139,30 @@ class GcsBlobStore:
         with translate("storage", network=True):
             for blob in self._client.list_blobs(self._bucket, prefix=prefix):
                 yield self._info(blob)
+
+    def copy(
+        self,
+        source: str,
+        name: str,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """A server-side copy of ``source`` to ``name`` with this content type
+        and metadata (not the source's); the new object's generation. It is a
+        new object like an upload: its OBJECT_FINALIZE notification fires."""
+        blob = self._bucket.blob(name)
+        blob.content_type = content_type
+        blob.metadata = metadata or {}
+        src = self._bucket.blob(source)
+        token, _, _ = self._call(blob.rewrite, src)
+        while token is not None:  # a large object takes several calls
+            token, _, _ = self._call(blob.rewrite, src, token=token)
+        return int(blob.generation or 0)
+
+    def delete(self, name: str) -> bool:
+        """Delete an object; False if it was not there."""
+        try:
+            self._call(self._bucket.blob(name).delete)
+        except NotFound:
+            return False
+        return True

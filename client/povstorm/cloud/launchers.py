@@ -18,7 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class StitchLauncher(Protocol):
-    def launch(self, job_id: str) -> None: ...
+    """Starts ``python -m povstorm.shells.stitch_job JOB``: the stitch of a job
+    (``video`` None) or, with ``video`` (a ``core.naming.video_key``), another
+    video of a done job (``JOB --video KEY``)."""
+
+    def launch(self, job_id: str, video: str | None = None) -> None: ...
+
+
+def stitch_args(job_id: str, video: str | None = None) -> list[str]:
+    """The stitch's arguments: the job id, and the video to make again if any."""
+    return [job_id] if video is None else [job_id, "--video", video]
 
 
 # --- Stitch launchers --------------------------------------------------------
@@ -49,18 +58,18 @@ class LocalStitchLauncher:
         self._settings = settings
         self._log_dir = log_dir or local_logs()
 
-    def launch(self, job_id: str) -> None:
+    def launch(self, job_id: str, video: str | None = None) -> None:
         env = {**os.environ, **self._settings.to_env()}
         root = package_root()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
         log_path = self._log_dir / f"stitch-{job_id}.log"
         try:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            if self._forked(job_id, env, log_path, root):
+            if self._forked(job_id, video, env, log_path, root):
                 return
             with open(log_path, "ab") as out:
                 subprocess.Popen(
-                    [sys.executable, "-m", STITCH_MODULE, job_id],
+                    [sys.executable, "-m", STITCH_MODULE, *stitch_args(job_id, video)],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -71,12 +80,16 @@ class LocalStitchLauncher:
             raise TransientError(f"cannot start the stitch for {job_id}: {exc}") from exc
 
     @staticmethod
-    def _forked(job_id: str, env: dict[str, str], log_path: Path, root: str) -> bool:
+    def _forked(
+        job_id: str, video: str | None, env: dict[str, str], log_path: Path, root: str
+    ) -> bool:
         """Whether the local stack's stitcher started the stitch."""
         path = local_run() / STITCHER_SOCKET
         if not path.exists():
             return False
         request = {"job_id": job_id, "env": env, "log": str(log_path), "root": root}
+        if video is not None:
+            request["video"] = video
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(5.0)
@@ -93,22 +106,25 @@ class LocalStitchLauncher:
 
 
 class CloudRunStitchLauncher:
-    """Starts an execution of the stitch Cloud Run Job with the job id as its
-    argument. run_job has no idempotency key: the ledger claims the stitch
-    first, and the stitch itself is idempotent."""
+    """Starts an execution of the stitch Cloud Run Job with the job id (and,
+    for another video of a done job, ``--video KEY``) as its arguments.
+    run_job has no idempotency key: the ledger claims the stitch (or records
+    the video's request) first, and the stitch itself is idempotent."""
 
     def __init__(self, client: Any, job_name: str) -> None:
         self._client = client
         self._job_name = job_name
 
-    def launch(self, job_id: str) -> None:
+    def launch(self, job_id: str, video: str | None = None) -> None:
         from google.cloud import run_v2
 
         request = run_v2.RunJobRequest(
             name=self._job_name,
             overrides=run_v2.RunJobRequest.Overrides(
                 container_overrides=[
-                    run_v2.RunJobRequest.Overrides.ContainerOverride(args=[job_id])
+                    run_v2.RunJobRequest.Overrides.ContainerOverride(
+                        args=stitch_args(job_id, video)
+                    )
                 ]
             ),
         )

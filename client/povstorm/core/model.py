@@ -77,6 +77,23 @@ JOB_RETRY: dict[JobState, frozenset[JobState]] = {
 }
 
 
+class VideoState(enum.StrEnum):
+    """Another video of a done job, made from its frames again (``povstorm
+    stitch JOB``): one entry of the job's ``videos`` map."""
+
+    REQUESTED = "requested"  # recorded; its stitch launched or about to be
+    DONE = "done"  # the video is in the bucket
+    FAILED = "failed"  # the stitch could not make it (its error is kept)
+
+
+# A failed video may be asked for again; a done one is kept as it is.
+VIDEO_TRANSITIONS: dict[VideoState, frozenset[VideoState]] = {
+    VideoState.REQUESTED: frozenset({VideoState.DONE, VideoState.FAILED}),
+    VideoState.DONE: frozenset(),
+    VideoState.FAILED: frozenset({VideoState.REQUESTED}),
+}
+
+
 def can_move(table: dict, old: enum.Enum, new: enum.Enum) -> bool:
     return new in table.get(old, frozenset())
 
@@ -168,6 +185,8 @@ class RenderStats:
     cpu_seconds: float = 0.0
     peak_memory_bytes: int = 0
     worker: str = ""
+    # The frame cache key it was copied from (core/framekey.py): not rendered.
+    cached: str = ""
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -175,6 +194,7 @@ class RenderStats:
             "cpu_seconds": f"{self.cpu_seconds:.3f}",
             "peak_memory_bytes": str(self.peak_memory_bytes),
             "worker": self.worker,
+            **({"cached": self.cached} if self.cached else {}),
         }
 
     @classmethod
@@ -192,4 +212,5 @@ class RenderStats:
             cpu_seconds=num("cpu_seconds"),
             peak_memory_bytes=num("peak_memory_bytes", int),
             worker=str(md.get("worker", "")),
+            cached=str(md.get("cached", "")),
         )

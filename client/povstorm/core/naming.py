@@ -13,7 +13,14 @@ segments/<job>/<first:06d>-<last:06d>.<ext>
                                          segment_ext); the stitch joins them, the ledger never
                                          counts them
 videos/<job>/video.<ext>                 the stitch's video (<ext>: core.spec.container_for)
+videos/<job>/video-<codec>-<fps>fps-crf<crf>.<ext>
+                                         another video of a done job, made again from its
+                                         frames (``povstorm stitch``); its key in the job's
+                                         ``videos`` map is ``video_key``'s
 videos/<job>/poster.png, stats.json      the stitch's poster frame and statistics
+cache/<key>.png                          a frame rendered before, by the hash of everything
+                                         that decides its pixels (core.framekey): a job's
+                                         frame with that key is a copy of it
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import secrets
 
 from povstorm.core.errors import PoisonMessage, SpecError
 from povstorm.core.names import PREFIXES
-from povstorm.core.spec import DEFAULT_FORMAT
+from povstorm.core.spec import DEFAULT_FORMAT, OutputSpec, container_for
 
 JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -42,7 +49,12 @@ _SEGMENT_RE = re.compile(
 _MANIFEST_RE = re.compile(
     "^" + re.escape(PREFIXES["jobs"]) + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/job\.json$"
 )
+_CACHE_RE = re.compile("^" + re.escape(PREFIXES["cache"]) + r"(?P<key>[0-9a-f]{64})\.png$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
+_VIDEO_KEY_RE = re.compile(
+    r"^(?P<settings>(?P<codec>[a-z0-9]{1,16})-(?P<fps>\d{1,3})fps-crf(?P<crf>\d{1,2}))"
+    r"-(?P<ext>[a-z0-9]{1,8})$"
+)
 MAX_PATH_LEN = 255
 
 
@@ -72,6 +84,23 @@ def check_relpath(path: str, what: str = "resource name") -> str:
     if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(path) != path:
         raise SpecError(f"{what} {path!r} leaves its directory or is not normalised")
     return path
+
+
+def cache_object(key: str) -> str:
+    """The cached frame of a frame key (``core.framekey.frame_key``)."""
+    if not SHA256_RE.match(key):
+        raise SpecError(f"invalid frame key {key!r}")
+    return f"{PREFIXES['cache']}{key}.png"
+
+
+def cache_prefix() -> str:
+    return PREFIXES["cache"]
+
+
+def parse_cache_object(name: str) -> str | None:
+    """The frame key of a cache object, or None for another name."""
+    m = _CACHE_RE.match(name)
+    return m["key"] if m else None
 
 
 def input_object(sha256: str) -> str:
@@ -135,6 +164,31 @@ def poster_object(job_id: str) -> str:
 
 def stats_object(job_id: str) -> str:
     return f"{PREFIXES['videos']}{job_id}/stats.json"
+
+
+def video_key(output: OutputSpec) -> str:
+    """The key of a job's re-stitched video with these settings (its entry in
+    the job's ``videos`` map, the stitch's ``--video`` argument): one video
+    per settings, so asking again for the same one makes nothing new."""
+    return f"{output.codec}-{output.fps}fps-crf{output.crf}-{container_for(output)}"
+
+
+def _video_key_match(key: str) -> re.Match[str]:
+    m = _VIDEO_KEY_RE.match(key) if isinstance(key, str) else None
+    if not m:
+        raise SpecError(f"invalid video key {key!r}")
+    return m
+
+
+def check_video_key(key: str) -> str:
+    _video_key_match(key)
+    return key
+
+
+def restitch_object(job_id: str, key: str) -> str:
+    """The object of the re-stitched video ``key`` (``video_key``) of a job."""
+    m = _video_key_match(key)
+    return f"{PREFIXES['videos']}{job_id}/video-{m['settings']}.{m['ext']}"
 
 
 def parse_frame_object(name: str) -> tuple[str, int]:

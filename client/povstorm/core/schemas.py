@@ -27,8 +27,10 @@ from povstorm.core.errors import PoisonMessage, SpecError
 from povstorm.core.model import FailureReport, FrameEvent, WorkMessage
 from povstorm.core.naming import JOB_ID_RE, SHA256_RE, check_relpath
 from povstorm.core.spec import (
+    CACHE_MODES,
     CODECS,
     CRF,
+    DEFAULT_CACHE,
     DEFAULT_CODEC,
     DEFAULT_FORMAT,
     FORMATS,
@@ -91,6 +93,7 @@ class FrameRangeSchema(_Strict):
     last = fields.Integer(
         required=True, validate=validate.Range(-MAX_FRAME_NUMBER, MAX_FRAME_NUMBER)
     )
+    step = fields.Integer(load_default=1, validate=validate.Range(1, MAX_FRAME_NUMBER))
 
     @validates_schema
     def _order(self, data: dict, **_: Any) -> None:
@@ -98,7 +101,7 @@ class FrameRangeSchema(_Strict):
             raise ValidationError(
                 f"frame range {data['first']}..{data['last']} is empty or reversed", "last"
             )
-        if data["last"] - data["first"] + 1 > MAX_UNITS:
+        if (data["last"] - data["first"]) // data.get("step", 1) + 1 > MAX_UNITS:
             raise ValidationError(f"more than {MAX_UNITS} frames", "last")
 
     @post_load
@@ -190,6 +193,7 @@ class JobSpecSchema(_Strict):
     fail_fast = fields.Boolean(load_default=False)
     timeout_seconds = _bounded(TIMEOUT_SECONDS)
     frames_per_unit = _bounded(FRAMES_PER_UNIT)
+    cache = fields.String(load_default=DEFAULT_CACHE, validate=validate.OneOf(CACHE_MODES))
     frame_digits = fields.Integer(load_default=0, validate=validate.Range(0, 9))
     extra = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -263,6 +267,7 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
         "fail_fast": spec.fail_fast,
         "timeout_seconds": spec.timeout_seconds,
         "frames_per_unit": spec.frames_per_unit,
+        "cache": spec.cache,
         "frame_digits": spec.frame_digits,
         "extra": dict(spec.extra),
     }
@@ -271,7 +276,11 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
     if spec.povray:
         out["povray"] = {
             "args": list(spec.povray.args),
-            "frames": {"first": spec.povray.frames.first, "last": spec.povray.frames.last},
+            "frames": {
+                "first": spec.povray.frames.first,
+                "last": spec.povray.frames.last,
+                "step": spec.povray.frames.step,
+            },
             "animated": spec.povray.animated,
         }
     else:

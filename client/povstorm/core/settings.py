@@ -81,6 +81,10 @@ class Settings:
     # leaves POV-Ray's default (a thread per core). The local stack runs more
     # processes than cores and sets 1, so threads never oversubscribe by accident.
     povray_threads: int = 0
+    # The frame cache's limits (farm/cache.py): entries older than this many
+    # days, then the oldest past this many bytes, are deleted; 0: no limit.
+    frame_cache_days: float = 30.0
+    frame_cache_bytes: int = 10 << 30
     endpoints: Endpoints = Endpoints()
 
     @classmethod
@@ -105,6 +109,8 @@ class Settings:
             render_timeout=int(get("render_timeout", d.render_timeout)),
             render_slots=max(1, int(get("render_slots", d.render_slots))),
             povray_threads=max(0, int(get("povray_threads", d.povray_threads))),
+            frame_cache_days=max(0.0, float(get("frame_cache_days", d.frame_cache_days))),
+            frame_cache_bytes=max(0, int(get("frame_cache_bytes", d.frame_cache_bytes))),
             endpoints=Endpoints.from_env(env),
         )
 
@@ -124,5 +130,7 @@ class Settings:
             ENV["render_timeout"]: str(self.render_timeout),
             ENV["render_slots"]: str(self.render_slots),
             ENV["povray_threads"]: str(self.povray_threads),
+            ENV["frame_cache_days"]: f"{self.frame_cache_days:g}",
+            ENV["frame_cache_bytes"]: str(self.frame_cache_bytes),
             **self.endpoints.to_env(),
         }

@@ -42,6 +42,13 @@ TIMEOUT_SECONDS = Bounded(600, 5, 3600)  # a frame's, in a chunk or alone
 # Frames one POV-Ray process renders (core/chunks.py); 0: chosen by the farm.
 FRAMES_PER_UNIT = Bounded(0, 0, 100)
 
+# The frame cache (core/framekey.py): "use" reuses a frame rendered before and
+# stores what it renders; "refresh" (--no-cache) renders every frame and
+# stores it; "off" neither reads nor writes (a scene whose frames are not
+# independent, povray/scan.py: cache_blockers).
+CACHE_MODES = ("use", "refresh", "off")
+DEFAULT_CACHE = "use"
+
 # codec -> the containers it may go in, its default container first. The
 # encoder options for each codec are the stitch's (stitch/encode.py).
 CONTAINERS: dict[str, tuple[str, ...]] = {
@@ -59,14 +66,18 @@ DEFAULT_FORMAT = CONTAINERS[DEFAULT_CODEC][0]
 
 @dataclass(frozen=True)
 class FrameRange:
+    """The frames a scene job renders: ``first``, ``first + step``, ... up
+    to ``last`` (POV-Ray's ``Frame_Step``, counted from the first frame)."""
+
     first: int
     last: int
+    step: int = 1
 
     def __len__(self) -> int:
-        return self.last - self.first + 1
+        return (self.last - self.first) // self.step + 1
 
     def frame(self, unit: int) -> int:
-        return self.first + unit
+        return self.first + unit * self.step
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class JobSpec:
     fail_fast: bool = False
     timeout_seconds: int = TIMEOUT_SECONDS.default
     frames_per_unit: int = FRAMES_PER_UNIT.default
+    cache: str = DEFAULT_CACHE
     job_id: str | None = None
     # POV-Ray's own numbering of the frames, for names on download (scene form).
     frame_digits: int = 0
@@ -121,8 +133,10 @@ class JobSpec:
         if self.povray:
             if not self.povray.animated:
                 return self.povray.args
-            first = self.povray.frames.frame(unit)
-            return (*self.povray.args, f"+SF{first}", f"+EF{first + count - 1}")
+            frames = self.povray.frames
+            first, last = frames.frame(unit), frames.frame(unit + count - 1)
+            step = (f"+STP{frames.step}",) if frames.step > 1 else ()
+            return (*self.povray.args, f"+SF{first}", f"+EF{last}", *step)
         return self.units[unit].args
 
     def unit_spec(self, unit: int) -> UnitSpec:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import replace
 from typing import Any
+
+from marshmallow import ValidationError
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import MAX_FRAMES_PER_UNIT, chunkable, job_plan, runs
-from povstorm.core.errors import PoisonMessage, PovstormError, UnknownJob
+from povstorm.core.errors import PoisonMessage, PovstormError, SpecError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
 from povstorm.core.naming import (
     cancel_marker,
@@ -24,11 +27,14 @@ from povstorm.core.naming import (
     log_object,
     manifest_object,
     new_job_id,
+    restitch_object,
+    video_key,
 )
-from povstorm.core.schemas import dump_job_spec, encode_message, load_job_spec
-from povstorm.core.spec import JobSpec
+from povstorm.core.schemas import OutputSchema, dump_job_spec, encode_message, load_job_spec
+from povstorm.core.spec import CODECS, CONTAINERS, JobSpec, OutputSpec, container_for
 from povstorm.ledger.docs import JobDoc, scene_family, scene_key
 from povstorm.ledger.ledger import Ledger, Outcome, now
+from povstorm.ledger.views import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +195,80 @@ def on_dead_letter(clients: Clients, message: WorkMessage) -> Outcome:
     )
 
 
+def restitch_output(
+    own: OutputSpec,
+    *,
+    fps: int | None = None,
+    codec: str | None = None,
+    crf: int | None = None,
+    format: str | None = None,
+) -> OutputSpec:
+    """The settings of another video of a job: each one given, else the job's
+    own (its container if it fits the codec, else the codec's first), checked
+    as submit checks a spec's (core/schemas.py: OutputSchema, the bounds and
+    tables of core/spec.py). SpecError for a setting out of range or a
+    format the codec does not go in."""
+    codec = codec or own.codec
+    settings = {
+        "fps": own.fps if fps is None else fps,
+        "codec": codec,
+        "crf": own.crf if crf is None else crf,
+        "format": format
+        or container_for(replace(own, codec=codec if codec in CODECS else own.codec)),
+    }
+    try:
+        output: OutputSpec = OutputSchema().load(settings)
+    except ValidationError as exc:
+        name, messages = next(iter(exc.normalized_messages().items()))
+        raise SpecError(f"--{name} {settings.get(name)}: {' '.join(map(str, messages))}") from None
+    if output.format not in CONTAINERS[output.codec]:
+        raise SpecError(
+            f"--format {output.format} does not fit --codec {output.codec}: "
+            f"{output.codec} video goes in {', '.join(CONTAINERS[output.codec])}"
+        )
+    return output
+
+
+def restitch(
+    clients: Clients,
+    job_id: str,
+    *,
+    fps: int | None = None,
+    codec: str | None = None,
+    crf: int | None = None,
+    format: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Ask for another video of a done job from its frames (``povstorm stitch``):
+    record the request on the job (``Ledger.request_video``), then, after
+    commit, launch its stitch (``JOB --video KEY``) unless it is made or being
+    made. Returns (its key, its entry); the stitch completes the entry.
+    UnknownJob, or a SpecError for a job that is not done, has no video or
+    bad settings; a failed launch raises (asking again launches again)."""
+    ledger = Ledger(clients.db)
+    job = ledger.job(job_id)
+    if job.state != JobState.DONE:
+        raise SpecError(
+            f"job {job_id} is {job.state}; only a done job's frames can be stitched again"
+        )
+    own = spec_of(job).output
+    if not own.video:
+        raise SpecError(f"job {job_id} has no video: its units are not frames")
+    output = restitch_output(own, fps=fps, codec=codec, crf=crf, format=format)
+    key = video_key(output)
+    settings = {
+        "fps": output.fps,
+        "codec": output.codec,
+        "crf": output.crf,
+        "format": output.format,
+    }
+    entry, launch = ledger.request_video(job_id, key, settings, restitch_object(job_id, key))
+    if launch:
+        clients.launcher.launch(job_id, video=key)
+        ledger.mark_video_launched(job_id, key)
+    log.info("video %s of %s: %s", key, job_id, "launched" if launch else entry["state"])
+    return key, entry
+
+
 def cancel(clients: Clients, job_id: str) -> str:
     """Cancel the job; once the ledger says so, leave a marker beside its
     manifest, so that a ledger restored from before the cancel cancels it again."""
@@ -220,6 +300,8 @@ __all__ = [
     "on_frame_event",
     "publish_work",
     "rebuild_job",
+    "restitch",
+    "restitch_output",
     "retry",
     "submit",
     "write_manifest",

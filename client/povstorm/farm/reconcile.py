@@ -38,6 +38,7 @@ from povstorm.core.naming import (
     parse_frame_object,
     parse_manifest_object,
 )
+from povstorm.farm.cache import trim_if_due
 from povstorm.farm.operations import (
     chunk_messages,
     coalesce,
@@ -69,6 +70,7 @@ class Report:
     republished: list[tuple[str, int]] = field(default_factory=list)
     recovered: list[tuple[str, int]] = field(default_factory=list)
     relaunched: list[str] = field(default_factory=list)
+    cache_trimmed: int = 0  # frame cache entries deleted past its limits
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class Report:
             "republished": [f"{j}/{u}" for j, u in self.republished],
             "recovered": [f"{j}/{u}" for j, u in self.recovered],
             "relaunched": self.relaunched,
+            "cache_trimmed": self.cache_trimmed,
             "errors": self.errors,
         }
 
@@ -113,6 +116,17 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
             log.warning("reconcile %s: %s", job.job_id, exc)
+    settings = clients.settings
+    try:
+        removed = trim_if_due(
+            clients.blobs,
+            max_days=settings.frame_cache_days,
+            max_bytes=settings.frame_cache_bytes,
+        )
+    except PovstormError as exc:
+        report.errors.append(f"frame cache: {exc}")
+    else:
+        report.cache_trimmed = removed.entries if removed else 0
     return report
 
 

@@ -170,6 +170,7 @@ class UnitDoc(_Doc):
     render_seconds: float | None = None
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    cached: str | None = None  # the frame cache key its frame was copied from
     spec: dict[str, Any] | None = None  # generated units only
 
     _LATER = frozenset(
@@ -182,6 +183,7 @@ class UnitDoc(_Doc):
             "render_seconds",
             "cpu_seconds",
             "peak_memory_bytes",
+            "cached",
             "spec",
         }
     )
@@ -296,8 +298,13 @@ class JobDoc(_Doc):
     # edits of its files, scene_family (ledger.last_stats_of).
     scene_key: str = ""
     scene_family: str = ""
+    # The videos made again from a done job's frames (``povstorm stitch``),
+    # by ``core.naming.video_key``: {fps, codec, crf, format, state
+    # (core.model.VideoState), object, error, requested_at, launched_at,
+    # finished_at}. The job's own video stays ``video``.
+    videos: dict[str, Any] | None = None
 
-    _LATER = frozenset({"stats_object", "stitch_error", "failed_by"})
+    _LATER = frozenset({"stats_object", "stitch_error", "failed_by", "videos"})
     _INTS = frozenset(
         {
             "units_expected",

@@ -1,7 +1,8 @@
 """The ledger: Firestore documents that count every unit exactly once and
 claim the stitch when the last one lands.
 
-    jobs/{job}                 state, spec, counts, times, stitch claim, stats, first errors
+    jobs/{job}                 state, spec, counts, times, stitch claim, stats, first errors,
+                               videos (others made from its frames: request_video, finish_video)
     jobs/{job}/units/{n:06d}   state, attempts, generation, render stats, errors per attempt
     jobs/{job}/shards/{k}      expected, done, failed for a block of consecutive units
 
@@ -40,10 +41,13 @@ from google.cloud import firestore
 
 from povstorm.core.errors import SpecError, TransientError, UnknownJob, translate
 from povstorm.core.model import (
+    VIDEO_TRANSITIONS,
     JobState,
     RenderStats,
     UnitState,
+    VideoState,
     WorkMessage,
+    check_move,
     shard_count_for,
     shard_sizes,
 )
@@ -77,6 +81,9 @@ MAX_ERRORS_ON_JOB = 20  # the first errors, kept on the job for the console and 
 MAX_ERRORS_PER_UNIT = 20
 TX_ATTEMPTS = 3
 TX_ROUNDS = 5
+# A re-stitch launched this long ago and not finished is launched again when
+# asked for again (the reconciler's deadline for a job's own stitch).
+RELAUNCH_VIDEO_AFTER = 30 * 60.0
 
 T = TypeVar("T")
 
@@ -805,6 +812,117 @@ class Ledger:
             errors=firestore.ArrayUnion([{"stitch": error[:2000]}]),
         )
 
+    # --- videos made again (``povstorm stitch JOB``) ----------------------------------
+    #
+    # A done job's other videos live in its ``videos`` map, one entry per
+    # ``core.naming.video_key``. Each entry moves by VIDEO_TRANSITIONS; the
+    # job's state, its own video and its units are never written here.
+
+    def request_video(
+        self,
+        job_id: str,
+        key: str,
+        settings: dict[str, Any],
+        object_name: str,
+        *,
+        relaunch_after: float = RELAUNCH_VIDEO_AFTER,
+    ) -> tuple[dict[str, Any], bool]:
+        """Ask for another video of a done job: (its entry, whether to launch
+        its stitch after commit). A video made already is returned as it is;
+        one launched less than ``relaunch_after`` seconds ago is waited for;
+        a failed one, or one whose launch never happened, is asked for again.
+        UnknownJob, or a SpecError for a job that is not done."""
+
+        def tx(transaction: Any) -> tuple[dict[str, Any], bool]:
+            job = self._job(job_id, transaction)
+            if job is None:
+                raise UnknownJob(job_id)
+            if job.state != JobState.DONE:
+                raise SpecError(
+                    f"job {job_id} is {job.state}; only a done job's frames can be stitched again"
+                )
+            videos = dict(job.videos or {})
+            at = now()
+            entry = videos.get(key)
+            if entry is not None:
+                state = VideoState(entry["state"])
+                if state == VideoState.DONE:
+                    return entry, False
+                launched = entry.get("launched_at")
+                if (
+                    state == VideoState.REQUESTED
+                    and launched is not None
+                    and (at - launched).total_seconds() < relaunch_after
+                ):
+                    return entry, False
+                if state != VideoState.REQUESTED:
+                    check_move(VIDEO_TRANSITIONS, state, VideoState.REQUESTED)
+            entry = {
+                **settings,
+                "state": VideoState.REQUESTED.value,
+                "object": object_name,
+                "error": None,
+                "requested_at": at,
+                "launched_at": None,
+                "finished_at": None,
+            }
+            videos[key] = entry
+            transaction.update(
+                self.job_ref(job_id), job.update_fields(videos=videos, updated_at=at)
+            )
+            return entry, True
+
+        return self._run(tx)
+
+    def _video_update(
+        self, job_id: str, key: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> bool:
+        """Write ``change(entry)`` over the entry ``key`` of the job's videos,
+        unless it returns None; True if it wrote."""
+
+        def tx(transaction: Any) -> bool:
+            job = self._job(job_id, transaction)
+            if job is None:
+                raise UnknownJob(job_id)
+            videos = dict(job.videos or {})
+            entry = videos.get(key)
+            changes = None if entry is None else change(entry)
+            if entry is None or changes is None:
+                return False
+            videos[key] = {**entry, **changes}
+            transaction.update(
+                self.job_ref(job_id), job.update_fields(videos=videos, updated_at=now())
+            )
+            return True
+
+        return self._run(tx)
+
+    def mark_video_launched(self, job_id: str, key: str) -> None:
+        def change(entry: dict[str, Any]) -> dict[str, Any] | None:
+            if entry.get("state") != VideoState.REQUESTED:
+                return None
+            return {"launched_at": now(), "launches": int(entry.get("launches") or 0) + 1}
+
+        self._video_update(job_id, key, change)
+
+    def finish_video(self, job_id: str, key: str, *, error: str | None = None) -> bool:
+        """Record the one result of a video's stitch: requested -> done, or
+        failed with ``error``. True only for the call that did."""
+        new = VideoState.DONE if error is None else VideoState.FAILED
+
+        def change(entry: dict[str, Any]) -> dict[str, Any] | None:
+            old = VideoState(entry["state"])
+            if old != VideoState.REQUESTED:
+                return None
+            check_move(VIDEO_TRANSITIONS, old, new)
+            return {
+                "state": new.value,
+                "error": None if error is None else error[:2000],
+                "finished_at": now(),
+            }
+
+        return self._video_update(job_id, key, change)
+
     # --- user controls ------------------------------------------------------------
 
     def cancel(self, job_id: str) -> JobState:
@@ -913,4 +1031,5 @@ def _stats(stats: RenderStats) -> dict[str, Any]:
         "cpu_seconds": stats.cpu_seconds,
         "peak_memory_bytes": stats.peak_memory_bytes,
         "worker": stats.worker,
+        "cached": stats.cached or None,
     }

@@ -15,13 +15,16 @@ The client side, from ``povstorm render ARGS`` to a job spec:
 * ``invocation``: ``Invocation`` and the types it holds, output file names;
 * ``farm_args``: the arguments the worker runs with, and each file's name on
   the worker;
-* ``scan``: ``collect_inputs``, the files a scene needs.
+* ``scan``: ``collect_inputs``, the files a scene needs;
+* ``check``: ``check_parse``, the local ``povray`` parses the scene's first
+  and last frames before anything is uploaded.
 
 The worker side: ``process`` runs ``povray`` in a sandbox (``PovrayProcess``),
 and ``output`` reads its statistics and errors from the log.
 """
 
 from povstorm.povray.cfloat import f32
+from povstorm.povray.check import ParseCheck, check_parse
 from povstorm.povray.farm_args import find_file, is_system_path, worker_key
 from povstorm.povray.invocation import Antialias, IniFile, Invocation, LibraryDir, Setting
 from povstorm.povray.options import FARM_OPTIONS
@@ -34,8 +37,8 @@ from povstorm.povray.output import (
     tail,
 )
 from povstorm.povray.parse import parse_invocation
-from povstorm.povray.process import PovrayProcess, PovrayRun
-from povstorm.povray.scan import collect_inputs, references
+from povstorm.povray.process import PovrayProcess, PovrayRun, povray_version
+from povstorm.povray.scan import cache_blockers, collect_inputs, references
 
 __all__ = [
     "FARM_OPTIONS",
@@ -44,9 +47,12 @@ __all__ = [
     "IniFile",
     "Invocation",
     "LibraryDir",
+    "ParseCheck",
     "PovrayProcess",
     "PovrayRun",
     "Setting",
+    "cache_blockers",
+    "check_parse",
     "collect_inputs",
     "error_line",
     "f32",
@@ -56,6 +62,7 @@ __all__ = [
     "parse_invocation",
     "parse_stats",
     "png_complete",
+    "povray_version",
     "references",
     "tail",
     "worker_key",

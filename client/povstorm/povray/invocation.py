@@ -105,6 +105,7 @@ class Invocation:
     field_render: bool
     odd_field: bool
     frames: tuple[int, int]
+    frame_step: int
     frame_digits: int
     output_file_name: str | None  # the user's, used by output_name only
     clock_value: float  # the clock of a still image
@@ -118,10 +119,10 @@ class Invocation:
 
     @property
     def frame_count(self) -> int:
-        return self.frames[1] - self.frames[0] + 1
+        return len(self.frame_range())
 
     def frame_range(self) -> FrameRange:
-        return FrameRange(*self.frames)
+        return FrameRange(*self.frames, step=self.frame_step)
 
     def povray_spec(self) -> PovraySpec:
         return PovraySpec(args=self.farm_args, frames=self.frame_range(), animated=self.animated)

@@ -19,7 +19,8 @@ left for this module is ``VirtualFrontEnd::Start`` and
   not offset by the initial frame; a cyclic animation adds one frame to the
   clock period and to the digit count of output names (``+KFF9 +KC`` names
   ``s01.png``);
-* ``Frame_Step`` above 1 is refused: units map to consecutive frames.
+* ``Frame_Step`` renders every n-th frame from the first of the range, as
+  POV-Ray does; unit ``n`` is frame ``first + n * step``.
 """
 
 from __future__ import annotations
@@ -99,11 +100,7 @@ def _build(r: Reader, argv: tuple[str, ...], cwd: Path, default: Path | None) ->
         raise SceneError(f"command line: image size {width}x{height} is not positive")
 
     anim = _animation(v, warnings)
-    if v.get("Frame_Step", 1) > 1 and anim["animated"]:
-        raise SceneError(
-            f"command line: Frame_Step={v['Frame_Step']} is not supported: the farm renders "
-            "every frame of the range; narrow it with +SF/+EF instead"
-        )
+    step = max(1, int(v.get("Frame_Step", 1))) if anim["animated"] else 1
 
     inis = ini_keys(r, root, default)
     include_header = v.get("Include_Header")
@@ -154,6 +151,7 @@ def _build(r: Reader, argv: tuple[str, ...], cwd: Path, default: Path | None) ->
         field_render=bool(v.get("Field_Render", False)),
         odd_field=bool(v.get("Odd_Field", False)),
         frames=anim["frames"],
+        frame_step=step,
         frame_digits=anim["digits"],
         output_file_name=output_name,
         clock_value=v.get("Clock", 0.0),

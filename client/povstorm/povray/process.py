@@ -50,6 +50,26 @@ def povray_command(
 
 
 @functools.cache
+def povray_version() -> str:
+    """The version line of the ``povray`` this machine runs ("POV-Ray
+    3.7.0.10.unofficial"): part of every frame cache key (core/framekey.py),
+    so a different build never reuses another's frames. "" if it cannot be
+    read (the worker then neither reads nor writes the cache)."""
+    try:
+        run = subprocess.run(
+            [POVRAY, "--version"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "HOME": "/nonexistent"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (run.stdout + run.stderr).decode(errors="replace")
+    return next((line.strip() for line in text.splitlines() if line.startswith("POV-Ray ")), "")
+
+
+@functools.cache
 def system_reads() -> tuple[Path, ...]:
     """POV-Ray's include library and where its links point: Debian links the
     fonts (timrom.ttf, ...) to /usr/share/fonts, and the kernel checks the
@@ -89,14 +109,17 @@ class PovrayProcess:
         *,
         library: list[Path] | None = None,
         threads: int = 0,
+        read: list[Path] | None = None,
     ) -> None:
+        # ``read``: more directories POV-Ray may read (the parse check's
+        # working directory links to the user's files there).
         outdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.outdir = outdir
         library = library or [workdir]
         self.cmd = confined(
             povray_command(args, outdir, library, threads),
-            read=[workdir, *library, *system_reads()],
+            read=[workdir, *library, *(read or []), *system_reads()],
             write=[workdir, outdir],
         )
         self.logfile = outdir.parent / f"{outdir.name}.log"

@@ -76,6 +76,9 @@ class Inputs(Mapping[str, Path]):
     files: Mapping[str, Path]
     total_bytes: int
     warnings: tuple[str, ...] = field(default=())
+    # Why the scene's frames cannot be cached (empty: they can): frames that
+    # depend on one another or on the moment they render (``cache_blockers``).
+    uncacheable: tuple[str, ...] = field(default=())
 
     def __getitem__(self, key: str) -> Path:
         return self.files[key]
@@ -209,6 +212,51 @@ def references(text: str, strings: dict[str, set[str]] | None = None) -> list[Re
     return out
 
 
+def cache_blockers(text: str, origin: str) -> list[str]:
+    """Why a scene text's frames may not be independent, so that none may be
+    reused from the frame cache: a ``#fopen`` that writes or appends (a later
+    frame can ``#read`` what an earlier one wrote), or one whose mode is an
+    expression the scan cannot tell. One line each, naming the file and line.
+
+    Shell-out options (``Pre_Frame_Command`` and the like) do not block the
+    cache: the farm drops them (``farm_args``) and its POV-Ray may execute
+    nothing (povray/confine.py), so they cannot change a frame there."""
+    toks = list(tokens(text))
+    out = []
+    for k, tok in enumerate(toks):
+        if tok.kind != "dir" or tok.text != "fopen":
+            continue
+        mode = _fopen_mode(toks, k)
+        if mode is not None and mode.text == "read":
+            continue
+        if mode is not None and mode.text in ("write", "append"):
+            what = f"#fopen ... {mode.text} writes a file"
+        else:
+            what = "#fopen in a mode the scan cannot read may write a file"
+        out.append(f"{origin}:{tok.line}: {what}, so a frame may depend on the frames before it")
+    return out
+
+
+FOPEN_MODES = ("read", "write", "append")
+
+
+def _fopen_mode(toks: list[_Token], k: int) -> _Token | None:
+    """The mode of the ``#fopen`` at ``toks[k]``: the first read/write/append
+    outside parentheses after its identifier (the file name may be an
+    expression), before the next directive; None if there is none."""
+    depth = 0
+    for tok in toks[k + 2 : k + 200]:
+        if tok.kind == "dir":
+            return None
+        if tok.kind == "sym" and tok.text == "(":
+            depth += 1
+        elif tok.kind == "sym" and tok.text == ")":
+            depth -= 1
+        elif depth == 0 and tok.kind == "id" and tok.text in FOPEN_MODES:
+            return tok
+    return None
+
+
 def _bitmap_extensions(literal: str) -> tuple[str, ...]:
     dot = literal.rfind(".")
     ext = literal[dot:].lower() if dot >= 0 else ""
@@ -226,6 +274,7 @@ class _Collector:
         self.warnings: list[str] = []
         self.scanned: set[Path] = set()
         self.strings: dict[str, set[str]] = {}
+        self.blockers: list[str] = []
 
     def show(self, path: Path) -> str:
         try:
@@ -251,6 +300,7 @@ class _Collector:
             text = path.read_bytes().decode("utf-8", errors="replace")
         except OSError as exc:
             raise SceneError(f"{self.show(path)}: cannot read: {exc.strerror}") from None
+        self.blockers += cache_blockers(text, self.show(path))
         for ref in references(text, self.strings):
             origin = f"{self.show(path)}:{ref.line}"
             what = "#include" if ref.kind == "include" else f"{ref.kind} file"
@@ -344,7 +394,20 @@ def collect_inputs(
             f"the scene's files total {total} bytes, over the limit of {limit_bytes} bytes"
         )
     files = MappingProxyType(dict(sorted(c.files.items())))
-    return Inputs(files=files, total_bytes=total, warnings=tuple(dict.fromkeys(c.warnings)))
+    return Inputs(
+        files=files,
+        total_bytes=total,
+        warnings=tuple(dict.fromkeys(c.warnings)),
+        uncacheable=tuple(dict.fromkeys(c.blockers)),
+    )
 
 
-__all__ = ["DEFAULT_LIMIT_BYTES", "Inputs", "Reference", "collect_inputs", "references", "tokens"]
+__all__ = [
+    "DEFAULT_LIMIT_BYTES",
+    "Inputs",
+    "Reference",
+    "cache_blockers",
+    "collect_inputs",
+    "references",
+    "tokens",
+]

@@ -21,11 +21,21 @@ is written but the outputs, and the ledger keeps only the first recorded result.
 A stitch whose outputs are already in the bucket for the same frames (its
 stats name them by ``frames_digest``: a job the ledger lost after its video
 was made, and rebuilt) records them and encodes nothing.
+
+``restitch`` makes another video of a done job (``povstorm stitch JOB``):
+the settings of an entry of the job's ``videos`` map, recorded by
+``ledger.request_video``, into ``core.naming.restitch_object``; it renders
+nothing and writes neither the job's state, its video, poster and stats nor
+its units: only that entry, with ``ledger.finish_video``. The same video
+code: the workers' segments are joined when they were encoded with the new
+settings (same codec, fps and crf; any container), else every frame is
+encoded. Idempotent too: an entry already done is left alone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -41,8 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import frame_profile
-from povstorm.core.errors import NotFound, PoisonMessage, StitchFailed, UnknownJob
-from povstorm.core.model import JobState
+from povstorm.core.errors import NotFound, PoisonMessage, PovstormError, StitchFailed, UnknownJob
+from povstorm.core.model import JobState, VideoState
 from povstorm.core.naming import (
     check_job_id,
     frame_object,
@@ -50,6 +60,7 @@ from povstorm.core.naming import (
     parse_frame_object,
     parse_segment_object,
     poster_object,
+    restitch_object,
     segments_prefix,
     stats_object,
     video_object,
@@ -98,13 +109,18 @@ class StitchOutcome:
 def summarise(
     records: list[dict[str, Any]], created_at: dt.datetime | None, finished_at: dt.datetime
 ) -> dict[str, Any]:
-    """The job's stats: wall time, per-frame render times, CPU, memory, speed-up."""
-    seconds = [float(r.get("render_seconds") or 0.0) for r in records]
+    """The job's stats: wall time, per-frame render times, CPU, memory, speed-up.
+    Frames copied from the frame cache are counted apart (``frames_cached``)
+    and left out of the render times: nothing rendered them."""
+    cached = sum(1 for r in records if r.get("cached"))
+    seconds = [float(r.get("render_seconds") or 0.0) for r in records if not r.get("cached")]
     total = sum(seconds)
     wall = (finished_at - created_at).total_seconds() if created_at else 0.0
-    slowest = sorted(records, key=lambda r: float(r.get("render_seconds") or 0.0), reverse=True)
+    rendered = [r for r in records if not r.get("cached")]
+    slowest = sorted(rendered, key=lambda r: float(r.get("render_seconds") or 0.0), reverse=True)
     return {
         "units": len(records),
+        "frames_cached": cached,
         "wall_seconds": round(wall, 3),
         "render_seconds": {
             "total": round(total, 3),
@@ -213,6 +229,52 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
     )
 
 
+def restitch(clients: Clients, ledger: Ledger, job_id: str, key: str) -> StitchOutcome:
+    """Make the video ``key`` of a done job's ``videos`` map from its frames,
+    once. UnknownJob / SpecError for a bad id or key, TransientError for an
+    outage (the user asks again, which launches it again)."""
+    check_job_id(job_id)
+    name = restitch_object(job_id, key)
+    job = ledger.get_job(job_id)
+    if job is None:
+        raise UnknownJob(job_id)
+    entry = (job.get("videos") or {}).get(key)
+    if entry is None:
+        return StitchOutcome(StitchStatus.SKIPPED, job_id, f"no video {key} was asked for")
+    if VideoState(entry["state"]) != VideoState.REQUESTED:
+        return StitchOutcome(StitchStatus.DUPLICATE, job_id, f"video {key} is {entry['state']}")
+    own = ledger.get_spec(job_id).output
+    output = OutputSpec(
+        fps=int(entry["fps"]), codec=entry["codec"], crf=int(entry["crf"]), format=entry["format"]
+    )
+    # The workers' segments hold the job's own encode: joined only if that is this one.
+    joins = (own.codec, own.fps, own.crf) == (output.codec, output.fps, output.crf)
+    tmp = Path(tempfile.mkdtemp(prefix=f"povstorm-restitch-{job_id}-"))
+    try:
+        try:
+            made = _make_video(
+                clients, job_id, output, int(job["units_expected"]), tmp, join=joins and own.video
+            )
+        except StitchFailed as exc:
+            if not ledger.finish_video(job_id, key, error=str(exc)):
+                return StitchOutcome(StitchStatus.DUPLICATE, job_id, f"video {key} was settled")
+            return StitchOutcome(StitchStatus.FAILED, job_id, f"video {key}: {exc}")
+        ext = container_for(output)
+        clients.blobs.upload_file(name, made.path, content_type=CONTENT_TYPES[ext])
+    except PovstormError as exc:
+        # An outage: recorded if the ledger answers, so that the client waiting
+        # for the video stops; asking again launches it again.
+        with contextlib.suppress(PovstormError):
+            ledger.finish_video(job_id, key, error=f"{exc} (ask again to retry)")
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not ledger.finish_video(job_id, key):
+        return StitchOutcome(StitchStatus.DUPLICATE, job_id, f"video {key} was recorded first")
+    how = f"{made.joined} segments joined" if made.joined else "every frame encoded"
+    return StitchOutcome(StitchStatus.DONE, job_id, f"{name} ({how})", video=name)
+
+
 def frames_digest(records: list[dict[str, Any]]) -> str:
     """Which frames a video was made of: its done units and the generations
     of their frame objects."""
@@ -258,10 +320,13 @@ class _JoinFailed(Exception):
     """The segments did not join: the stitch encodes every frame instead."""
 
 
-def _make_video(clients: Clients, job_id: str, output: OutputSpec, units: int, tmp: Path) -> _Video:
-    """The job's video, joined from segments where it can be, else encoded
-    from every frame. StitchFailed when it cannot be made."""
-    ext = segment_ext(output)
+def _make_video(
+    clients: Clients, job_id: str, output: OutputSpec, units: int, tmp: Path, *, join: bool = True
+) -> _Video:
+    """The job's video, joined from segments where it can be (``join``: the
+    segments were encoded as ``output`` wants), else encoded from every frame.
+    StitchFailed when it cannot be made."""
+    ext = segment_ext(output) if join else None
     if ext is not None:
         names: dict[tuple[int, int], str] = {}
         for blob in clients.blobs.list(segments_prefix(job_id)):

@@ -57,6 +57,7 @@ from povstorm.stitch.segments import SEGMENT_CONTENT_TYPE, encode_segment, segme
 
 if TYPE_CHECKING:
     from povstorm.ledger.ledger import Ledger
+    from povstorm.worker.cache import FrameCache
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Landed:
 @dataclass
 class ChunkResult:
     rendered: list[int] = field(default_factory=list)
+    cached: list[int] = field(default_factory=list)  # copied from the frame cache
     failed: list[tuple[int, str]] = field(default_factory=list)
     handed_on: list[int] = field(default_factory=list)
     cancelled: bool = False
@@ -100,8 +102,10 @@ class ChunkRender:
         sandbox: Path,
         workdir: Path,
         library: list[Path],
+        frame_cache: FrameCache | None = None,
     ) -> None:
         self.clients = clients
+        self.frame_cache = frame_cache
         self.ledger = ledger
         self.ticket = ticket
         self.spec = ticket.spec
@@ -343,8 +347,12 @@ class ChunkRender:
         name = frame_object(self.job_id, frame.unit)
         blobs = self.clients.blobs
 
+        cache = self.frame_cache
+
         def upload() -> None:
             blobs.upload_file(name, frame.path, content_type="image/png", metadata=metadata)
+            if cache is not None:
+                cache.store(frame.unit, stats.render_seconds)
 
         self._submit(upload)
         self._upload_log(frame.unit, output)

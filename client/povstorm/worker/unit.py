@@ -43,6 +43,7 @@ from povstorm.core.model import WorkMessage
 from povstorm.core.naming import frame_object
 from povstorm.core.schemas import load_work_message
 from povstorm.core.spec import JobSpec
+from povstorm.worker.cache import FrameCache
 from povstorm.worker.chunk import ChunkRender
 from povstorm.worker.inputs import InputCache, materialise
 
@@ -59,7 +60,9 @@ MAX_DELIVERIES = 3
 class RenderStatus(enum.StrEnum):
     """What became of a work message; the workers' log line prints the value."""
 
-    RENDERED = "rendered"  # frames uploaded (their finalize events count them) or handed on
+    # frames uploaded or copied from the frame cache (their finalize events
+    # count them), or handed on
+    RENDERED = "rendered"
     FAILED = "failed"  # a unit failed: a FailureReport is published for it
     SKIPPED = "skipped"  # unknown job, job finished or cancelled, unit settled, stale attempt
     POISON = "poison"  # a message that can never be rendered
@@ -140,6 +143,7 @@ def handle_work(
         workdir.mkdir()
         spec: JobSpec = ticket.spec
         library = [workdir] + ([workdir / spec.inputs_dir] if spec.inputs_dir else [])
+        frame_cache = FrameCache(clients, ticket, worker)
         chunk = ChunkRender(
             clients,
             ledger,
@@ -148,6 +152,7 @@ def handle_work(
             sandbox=sandbox,
             workdir=workdir,
             library=library,
+            frame_cache=frame_cache,
         )
         units = list(ticket.units)
         if ticket.deliveries > MAX_DELIVERIES:
@@ -156,6 +161,9 @@ def handle_work(
             chunk.report(units[0], error)
             chunk.result.failed.append((units[0], error))
             units = units[1:]
+        # Frames rendered before, by content: copied in, not rendered.
+        chunk.result.cached = frame_cache.reuse(units)
+        units = [u for u in units if u not in chunk.result.cached]
         if units:
             try:
                 materialise(clients, cache, spec, ticket.unit_spec, workdir)
@@ -175,6 +183,7 @@ def handle_work(
         part
         for part in (
             f"{len(result.rendered)} rendered" if result.rendered else "",
+            f"{len(result.cached)} from the cache" if result.cached else "",
             f"{len(result.failed)} failed: {result.failed[0][1]}" if result.failed else "",
             f"{len(result.handed_on)} handed on" if result.handed_on else "",
             "job cancelled" if result.cancelled else "",
@@ -183,13 +192,13 @@ def handle_work(
     )
     if result.failed:
         status = RenderStatus.FAILED
-    elif result.rendered or result.handed_on:
+    elif result.rendered or result.cached or result.handed_on:
         status = RenderStatus.RENDERED
     else:
         status = RenderStatus.SKIPPED
     return done(
         status,
         detail,
-        frames=tuple(frame_object(work.job_id, u) for u in result.rendered),
+        frames=tuple(frame_object(work.job_id, u) for u in sorted(result.rendered + result.cached)),
         failed=len(result.failed),
     )

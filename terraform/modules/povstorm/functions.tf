@@ -14,13 +14,15 @@ locals {
   # start it. The render slots are the chunk plan's width (client/povstorm/
   # core/chunks.py): one POV-Ray process per render instance.
   function_env = {
-    (local.env.project)         = local.project
-    (local.env.namespace)       = local.ns
-    (local.env.bucket)          = google_storage_bucket.work.name
-    (local.env.region)          = local.region
-    (local.env.stitch_launcher) = "cloud-run"
-    (local.env.stitch_job)      = google_cloud_run_v2_job.stitch.id
-    (local.env.render_slots)    = tostring(var.render_service_max_instance_count)
+    (local.env.project)           = local.project
+    (local.env.namespace)         = local.ns
+    (local.env.bucket)            = google_storage_bucket.work.name
+    (local.env.region)            = local.region
+    (local.env.stitch_launcher)   = "cloud-run"
+    (local.env.stitch_job)        = google_cloud_run_v2_job.stitch.id
+    (local.env.render_slots)      = tostring(var.render_service_max_instance_count)
+    (local.env.frame_cache_days)  = tostring(var.frame_cache_days)
+    (local.env.frame_cache_bytes) = tostring(var.frame_cache_max_bytes)
   }
 
   pubsub_event_type = "google.cloud.pubsub.topic.v1.messagePublished"

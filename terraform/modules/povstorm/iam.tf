@@ -331,3 +331,14 @@ resource "google_pubsub_topic_iam_member" "operators_publish_work" {
   role    = "roles/pubsub.publisher"
   member  = each.value
 }
+
+# `povstorm stitch` starts an execution of the stitch job itself (`JOB --video KEY`).
+resource "google_cloud_run_v2_job_iam_member" "operators_run_stitch" {
+  for_each = toset(var.operators)
+
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.stitch.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = each.value
+}

@@ -34,6 +34,19 @@ resource "google_storage_bucket" "work" {
     }
   }
 
+  # The frame cache (cache/<key>.png, client/povstorm/farm/cache.py): an
+  # entry lives frame_cache_days after it was rendered; the reconciler trims
+  # the oldest past frame_cache_max_bytes.
+  lifecycle_rule {
+    condition {
+      age            = var.frame_cache_days
+      matches_prefix = [local.names.prefixes.cache]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   depends_on = [google_project_service.apis]
 }
 

@@ -206,6 +206,28 @@ variable "frame_lifecycle_days" {
   }
 }
 
+variable "frame_cache_days" {
+  description = "Frames in the frame cache (cache/) are deleted this many days after they were rendered; a job that needs one later renders it again."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.frame_cache_days >= 1
+    error_message = "frame_cache_days: at least 1."
+  }
+}
+
+variable "frame_cache_max_bytes" {
+  description = "The reconciler deletes the oldest cached frames past this size (bytes; 0: no limit). It trims at most once an hour."
+  type        = number
+  default     = 10737418240
+
+  validation {
+    condition     = var.frame_cache_max_bytes >= 0
+    error_message = "frame_cache_max_bytes: 0 or more."
+  }
+}
+
 variable "force_destroy_buckets" {
   description = "Let `terraform destroy` delete buckets that still hold objects."
   type        = bool

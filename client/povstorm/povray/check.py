@@ -1,0 +1,276 @@
+"""The parse check: run the local ``povray`` on a scene before anything is
+uploaded, so a scene POV-Ray cannot parse fails on the client in about a
+second, with POV-Ray's own error line, instead of on every frame of the farm.
+
+Where it sits: after ``parse.parse_invocation`` and ``scan.collect_inputs``,
+before the client uploads (``client/job.py: Job.from_ini``, and the CLI's
+``render`` before it connects to a stack); ``--no-check`` (``check=False``)
+skips it.
+
+What it runs is what a worker runs, made cheap: a working directory in a
+temporary directory holding a link to each file of the upload under its name
+there (so POV-Ray sees exactly the files the farm would, and nothing it
+writes lands beside the user's scene), ``Invocation.farm_args`` with the
+frame's ``+SF f +EF f``, then ``+W8 +H8 -A +WT1 +GA`` (tiny, no
+antialiasing, one thread, every console stream on so the markers below are
+printed), through ``PovrayProcess``: confined as on the farm (it may read
+the linked files' directories, write only in the temporary directory), no
+display, no pause, output into the temporary directory.
+
+Which frames: the first, and the last too, at the same time (each POV-Ray
+idles most of its start). A clock-dependent error often shows at an end of
+the clock (an index ``clock * N`` out of range at clock 1, a division by
+zero at clock 0); one in between is left to the farm (the proof pass). The
+check is not a render: a frame is *parsed* as soon as POV-Ray prints its
+parser statistics, starts rendering, writes the image or exits 0, and is
+then killed.
+
+Verdicts: a frame whose POV-Ray prints ``Fatal error in parser`` fails the
+check: ``SceneError`` with POV-Ray's error line (its file names given as the
+user's paths). Everything else passes: every frame parsed; the budget
+(``CHECK_SECONDS``) spent while a heavy scene still parses (never block a
+valid scene); POV-Ray ending for another reason (the farm will say); no
+``povray`` on this machine, or one of another version than the farm's (its
+verdict might not be the farm's). Those are logged at debug level only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from povstorm.core.errors import PovstormError, SceneError
+from povstorm.povray.invocation import Invocation
+from povstorm.povray.output import error_line
+from povstorm.povray.process import POVRAY, PovrayProcess
+
+log = logging.getLogger(__name__)
+
+# Wall seconds the check may take before it lets a scene still parsing pass.
+CHECK_SECONDS = 2.5
+# After the farm's arguments, so they win: tiny, no antialiasing, one
+# thread, every console stream on (an INI's All_Console=off would hide the
+# markers and the error).
+CHECK_OPTIONS = ("+W8", "+H8", "-A", "+WT1", "+GA")
+# The farm's POV-Ray (options.py): another version's verdict is not the farm's.
+FARM_VERSION = "3.7"
+_POLL_SECONDS = 0.05
+_EXIT_SECONDS = 1.0  # for a POV-Ray that has failed to exit by itself
+
+_PARSING = "==== [Parsing"
+_PARSE_FAILED = "Fatal error in parser"
+# What POV-Ray prints once a frame's parse is over (bounding included).
+_PARSED = ("Parser Statistics", "Parse Time:", "==== [Rendering")
+_VERSION_RE = re.compile(r"Ray Tracer Version (\d+\.\d+)")
+_FILE_RE = re.compile(r"File '([^']*)'")
+
+
+@dataclass(frozen=True)
+class ParseCheck:
+    """What the check found when it did not fail.
+
+    ``outcome``: "parsed" (every frame checked got past its parse),
+    "undecided" (a frame was still parsing when the budget was spent, or its
+    POV-Ray ended with no verdict) or "skipped" (no local ``povray``, or another
+    version than the farm's)."""
+
+    outcome: str
+    frames: tuple[int, ...]
+    seconds: float
+    detail: str = ""
+
+
+def check_frames(inv: Invocation) -> tuple[int, ...]:
+    """The frames the check parses: the first and the last (one for a still)."""
+    frames = inv.frame_range()
+    first, last = frames.first, frames.frame(len(frames) - 1)
+    return (first,) if first == last else (first, last)
+
+
+def check_parse(
+    inv: Invocation, files: Mapping[str, Path], *, budget: float = CHECK_SECONDS
+) -> ParseCheck:
+    """Parse the scene of ``inv`` with the local ``povray``, with the files of
+    the upload (``files``: name in the working directory -> local file).
+    Raises ``SceneError`` with POV-Ray's error line if it cannot parse a frame
+    checked; otherwise says what it found (see ``ParseCheck``)."""
+    started = time.monotonic()
+    frames = check_frames(inv)
+    if shutil.which(POVRAY) is None:
+        log.debug("parse check skipped: no %s on this machine", POVRAY)
+        return ParseCheck("skipped", (), 0.0, f"no {POVRAY}")
+    tmp = Path(tempfile.mkdtemp(prefix="povstorm-check-"))
+    runs: list[_Run] = []
+    try:
+        workdir = tmp / "work"
+        try:
+            reads = _link_inputs(files, workdir)
+            for frame in frames:
+                args = [*inv.farm_args]
+                if inv.animated:
+                    args += [f"+SF{frame}", f"+EF{frame}"]
+                proc = PovrayProcess(
+                    [*args, *CHECK_OPTIONS], workdir, tmp / f"out-{frame}", read=reads
+                )
+                runs.append(_Run(frame, proc.start()))
+        except (OSError, PovstormError) as exc:
+            log.debug("parse check skipped: cannot run %s: %s", POVRAY, exc)
+            return ParseCheck("skipped", (), time.monotonic() - started, str(exc))
+        deadline = started + budget
+        while True:
+            for run in runs:
+                run.look()
+            failed = next((r for r in runs if r.verdict == "error"), None)
+            pending = [r for r in runs if r.verdict is None]
+            now = time.monotonic()
+            if failed is not None or not pending or now >= deadline:
+                break
+            pending[0].proc.wait(min(_POLL_SECONDS, deadline - now))
+        if failed is not None:
+            # POV-Ray prints its error and its fatal line through two streams:
+            # let it exit by itself so that all of it is in the log.
+            failed.proc.wait(_EXIT_SECONDS)
+        for run in runs:
+            run.stop()
+        seconds = time.monotonic() - started
+        if failed is not None:
+            version = failed.version()
+            if version and version != FARM_VERSION:
+                log.debug(
+                    "parse check skipped: the local POV-Ray is %s, the farm's %s; it said %s",
+                    version,
+                    FARM_VERSION,
+                    failed.error(),
+                )
+                return ParseCheck("skipped", frames, seconds, f"local POV-Ray {version}")
+            where = f" at frame {failed.frame}" if inv.animated else ""
+            message = _user_names(failed.error(), files, workdir, inv.cwd)
+            raise SceneError(f"POV-Ray cannot parse {_shown(inv.scene, inv.cwd)}{where}: {message}")
+        open_runs = [r for r in runs if r.verdict != "parsed"]
+        if not open_runs:
+            log.debug("parse check passed in %.2f s (frames %s)", seconds, frames)
+            return ParseCheck("parsed", frames, seconds)
+        detail = "; ".join(f"frame {r.frame}: {r.why}" for r in open_runs)
+        log.debug("parse check passed undecided in %.2f s: %s", seconds, detail)
+        return ParseCheck("undecided", frames, seconds, detail)
+    finally:
+        for run in runs:
+            run.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Run:
+    """One POV-Ray process of the check, watched until it has a verdict:
+    None (still parsing), "parsed", "error" or "ended" (exited otherwise)."""
+
+    def __init__(self, frame: int, proc: PovrayProcess) -> None:
+        self.frame = frame
+        self.proc = proc
+        self.verdict: str | None = None
+        self.why = "still parsing when the budget was spent"
+        self._offset = 0
+        self._seen = ""  # the end of what was read, for a marker cut in two
+        self._output = ""
+        self._reaped = False
+
+    def look(self) -> None:
+        if self.verdict is not None:
+            return
+        exited = self.proc.exited()  # before reading: all it printed is then read
+        new = self._read()
+        text = self._seen + new
+        self._seen = text[-64:]
+        if _PARSE_FAILED in text:
+            self.verdict = "error"
+        elif any(m in text for m in _PARSED) or any(self.proc.outdir.glob("*.png")):
+            self.verdict = "parsed"
+        elif exited:
+            self.stop()
+            if self.proc.proc is not None and self.proc.proc.returncode == 0:
+                self.verdict = "parsed"
+            else:
+                self.verdict = "ended"
+                tail = self._output.strip().splitlines()[-1:] or ["no output"]
+                self.why = f"POV-Ray ended without a parse verdict ({tail[0].strip()})"
+
+    def _read(self) -> str:
+        try:
+            with open(self.proc.logfile, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return ""
+        self._offset += len(data)
+        text = data.decode("utf-8", errors="replace")
+        self._output += text
+        return text
+
+    def stop(self) -> None:
+        """Kill the process group at once (a check has no frame to finish) and reap it."""
+        if not self._reaped:
+            self._reaped = True
+            self.proc.kill()  # SIGTERM; finish() follows with SIGKILL and reaps
+            self.proc.finish()
+            self._read()
+
+    def version(self) -> str:
+        m = _VERSION_RE.search(self._output)
+        return m[1] if m else ""
+
+    def error(self) -> str:
+        """POV-Ray's error on one line, from what it printed while parsing."""
+        output = self._output
+        parsing = output.rfind(_PARSING)
+        section = output[parsing:] if parsing >= 0 else output
+        found = error_line(section)
+        if found:
+            return found
+        lines = [line.strip() for line in section.splitlines() if _PARSE_FAILED in line]
+        return lines[0] if lines else _PARSE_FAILED
+
+
+def _link_inputs(files: Mapping[str, Path], workdir: Path) -> list[Path]:
+    """Link each file under its name in ``workdir``; returns the directories
+    POV-Ray must be allowed to read for the links to open (the kernel checks
+    the file a link resolves to)."""
+    workdir.mkdir(parents=True)
+    dirs: set[Path] = set()
+    for name, path in files.items():
+        real = Path(os.path.realpath(path))
+        link = workdir / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(real)
+        dirs.add(real.parent)
+    ordered = sorted(dirs, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for d in ordered:
+        if not any(d.is_relative_to(k) for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """``path`` as the user would name it: relative to ``cwd`` when inside it."""
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+
+def _user_names(message: str, files: Mapping[str, Path], workdir: Path, cwd: Path) -> str:
+    """POV-Ray names files by their names in the working directory; give the
+    user's paths instead (``File 'top.inc'`` -> ``File 'scenes/top.inc'``)."""
+    message = message.replace(f"{workdir}/", "")
+
+    def local(m: re.Match[str]) -> str:
+        path = files.get(m[1])
+        return f"File '{_shown(Path(path).absolute(), cwd)}'" if path is not None else m[0]
+
+    return _FILE_RE.sub(local, message)
+
+
+__all__ = ["CHECK_OPTIONS", "CHECK_SECONDS", "ParseCheck", "check_frames", "check_parse"]
