@@ -21,7 +21,7 @@ from typing import Any
 from povstorm.core.names import ENV
 from povstorm.core.settings import EMULATOR_VARS
 
-from . import coldstart, fill, ledger_load, overhead, scaling
+from . import coldstart, fill, iteration, ledger_load, overhead, scaling
 from ._util import machine, mean, percentile
 from .report import render_table
 
@@ -538,6 +538,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"(machine busy {run.window.busy:.0%}, foreign CPU "
                     f"{run.window.foreign_cpu:.1f} s, load {run.window.loadavg:.2f})"
                 )
+        results["iteration"] = {}
+        for anim in anims:
+            _say(f"{anim.size} iteration: a new scene, the same again, a proof failing at frame 40")
+            results["iteration"][anim.size] = iteration.run(cluster, anim, work)
+            it = results["iteration"][anim.size]
+            _say(
+                f"{anim.size} first {it['first_seconds']:.2f} s, again {it['again_seconds']:.2f} s "
+                f"({it['again_ratio']:.3f}), proof {it['proof_seconds']:.2f} s "
+                f"({it['proof_ratio']:.3f}), check {it['check_seconds']:.2f} s"
+            )
         results["overhead"], results["latency"] = {}, {}
         for anim in anims:
             mine = [r for r in runs if r.size == anim.size]

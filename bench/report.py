@@ -124,6 +124,31 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for size in results["config"]["sizes"]:
         if size in results.get("overhead", {}):
             out += _size_rows(results, size)
+    for size, it in (results.get("iteration") or {}).items():
+        anim = f"{size}, {results['config']['frames']} frames"
+        out += [
+            (
+                f"{anim}: the same scene again, every frame from the frame cache, until the "
+                "video is downloaded (vs its first render)",
+                _s(it["again_seconds"]),
+                _s(it["first_seconds"]),
+                f"{it['again_ratio']:.3f} ({it['again_frames_cached']} frames reused; "
+                "goal < 5 s at 320x240)",
+            ),
+            (
+                f"{anim}: --proof of the scene with a parse error in frame 40, until it fails "
+                f"({it['proof_frames']} frames, a quarter of the size) (vs the full render)",
+                _s(it["proof_seconds"]),
+                _s(it["first_seconds"]),
+                f"{it['proof_ratio']:.3f} (goal < 0.25)",
+            ),
+            (
+                f"{anim}: the parse check before upload (first and last frame) (vs the full render)",
+                _s(it["check_seconds"]),
+                _s(it["first_seconds"]),
+                f"{it['check_ratio']:.3f}",
+            ),
+        ]
     out += [
         _segments_row(results),
         (

@@ -59,7 +59,8 @@ def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() 
     plan = plan_chunks(48, slots=4)
     sizes = [n for _, n in plan]
     assert sizes == [12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
-    assert [a for a, _ in plan] == [sum(sizes[:i]) for i in range(len(sizes))]
+    # (Placed coarse to fine: tests/test_order.py.)
+    assert sorted(u for a, n in plan for u in range(a, a + n)) == list(range(48))
     assert sum(sizes) == 48
     # A known frame time caps a chunk at CHUNK_SECONDS of rendering...
     assert max(n for _, n in plan_chunks(10_000, slots=10, frame_seconds=60.0)) == 5
@@ -71,9 +72,9 @@ def test_the_guided_plan_shrinks_to_single_frames_and_covers_every_frame_once() 
     assert [n for _, n in plan_chunks(800, slots=4, frame_seconds=0.5)] == [
         100, 100, 100, 100, 100, 75, 56, 42, 32, 24, 20, 20, 20, 11
     ]  # fmt: skip
-    # The user's size, the last chunk cut at the end of the job.
-    assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (4, 4), (8, 2)]
-    assert plan_chunks(3, slots=1000) == [(0, 1), (1, 1), (2, 1)]
+    # The user's size; the rest of the job is the last chunk sent, in the middle.
+    assert plan_chunks(10, slots=4, frames_per_unit=4) == [(0, 4), (6, 4), (4, 2)]
+    assert plan_chunks(3, slots=1000) == [(0, 1), (2, 1), (1, 1)]
 
 
 def test_a_known_profile_cuts_chunks_of_equal_time_not_of_equal_frames() -> None:
@@ -81,13 +82,14 @@ def test_a_known_profile_cuts_chunks_of_equal_time_not_of_equal_frames() -> None
     chunks of 12 frames would leave the first running alone at the end."""
     seconds = [1.5] * 12 + [0.5] * 36
     plan = plan_chunks(48, slots=4, profile=frame_profile(seconds))
-    assert plan == [(0, 6), (6, 6), (12, 18), (30, 18)]
+    assert plan == [(0, 6), (30, 18), (12, 18), (6, 6)]  # start, end, middle, quarter
     assert {sum(seconds[a : a + n]) for a, n in plan} == {9.0}
     # Longer than EQUAL_SECONDS a slot: guided in seconds (the first chunk a
     # quarter of the time), never shorter than MIN_CHUNK_SECONDS.
     longer = [20.0] * 12 + [5.0] * 36
     plan = plan_chunks(48, slots=4, profile=longer)
-    assert plan[:2] == [(0, 5), (5, 4)] and sum(n for _, n in plan) == 48
+    assert plan[0] == (0, 5) and sum(n for _, n in plan) == 48
+    assert plan[1] == (32, 16) and sum(longer[32:]) == 80.0  # the end: its 80 s, cheap frames
     assert all(sum(longer[a : a + n]) >= 10.0 for a, n in plan)
     # The user's size wins; a profile with an unknown (0) time is not used.
     assert plan_chunks(48, 4, frames_per_unit=24, profile=seconds) == [(0, 24), (24, 24)]
@@ -116,7 +118,8 @@ def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:
         WorkMessage("job-c", 6, 3, 1),
     ]
     many = [WorkMessage("job-c", u, 2) for u in range(250)]
-    assert [m.count for m in coalesce(many, spec)] == [100, 100, 50]
+    # Coarse to fine, as a plan: the first, the last, the middle.
+    assert [(m.unit, m.count) for m in coalesce(many, spec)] == [(0, 100), (200, 50), (100, 100)]
 
 
 def test_a_work_message_carries_its_chunk_and_refuses_a_bad_one() -> None:
@@ -189,10 +192,10 @@ def _scene(directory: Path, name: str, text: str) -> Path:
 @pytest.mark.parametrize(
     ("example", "extra", "chunks"),
     [
-        # a subset given by the user; chunks of 7 leave a last one of 5 that
-        # ends on the job's last frame
+        # a subset given by the user; chunks of 7 and one of 5, the second
+        # chunk sent (of 7) ending on the job's last frame
         ("float1", ["+SF5", "+EF23", "--frames-per-unit", "7"], 3),
-        # a cyclic animation, chunks of 6 and a last one of 2
+        # a cyclic animation, chunks of 6 and one of 2 (sent last, in the middle)
         ("clockd", ["--frames-per-unit", "6"], 4),
     ],
 )

@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert needle in one_line_error(run(stack_env, "render", *args, cwd=tmp_path))
 
 
-@pytest.mark.parametrize("verb", ["status", "watch", "logs", "fetch", "cancel", "retry"])
+@pytest.mark.parametrize("verb", ["status", "watch", "logs", "fetch", "preview", "cancel", "retry"])
 def test_an_unknown_job_is_one_line_and_exit_2(
     stack_env: dict[str, str], tmp_path: Path, verb: str
 ) -> None:

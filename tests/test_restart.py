@@ -68,6 +68,9 @@ def _submit(stack: LocalStack, work: Path, frames: int) -> str:
     (work / "slow.pov").write_text(SLOW)
     result = run_cli(
         _env(stack), "render", "slow.pov", "+W32", "+H24", "+KFI1", f"+KFF{frames}", "--no-wait",
+        # Rendered, not reused: these tests stop the stack while a job renders,
+        # and an earlier test here left the same frames in this stack's cache.
+        "--no-cache",
         cwd=work,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

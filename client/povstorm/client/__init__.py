@@ -1,7 +1,8 @@
 """The client: the Python API (Cluster, Job, WorkUnit, JobResult), live
 progress from Firestore listeners, and the ``povstorm`` command."""
 
-from povstorm.client.cluster import Cluster, JobResult
+from povstorm.client.cluster import Cluster, JobResult, Preview
 from povstorm.client.job import Job, WorkUnit
+from povstorm.client.proof import Proof, ProofFailed
 
-__all__ = ["Cluster", "Job", "JobResult", "WorkUnit"]
+__all__ = ["Cluster", "Job", "JobResult", "Preview", "Proof", "ProofFailed", "WorkUnit"]

@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         "single frames at the end)",
     )
     r.add_argument(
+        "--proof",
+        action="store_true",
+        help="first render a quick proof (every Nth frame, a quarter of the size, no "
+        "antialiasing): a contact sheet, a preview video and an estimate, then the full job; "
+        "a frame the proof cannot render stops there",
+    )
+    r.add_argument("--proof-only", action="store_true", help="render the proof and stop there")
+    r.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="start the full job even if the proof failed",
+    )
+    r.add_argument(
         "--no-cache",
         action="store_true",
         help="render every frame, even those the frame cache has from an earlier job",
@@ -186,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-frames", action="store_true", help="skip the frames")
     _add_cluster_option(f)
     f.set_defaults(func=cmd_fetch)
+
+    pv = sub.add_parser(
+        "preview",
+        help="a contact sheet and a video of the frames done so far, at any time",
+        description="Download the frames a job has done so far (only those needed) and make "
+        "contact.png and preview.<ext>: the whole animation at the job's fps and codec, each "
+        "missing frame held from the nearest done one. Exit 1 while no frame is done.",
+    )
+    pv.add_argument("job_id", metavar="JOB")
+    pv.add_argument(
+        "-o", "--out", type=Path, default=None, help="directory (default: ./<JOB>-preview)"
+    )
+    pv.add_argument(
+        "--max-frames",
+        type=int,
+        default=240,
+        metavar="N",
+        help="at most N frames in the video, sampled evenly, at the rate that keeps its "
+        "length (default 240)",
+    )
+    _add_cluster_option(pv)
+    pv.set_defaults(func=cmd_preview)
 
     c = sub.add_parser(
         "cancel", help="end a job: mark it cancelled; frames still queued are skipped, not rendered"
@@ -378,6 +413,22 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
         for warning in job.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)
+        ext = container_for(OutputSpec(codec=args.codec))
+        video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
+        if args.proof or args.proof_only:
+            with ProgressPrinter() as printer:
+                proof = job.run_proof(
+                    dest=video.with_suffix(""), on_progress=None if args.json else printer
+                )
+            for line in proof.lines():
+                print(line, file=sys.stderr)
+            if args.proof_only or (not proof.ok and not args.keep_going):
+                if not proof.ok and not args.proof_only:
+                    print(
+                        "povstorm: the full job was not started (--keep-going starts it)",
+                        file=sys.stderr,
+                    )
+                return 0 if proof.ok else 1
         job_id = job.submit()
         if args.no_wait:
             print(job_id)
@@ -386,8 +437,6 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"job {job_id}: {job.invocation.frame_count} frame(s)", file=sys.stderr)
         with ProgressPrinter() as printer:
             final = job.watch(on_progress=None if args.json else printer, timeout=args.timeout)
-        ext = container_for(OutputSpec(codec=args.codec))
-        video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
         result = job.result(
             video=video if final.state == JobState.DONE else None, frames_dir=args.frames_dir
         )
@@ -541,6 +590,17 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             )
         )
     )
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    if args.max_frames < 1:
+        raise UserError("--max-frames: 1 or more")
+    cluster = _cluster(args)
+    made = cluster.preview(
+        args.job_id, args.out or Path(f"{args.job_id}-preview"), max_frames=args.max_frames
+    )
+    print(made.line())
     return 0
 
 

@@ -28,6 +28,7 @@ from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
 from povstorm.core.digest import sha256_bytes, sha256_file
 from povstorm.core.errors import (
+    NotFound,
     SpecError,
     StackError,
     StitchFailed,
@@ -47,15 +48,18 @@ from povstorm.core.schemas import dump_job_spec
 from povstorm.core.settings import EMULATOR_VARS, Settings
 from povstorm.core.spec import (
     JobSpec,
+    container_for,
 )
 from povstorm.farm import cache as frame_cache
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
+from povstorm.stitch import preview
 
 UPLOAD_THREADS = 8
 RESTITCH_TIMEOUT = 3600.0  # how long ``restitch`` waits for the farm's stitch by default
 RESTITCH_POLL = 0.25
 WATCHDOG_EVERY = 2.0
+PREVIEW_FRAMES = 240  # the most frames ``preview`` puts in its video (and downloads for it)
 
 
 @dataclass
@@ -366,6 +370,85 @@ class Cluster:
                 result.frames = list(pool.map(get, records))
             result.frames_dir = frames_dir
         return result
+
+    def preview(self, job_id: str, out_dir: Path, *, max_frames: int = PREVIEW_FRAMES) -> Preview:
+        """What a job has rendered so far, at any time (rendering, done,
+        failed, cancelled): ``contact.png``, a sheet of at most 64 of its done
+        frames, and ``preview.<ext>``, a video of the whole animation in the
+        job's codec, at its fps, each missing frame held from the nearest done
+        one (the earlier on a tie), written into ``out_dir``. Only the frames
+        these need are downloaded, into ``out_dir/frames/`` (``<unit>.png``; a
+        later preview into the same directory downloads only what changed): a
+        job of more than ``max_frames`` frames gets a video of ``max_frames``
+        sampled evenly, at the frame rate that keeps its length. UnknownJob
+        (exit 2) for a job that does not exist; NotFound (exit 1) while no
+        frame is done."""
+        if max_frames < 1:
+            raise UserError("--max-frames: 1 or more")
+        job = self.ledger.require_job(job_id)
+        units = int(job.get("units_expected") or 0)
+        records = {int(r["unit"]): r for r in self.ledger.unit_records(job_id, (UnitState.DONE,))}
+        if not records:
+            raise NotFound(f"job {job_id} ({job.get('state')}) has no frame done yet")
+        output = self.ledger.get_spec(job_id).output
+        done = sorted(records)
+        picked = preview.sample(units, max_frames)
+        needed = {preview.nearest(done, u) for u in picked}
+        on_sheet = [done[i] for i in preview.sample(len(done), preview.SHEET_FRAMES)]
+        needed.update(on_sheet)
+
+        frames_dir = out_dir / "frames"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        index_path = frames_dir / "index.json"
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        had = index.get("generations", {}) if index.get("job_id") == job_id else {}
+        path_of = {u: frames_dir / f"{u:06d}.png" for u in needed}
+
+        def get(unit: int) -> None:
+            generation = str(records[unit].get("generation"))
+            if had.get(str(unit)) != generation or not path_of[unit].exists():
+                self.blobs.download_to(frame_object(job_id, unit), path_of[unit])
+
+        with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            list(pool.map(get, sorted(needed)))
+        had = {**had, **{str(u): str(records[u].get("generation")) for u in needed}}
+        index_path.write_text(json.dumps({"job_id": job_id, "generations": had}))
+
+        sheet = preview.contact_sheet([path_of[u] for u in on_sheet], out_dir / "contact.png")
+        video = out_dir / f"preview.{container_for(output)}"
+        preview.preview_video(path_of, units, output, video, most=max_frames)
+        return Preview(
+            job_id,
+            JobState(job["state"]),
+            units,
+            len(done),
+            sheet,
+            video,
+            frames=min(units, max_frames),
+        )
+
+
+@dataclass
+class Preview:
+    """A preview of a job (``Cluster.preview``): its contact sheet and video,
+    and how many of its frames were done."""
+
+    job_id: str
+    state: JobState
+    units_expected: int
+    units_done: int
+    sheet: Path
+    video: Path
+    frames: int  # in the video
+
+    def line(self) -> str:
+        return (
+            f"job {self.job_id} ({self.state.value}): {self.units_done} of "
+            f"{self.units_expected} frames done: {self.sheet}, {self.video}"
+        )
 
 
 @dataclass

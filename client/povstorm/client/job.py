@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from povstorm.client.cluster import Cluster, JobResult
+from povstorm.client.proof import Proof, ProofFailed, run_proof
 from povstorm.client.watch import Progress
 from povstorm.core.errors import (
     PovstormError,
@@ -70,6 +71,8 @@ class Job:
         timeout_seconds: int = TIMEOUT_SECONDS.default,
         frames_per_unit: int = FRAMES_PER_UNIT.default,
         cache: bool = True,
+        proof: bool = False,
+        keep_going: bool = False,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None
@@ -89,8 +92,14 @@ class Job:
         # What the client noticed about the job: the POV-Ray options, the
         # scan, the frame cache. One line each; the CLI prints them.
         self.warnings: list[str] = []
+        # A proof pass before the full job (client/proof.py): submit() runs it
+        # first and raises ProofFailed if it fails, unless keep_going.
+        self.proof_first = proof
+        self.keep_going = keep_going
+        self.proof: Proof | None = None
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None
+        self._planned_id: str | None = None
         self._scene: dict[str, Any] | None = None  # set by from_ini
         self._scene_files: dict[str, Path] = {}
         self._extra: dict[str, Any] = {}
@@ -169,7 +178,9 @@ class Job:
             body["inputs"] = self.cluster.upload_inputs(shared)
             body["inputs_dir"] = "shared"
             body["units"] = [self._unit_body(u) for u in self.units]
-        body["job_id"] = self.job_id or new_job_id()
+        # Chosen once: a proof pass names the full job before it is submitted.
+        self._planned_id = self.job_id or self._planned_id or new_job_id()
+        body["job_id"] = self._planned_id
         load_job_spec(body)  # fail here, with the field named, not at the server
         return body
 
@@ -189,9 +200,26 @@ class Job:
             "label": unit.label,
         }
 
+    def run_proof(
+        self,
+        *,
+        dest: Path | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+    ) -> Proof:
+        """Render this scene job's proof pass and wait for it (client/proof.py);
+        with ``dest`` (a path without extension), its contact sheet and video
+        go to ``<dest>-proof.png`` and ``<dest>-proof.<ext>``."""
+        self.proof = run_proof(self, dest=dest, on_progress=on_progress, timeout=timeout)
+        return self.proof
+
     def submit(self) -> str:
         if self.job_id is not None:
             raise UserError(f"job {self.job_id} is already submitted")
+        if self.proof_first and self.proof is None:
+            self.run_proof()
+        if self.proof is not None and not self.proof.ok and not self.keep_going:
+            raise ProofFailed(self.proof)
         body = self.spec()
         self.job_id = self.cluster.submit(body)
         return self.job_id

@@ -36,11 +36,21 @@ one the submission made:
   lost mid-chunk costs at most that much, and the worker hands the rest of a chunk on (``count`` smaller)
   when its own time budget runs out anyway.
 
+The plan above gives the *sizes* of the chunks in dispatch order; where each
+lies in the range is coarse to fine (``dispatch_ranks``): the chunk
+dispatched first covers the start of the range, the second its end, the third
+its middle, then the quarters, the eighths... (a van der Corput order), so
+that at any moment the frames done are spread over the whole animation and a
+half-finished job already previews the whole motion (``povstorm preview``).
+The chunks keep their sizes (in seconds when the frames' times are known) and
+their order of dispatch; only their places change.
+
 Generated units (``WorkUnit``) and stills are one unit per message.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -85,15 +95,94 @@ def plan_chunks(
     frame_seconds: float | None = None,
     profile: Sequence[float] | None = None,
 ) -> list[tuple[int, int]]:
-    """(first unit, count) of each chunk, in dispatch order, covering 0..units-1."""
+    """(first unit, count) of each chunk, in dispatch order, covering
+    0..units-1 exactly once, laid out coarse to fine (``dispatch_ranks``)."""
     slots = max(1, slots)
+    times: list[float] | None = None
+    if frames_per_unit <= 0 and units > 0:
+        if profile and all(t > 0 for t in profile):
+            times = _times(profile, units)
+        elif frame_seconds and frame_seconds > 0:
+            times = [float(frame_seconds)] * units
+    sized = _sized_chunks(units, slots, frames_per_unit, times)
+    if times is None:
+        return _lay_out([n for _, n in sized])
+    return _lay_out_timed(times, [sum(times[a : a + n]) for a, n in sized])
+
+
+def dispatch_ranks(count: int) -> list[int]:
+    """Where each of ``count`` chunks, in dispatch order, lies among them in
+    the range (0: the first): the 1st at the start, the 2nd at the end, the
+    3rd in the middle, then the quarters, the eighths... The rank order of
+    0, 1, then the base-2 van der Corput sequence (1/2, 1/4, 3/4, 1/8, ...)."""
+
+    def key(i: int) -> float:
+        if i < 2:
+            return float(i)
+        n, value, half = i - 1, 0.0, 0.5
+        while n:
+            value, n, half = value + half * (n & 1), n >> 1, half / 2
+        return value
+
+    order = sorted(range(count), key=key)
+    ranks = [0] * count
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
+
+
+def _lay_out(sizes: list[int]) -> list[tuple[int, int]]:
+    """Chunks of ``sizes`` (in dispatch order) placed one after another in
+    the order of their ranks; returned in dispatch order."""
+    ranks = dispatch_ranks(len(sizes))
+    starts = [0] * len(sizes)
+    first = 0
+    for i in sorted(range(len(sizes)), key=ranks.__getitem__):
+        starts[i], first = first, first + sizes[i]
+    return list(zip(starts, sizes, strict=True))
+
+
+def _lay_out_timed(times: list[float], seconds: list[float]) -> list[tuple[int, int]]:
+    """Chunks of ``seconds`` (in dispatch order) placed in the order of their
+    ranks, each ending at the frame boundary nearest its cumulative target (so
+    rounding does not add up), at least one frame and at most
+    MAX_FRAMES_PER_UNIT each; returned in dispatch order. With every frame's
+    time equal, these are the frame counts the seconds came from."""
+    units, count = len(times), len(seconds)
+    cumulative = [0.0]
+    for t in times:
+        cumulative.append(cumulative[-1] + t)
+    ranks = dispatch_ranks(count)
+    out = [(0, 0)] * count
+    first, target = 0, 0.0
+    for k, i in enumerate(sorted(range(count), key=ranks.__getitem__)):
+        target += seconds[i]
+        after = count - k - 1  # chunks still to place
+        low = max(first + 1, units - after * MAX_FRAMES_PER_UNIT)
+        high = min(first + MAX_FRAMES_PER_UNIT, units - after)
+        if after == 0:
+            end = units
+        else:
+            end = bisect.bisect_left(cumulative, target, low, high + 1)
+            if end > low and (
+                end > high or target - cumulative[end - 1] <= cumulative[end] - target
+            ):
+                end -= 1
+        out[i] = (first, end - first)
+        first = end
+    return out
+
+
+def _sized_chunks(
+    units: int, slots: int, frames_per_unit: int, times: list[float] | None
+) -> list[tuple[int, int]]:
+    """The chunks' sizes in dispatch order, as consecutive (first, count)
+    from the start of the range: the plan before its layout."""
     if frames_per_unit > 0:
         size = min(frames_per_unit, MAX_FRAMES_PER_UNIT)
         return [(a, min(size, units - a)) for a in range(0, units, size)]
-    if profile and units > 0 and all(t > 0 for t in profile):
-        return _timed_chunks(_times(profile, units), slots)
-    if frame_seconds and frame_seconds > 0:
-        return _timed_chunks([frame_seconds] * units, slots)
+    if times is not None:
+        return _timed_chunks(times, slots)
     out: list[tuple[int, int]] = []
     first = 0
     while first < units:

@@ -18,7 +18,13 @@ from typing import Any
 from marshmallow import ValidationError
 
 from povstorm.cloud.clients import Clients
-from povstorm.core.chunks import MAX_FRAMES_PER_UNIT, chunkable, job_plan, runs
+from povstorm.core.chunks import (
+    MAX_FRAMES_PER_UNIT,
+    chunkable,
+    dispatch_ranks,
+    job_plan,
+    runs,
+)
 from povstorm.core.errors import PoisonMessage, PovstormError, SpecError, UnknownJob
 from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
 from povstorm.core.naming import (
@@ -116,7 +122,9 @@ def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) ->
 
 def coalesce(messages: list[WorkMessage], spec: JobSpec) -> list[WorkMessage]:
     """Single-unit messages of a chunkable job as chunks: contiguous units at
-    the same attempt share a POV-Ray process (a retry of many failed frames)."""
+    the same attempt share a POV-Ray process (a retry of many failed frames).
+    The chunks of an attempt come coarse to fine, as a plan's
+    (``dispatch_ranks``: the first, the last, the middle one...)."""
     if not chunkable(spec):
         return messages
     by_attempt: dict[int, list[int]] = {}
@@ -124,10 +132,12 @@ def coalesce(messages: list[WorkMessage], spec: JobSpec) -> list[WorkMessage]:
         by_attempt.setdefault(m.attempt, []).extend(m.units)
     out = []
     for attempt, units in sorted(by_attempt.items()):
+        chunks = []
         for first, count in runs(sorted(set(units))):
             for a in range(first, first + count, MAX_FRAMES_PER_UNIT):
                 n = min(MAX_FRAMES_PER_UNIT, first + count - a)
-                out.append(WorkMessage(messages[0].job_id, a, attempt, n))
+                chunks.append(WorkMessage(messages[0].job_id, a, attempt, n))
+        out += [chunks[rank] for rank in dispatch_ranks(len(chunks))]
     return out
 
 

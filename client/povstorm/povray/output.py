@@ -28,6 +28,15 @@ def parse_stats(output: str) -> tuple[float | None, int | None]:
     return seconds, peak
 
 
+def parse_seconds(output: str) -> float | None:
+    """The seconds POV-Ray spent parsing, as it printed them: the part of a
+    frame's time that does not grow with its size (client/proof.py)."""
+    for m in _SECONDS_RE.finditer(output):
+        if m[1] == "Parse":
+            return float(m[2])
+    return None
+
+
 def error_line(output: str) -> str:
     """POV-Ray's own error, on one line: ``File 'x.pov' line 3: Parse Error: ...``.
 

@@ -66,6 +66,7 @@ class FrameCache:
             "attempt": str(self.ticket.attempt),
             "frame": "" if frame is None else str(frame),
             "trace_seconds": "",
+            "parse_seconds": "",
         }
         try:
             self.clients.blobs.copy(

@@ -49,6 +49,7 @@ from povstorm.povray import (
     PovrayRun,
     error_line,
     frame_sections,
+    parse_seconds,
     parse_stats,
     png_complete,
     tail,
@@ -333,6 +334,7 @@ class ChunkRender:
 
     def _upload_frame(self, frame: Landed, output: str) -> None:
         seconds, peak = parse_stats(output)
+        parsed = parse_seconds(output)
         stats = frame.stats
         if peak is not None and self.stream:
             stats = RenderStats(stats.render_seconds, stats.cpu_seconds, peak, stats.worker)
@@ -343,6 +345,8 @@ class ChunkRender:
             "frame": "" if number is None else str(number),
             # POV-Ray's own parse + trace time, without its start-up.
             "trace_seconds": "" if seconds is None else f"{seconds:.3f}",
+            # Its parse alone: what a bigger render of the frame would not scale.
+            "parse_seconds": "" if parsed is None else f"{parsed:.3f}",
         }
         name = frame_object(self.job_id, frame.unit)
         blobs = self.clients.blobs
