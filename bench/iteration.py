@@ -7,7 +7,7 @@ rendering a scene again, and what a proof pass costs against the full job.
     again       the same scene once more: every frame comes from the frame
                 cache, so this is the farm's fixed cost of a job (submit, 48
                 finalize events, the stitch's encode, the download)
-    proof       the same scene with a parse error in frame 40, rendered with
+    proof       the same scene with a parse error in frame 40 of 48, rendered with
                 a proof pass (client/proof.py: every 3rd frame at a quarter
                 of the size, no antialiasing): until the proof has failed,
                 against ``first`` (the issue's goal: under a quarter)
@@ -28,7 +28,14 @@ from typing import Any
 
 from .overhead import Animation
 
-BROKEN_AT_40 = "\n#if (frame_number = 40)\n  sphere { 0, 1 pigment { rgb <1, 0, 0> }\n#end\n"
+# A parse error in one frame: frame 40 of 48 (a frame the proof renders).
+BROKEN_AT = "\n#if (frame_number = {frame})\n  sphere {{ 0, 1 pigment {{ rgb <1, 0, 0> }}\n#end\n"
+
+
+def broken_frame(frames: int, step: int) -> int:
+    """The proof's frame at or before 5/6 of the range: 40 of 48 (every 3rd)."""
+    at = max(1, round(frames * 5 / 6))
+    return at - (at - 1) % step
 
 
 def _salted(anim: Animation, work: Path, name: str, extra: str = "") -> Path:
@@ -51,11 +58,19 @@ def _render(cluster: Any, anim: Animation, scene: Path, out: Path) -> tuple[floa
     wall = time.monotonic() - t0
     if not result.ok or result.units_done != anim.frames:
         raise RuntimeError(f"iteration job {job.job_id} ended {result.state}: {result.errors[:2]}")
+    # The stitch stores the frames in the cache after the video (not timed):
+    # the next render starts once they are there, as a user's would.
+    deadline = time.monotonic() + 60
+    while cluster.status(job.job_id).get("cache_filled") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job.job_id}: its frames never reached the frame cache")
+        time.sleep(0.1)
     return wall, result.stats
 
 
 def run(cluster: Any, anim: Animation, work: Path) -> dict[str, Any]:
     from povstorm.client import Job
+    from povstorm.client.proof import plan_proof
     from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
     scene = _salted(anim, work, f"iteration-{anim.size}")
@@ -64,13 +79,15 @@ def run(cluster: Any, anim: Animation, work: Path) -> dict[str, Any]:
     if again_stats.get("frames_cached") != anim.frames:
         raise RuntimeError(f"the second render reused {again_stats.get('frames_cached')} frames")
 
-    broken = _salted(anim, work, f"broken-{anim.size}", BROKEN_AT_40)
+    step = plan_proof(parse_invocation(anim.argv(), scene)).step
+    frame = broken_frame(anim.frames, step)
+    broken = _salted(anim, work, f"broken-{anim.size}", BROKEN_AT.format(frame=frame))
     t0 = time.monotonic()
     job = Job.from_ini(cluster, anim.argv(), cwd=broken, name="bench-proof", check=False)
     proof = job.run_proof()
     proof_wall = time.monotonic() - t0
-    if proof.ok or "frame 40" not in proof.error_line():
-        raise RuntimeError(f"the proof should fail at frame 40: {proof.error_line()}")
+    if proof.ok or f"frame {frame}:" not in proof.error_line():
+        raise RuntimeError(f"the proof should fail at frame {frame}: {proof.error_line()}")
 
     t0 = time.monotonic()
     inv = parse_invocation(anim.argv(), scene)
@@ -85,6 +102,7 @@ def run(cluster: Any, anim: Animation, work: Path) -> dict[str, Any]:
         "proof_seconds": round(proof_wall, 3),
         "proof_ratio": round(proof_wall / first, 3),
         "proof_frames": proof.plan.frames,
+        "broken_frame": frame,
         "proof_error": proof.error_line()[:120],
         "check_seconds": round(check, 3),
         "check_ratio": round(check / first, 3),

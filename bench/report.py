@@ -136,7 +136,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "goal < 5 s at 320x240)",
             ),
             (
-                f"{anim}: --proof of the scene with a parse error in frame 40, until it fails "
+                f"{anim}: --proof of the scene with a parse error in frame "
+                f"{it.get('broken_frame', 40)}, until it fails "
                 f"({it['proof_frames']} frames, a quarter of the size) (vs the full render)",
                 _s(it["proof_seconds"]),
                 _s(it["first_seconds"]),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fakes import MemoryBlobStore
-from fixtures.common import decoded_pixels, run_cli, video_frames
+from fixtures.common import decoded_pixels, run_cli, video_frames, wait_until
 
 from povstorm.client import Cluster, Job, WorkUnit
 from povstorm.cloud.clients import Clients
@@ -28,6 +28,7 @@ from povstorm.core.schemas import load_job_spec
 from povstorm.farm import cache as frame_cache
 from povstorm.ledger.ledger import Ledger
 from povstorm.povray import collect_inputs, parse_invocation, povray_version
+from povstorm.stitch.job import store_frames
 from povstorm.worker import cache as worker_cache
 from povstorm.worker.inputs import InputCache
 from povstorm.worker.unit import handle_work
@@ -71,6 +72,14 @@ def render(env: dict[str, str], scene: Path, out: Path, *extra: str) -> dict[str
     summary: dict[str, Any] = json.loads(result.stdout)
     summary["stderr"] = result.stderr
     assert summary["state"] == "done" and summary["units_done"] == 8, summary
+    # The stitch stores the rendered frames once the video is made, and says
+    # so on the job: the next render of the scene finds them all.
+    with Cluster.local(start=False) as cluster:
+        wait_until(
+            lambda: cluster.status(summary["job_id"]).get("cache_filled") is not None,
+            30,
+            "the job's frames in the frame cache",
+        )
     return summary
 
 
@@ -161,6 +170,11 @@ def test_a_generated_job_renders_again_only_the_unit_whose_inline_file_changed(
             job_id = job.submit()
             result = job.wait(timeout=120)
             assert result.state == "done", result.summary()
+            wait_until(
+                lambda: cluster.status(job_id).get("cache_filled") is not None,
+                30,
+                "the job's frames in the frame cache",
+            )
             return {u: cluster.ledger.unit_record(job_id, u) for u in range(4)}
 
     first = run(None)
@@ -206,7 +220,9 @@ def test_another_povray_version_misses_the_cache(
     first, detail = job()
     assert detail == "1 rendered"
     key = frame_key(ledger.get_spec(first), 0, povray_version())
-    assert key is not None and clients.blobs.exists(cache_object(key))
+    assert key is not None and not clients.blobs.exists(cache_object(key))
+    assert store_frames(clients, first) == 1  # what the job's stitch does
+    assert clients.blobs.exists(cache_object(key))
     second, detail = job()
     assert detail == "1 from the cache"
     reused = clients.blobs.info(frame_object(second, 0))

@@ -290,6 +290,9 @@ class JobDoc(_Doc):
     retries: int = 0
     stats_object: str | None = None
     stitch_error: str | None = None
+    # Frames the stitch stored in the frame cache once the job was done
+    # (stitch/job.py: store_frames); None until it has.
+    cache_filled: int | None = None
     failed_by: int | None = None  # the unit that ended a fail-fast job
     # What the chunk plan was made from (core/chunks.py): the deployment's
     # render slots and the scene's expected seconds a frame, if known.
@@ -304,7 +307,7 @@ class JobDoc(_Doc):
     # finished_at}. The job's own video stays ``video``.
     videos: dict[str, Any] | None = None
 
-    _LATER = frozenset({"stats_object", "stitch_error", "failed_by", "videos"})
+    _LATER = frozenset({"stats_object", "stitch_error", "cache_filled", "failed_by", "videos"})
     _INTS = frozenset(
         {
             "units_expected",

@@ -804,6 +804,12 @@ class Ledger:
             stats_object=stats_object,
         )
 
+    def note_cache_filled(self, job_id: str, frames: int) -> None:
+        """The stitch stored a done job's rendered frames in the frame cache: a
+        blind write of one field (the job's state is not read or written)."""
+        with translate("firestore"):
+            self.job_ref(job_id).update(JobDoc.update_fields(cache_filled=frames, updated_at=now()))
+
     def fail_stitch(self, job_id: str, error: str) -> bool:
         return self._finish(
             job_id,

@@ -54,6 +54,7 @@ from povstorm.core.chunks import frame_profile
 from povstorm.core.errors import NotFound, PoisonMessage, PovstormError, StitchFailed, UnknownJob
 from povstorm.core.model import JobState, VideoState
 from povstorm.core.naming import (
+    cache_object,
     check_job_id,
     frame_object,
     frames_prefix,
@@ -224,6 +225,9 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
             poster,
             stats,
         )
+    # Then the rendered frames go into the frame cache: after the video, so
+    # they cost it no time; the job says when they are there (``cache_filled``).
+    ledger.note_cache_filled(job_id, store_frames(clients, job_id))
     return StitchOutcome(
         StitchStatus.DONE, job_id, video or "no video (units are not frames)", video, poster, stats
     )
@@ -273,6 +277,42 @@ def restitch(clients: Clients, ledger: Ledger, job_id: str, key: str) -> StitchO
         return StitchOutcome(StitchStatus.DUPLICATE, job_id, f"video {key} was recorded first")
     how = f"{made.joined} segments joined" if made.joined else "every frame encoded"
     return StitchOutcome(StitchStatus.DONE, job_id, f"{name} ({how})", video=name)
+
+
+def store_frames(clients: Clients, job_id: str) -> int:
+    """Copy each rendered frame of the job that carries a frame cache key
+    (its metadata's ``cache_key``, core/framekey.py) to ``cache/<key>.png``;
+    how many were stored. Frames reused from the cache are there already.
+    One listing of the job's frames, then the copies, server-side, in
+    parallel; never raises (a frame not stored is rendered again later)."""
+    try:
+        found = [
+            (b.name, b.metadata)
+            for b in clients.blobs.list(frames_prefix(job_id))
+            if b.metadata.get("cache_key") and not b.metadata.get("cached")
+        ]
+    except PovstormError as exc:
+        log.warning("%s: frames not stored in the frame cache: %s", job_id, exc)
+        return 0
+
+    def store(item: tuple[str, dict[str, str]]) -> bool:
+        name, md = item
+        try:
+            clients.blobs.copy(
+                name,
+                cache_object(md["cache_key"]),
+                content_type="image/png",
+                metadata={"job": job_id, "render_seconds": md.get("render_seconds", "")},
+            )
+        except PovstormError as exc:
+            log.warning("%s: %s not stored in the frame cache: %s", job_id, name, exc)
+            return False
+        return True
+
+    if not found:
+        return 0
+    with cf.ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(found))) as pool:
+        return sum(pool.map(store, found))
 
 
 def frames_digest(records: list[dict[str, Any]]) -> str:

@@ -7,12 +7,13 @@ any upload, so its OBJECT_FINALIZE event counts the unit in the ledger
 exactly as a rendered frame's does: there is no second path to "done". Its
 metadata says so (``cached``: the key; no render or CPU time), so the stats
 tell reused frames from rendered ones. Only the misses are rendered, in
-contiguous runs as before. After a rendered frame is uploaded, it is copied
-to its key (``store``).
+contiguous runs as before. A rendered frame carries its key in its metadata
+(``cache_key``); the job's stitch copies it to the cache while it encodes
+(``stitch/job.py: store_frames``), so the copies cost the render nothing.
 
-Both directions are best effort: a cache that cannot be read or written
-costs a render, never a frame. A worker whose POV-Ray version it cannot read
-uses no cache at all (the version is part of every key).
+Reuse is best effort: a cache that cannot be read costs a render, never a
+frame. A worker whose POV-Ray version it cannot read uses no cache at all
+(the version is part of every key).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ COPY_THREADS = 8
 
 
 class FrameCache:
-    """The keys of one ticket's units, and the copies in and out of the cache."""
+    """The keys of one ticket's units, and the copies out of the cache."""
 
     def __init__(self, clients: Clients, ticket: UnitTicket, worker: str) -> None:
         self.clients = clients
@@ -81,23 +82,3 @@ class FrameCache:
             log.warning("%s unit %d: frame cache not read: %s", self.ticket.job_id, unit, exc)
             return False
         return True
-
-    def store(self, unit: int, render_seconds: float) -> None:
-        """Copy unit's uploaded frame to its key, for the next job that needs it."""
-        key = self.keys.get(unit)
-        if key is None:
-            return
-        metadata = {
-            "job": self.ticket.job_id,
-            "unit": str(unit),
-            "render_seconds": f"{render_seconds:.3f}",
-        }
-        try:
-            self.clients.blobs.copy(
-                frame_object(self.ticket.job_id, unit),
-                cache_object(key),
-                content_type="image/png",
-                metadata=metadata,
-            )
-        except PovstormError as exc:
-            log.warning("%s unit %d: frame not cached: %s", self.ticket.job_id, unit, exc)

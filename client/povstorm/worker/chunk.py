@@ -348,15 +348,15 @@ class ChunkRender:
             # Its parse alone: what a bigger render of the frame would not scale.
             "parse_seconds": "" if parsed is None else f"{parsed:.3f}",
         }
+        key = self.frame_cache.keys.get(frame.unit) if self.frame_cache else None
+        if key:
+            # The stitch stores the frame under its key (stitch/job.py: store_frames).
+            metadata["cache_key"] = key
         name = frame_object(self.job_id, frame.unit)
         blobs = self.clients.blobs
 
-        cache = self.frame_cache
-
         def upload() -> None:
             blobs.upload_file(name, frame.path, content_type="image/png", metadata=metadata)
-            if cache is not None:
-                cache.store(frame.unit, stats.render_seconds)
 
         self._submit(upload)
         self._upload_log(frame.unit, output)
