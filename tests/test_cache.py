@@ -72,15 +72,19 @@ def render(env: dict[str, str], scene: Path, out: Path, *extra: str) -> dict[str
     summary: dict[str, Any] = json.loads(result.stdout)
     summary["stderr"] = result.stderr
     assert summary["state"] == "done" and summary["units_done"] == 8, summary
-    # The stitch stores the rendered frames once the video is made, and says
-    # so on the job: the next render of the scene finds them all.
     with Cluster.local(start=False) as cluster:
-        wait_until(
-            lambda: cluster.status(summary["job_id"]).get("cache_filled") is not None,
-            30,
-            "the job's frames in the frame cache",
-        )
+        wait_cache_filled(cluster, summary["job_id"])
     return summary
+
+
+def wait_cache_filled(cluster: Cluster, job_id: str) -> None:
+    """The stitch stores the rendered frames once the video is made, and says
+    so on the job: the next render of the scene finds them all."""
+    wait_until(
+        lambda: cluster.status(job_id).get("cache_filled") is not None,
+        30,
+        "the job's frames in the frame cache",
+    )
 
 
 def pixels(frames: Path) -> list[bytes]:
@@ -170,11 +174,7 @@ def test_a_generated_job_renders_again_only_the_unit_whose_inline_file_changed(
             job_id = job.submit()
             result = job.wait(timeout=120)
             assert result.state == "done", result.summary()
-            wait_until(
-                lambda: cluster.status(job_id).get("cache_filled") is not None,
-                30,
-                "the job's frames in the frame cache",
-            )
+            wait_cache_filled(cluster, job_id)
             return {u: cluster.ledger.unit_record(job_id, u) for u in range(4)}
 
     first = run(None)

@@ -9,6 +9,7 @@ povstorm's own are POV-Ray's, passed on exactly as ``povray`` would read them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -645,7 +646,7 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
     with _cluster(args) as cluster:
         found = cluster.cache_summary()
     if args.json:
-        print(json.dumps(found.to_dict()))
+        print(json.dumps(dataclasses.asdict(found)))
     else:
         print(
             f"{found.entries} frame(s), {found.bytes / 1e6:.1f} MB, "

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from povstorm.core.errors import PovstormError, RenderError, UserError
-from povstorm.core.naming import frame_object, new_job_id
+from povstorm.core.naming import frames_prefix, new_job_id
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.spec import FPS, container_for
 
@@ -221,8 +221,7 @@ def run_proof(
                 proof.sheet = _sheet(sorted(result.frames), dest.parent / f"{dest.name}-proof.png")
     if proof.ok:
         slots = int((cluster.status(proof_id).get("plan") or {}).get("slots") or 1)
-        frames = [cluster.blobs.info(frame_object(proof_id, u)) for u in range(plan.frames)]
-        metadata = [info.metadata for info in frames if info is not None]
+        metadata = [b.metadata for b in cluster.blobs.list(frames_prefix(proof_id))]
         proof.estimate = estimate(metadata, plan, inv.frame_count, slots)
     return proof
 

@@ -37,22 +37,11 @@ class CacheSummary:
     oldest: float  # POSIX times; 0 when empty
     newest: float
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "entries": self.entries,
-            "bytes": self.bytes,
-            "oldest": self.oldest,
-            "newest": self.newest,
-        }
-
 
 @dataclass(frozen=True)
 class Removed:
     entries: int = 0
     bytes: int = 0
-
-    def __add__(self, other: Removed) -> Removed:
-        return Removed(self.entries + other.entries, self.bytes + other.bytes)
 
 
 def entries(blobs: BlobStore) -> list[BlobInfo]:
