@@ -229,7 +229,9 @@ class _Run:
         output = self._output
         parsing = output.rfind(_PARSING)
         section = output[parsing:] if parsing >= 0 else output
-        found = error_line(section)
+        # POV-Ray writes its error to stderr and the "Parsing" banner to a
+        # buffered stdout: the banner may land after the error in the log.
+        found = error_line(section) or error_line(output)
         if found:
             return found
         lines = [line.strip() for line in section.splitlines() if _PARSE_FAILED in line]
