@@ -179,7 +179,11 @@ def settings(infra_stack: StackState, fresh_project: str) -> Settings:
     ledger in the stack's project, so it never sees this test's. Only the
     bucket is shared. A fixed worker id lets a test assert what a worker
     stamps on its frames."""
-    return infra_stack.settings().with_overrides(project=fresh_project, worker_id="test-worker")
+    # No render tasks: the test drives its project's work itself (as before
+    # tasks, when the stack's workers pulled only the stack's own project).
+    return infra_stack.settings().with_overrides(
+        project=fresh_project, worker_id="test-worker", render_launcher="none"
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ that run domain code (worker, stitch, farm operations) without the stack.
     MemoryBlobStore     BlobStore (cloud/blobs.py), dict-backed
     RecordingPublisher  Publisher (cloud/pubsub.py), records what was published
     RecordingLauncher   StitchLauncher (cloud/launchers.py), records launches
+    RecordingRenderLauncher  RenderLauncher, records launches and cancels
     fake_clients        a Clients built from these
 
 The ledger has no interface of its own (domain code takes the concrete
@@ -24,7 +25,7 @@ from typing import Any, cast
 
 from povstorm.cloud.blobs import BlobInfo, BlobStore
 from povstorm.cloud.clients import Clients
-from povstorm.cloud.launchers import StitchLauncher
+from povstorm.cloud.launchers import RenderLauncher, StitchLauncher
 from povstorm.cloud.pubsub import Publisher
 from povstorm.core.errors import NotFound, PovstormError
 from povstorm.core.settings import Settings
@@ -166,12 +167,39 @@ class RecordingLauncher:
         self.launched.append(job_id if video is None else f"{job_id} --video {video}")
 
 
+@dataclass
+class RecordingRenderLauncher:
+    """A RenderLauncher that records each launch and cancel; ``running``
+    stands for the tasks the deployment runs now."""
+
+    launched: list[tuple[str, int]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    running: int = 0
+    error: PovstormError | None = None
+
+    def launch(self, job_id: str, tasks: int) -> str:
+        if self.error is not None:
+            raise self.error
+        self.launched.append((job_id, tasks))
+        self.running += tasks
+        return f"execution-{len(self.launched)}"
+
+    def active(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return self.running
+
+    def cancel(self, execution: str) -> None:
+        self.cancelled.append(execution)
+
+
 def fake_clients(
     settings: Settings | None = None,
     *,
     blobs: MemoryBlobStore | None = None,
     publisher: RecordingPublisher | None = None,
     launcher: RecordingLauncher | None = None,
+    render: RecordingRenderLauncher | None = None,
 ) -> Clients:
     """Clients on the fakes, with no database: the ledger is passed apart."""
     return Clients(
@@ -180,6 +208,7 @@ def fake_clients(
         blobs=blobs or MemoryBlobStore(),
         publisher=publisher or RecordingPublisher(),
         launcher=launcher or RecordingLauncher(),
+        render=render,
     )
 
 
@@ -192,3 +221,4 @@ def as_ledger(fake: object) -> Ledger:
 _blobs: BlobStore = MemoryBlobStore()
 _publisher: Publisher = RecordingPublisher()
 _launcher: StitchLauncher = RecordingLauncher()
+_render: RenderLauncher = RecordingRenderLauncher()

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import BROKEN_ON_FRAME_3, decoded_pixels, run_cli, video_frames, wait_until
+from fixtures.common import (
+    BROKEN_ON_FRAME_3,
+    decoded_pixels,
+    render_execution,
+    run_cli,
+    task_pid,
+    video_frames,
+    wait_until,
+)
 from google.cloud import pubsub_v1
 
 from povstorm.client import Cluster
@@ -310,7 +318,7 @@ def test_a_worker_killed_mid_chunk_resumes_where_the_bucket_ends(
     with Cluster.local(start=False) as cluster:
         wait_until(lambda: _record(cluster, job_id, 1).get("state") == "done", 120, "frame 2")
         worker = str(_record(cluster, job_id, 2)["worker"])
-        os.kill(int(worker.rsplit(":", 1)[-1]), signal.SIGKILL)
+        os.kill(task_pid(worker), signal.SIGKILL)
         before = {u: _record(cluster, job_id, u)["generation"] for u in (0, 1)}
         final = cluster.watch(job_id, timeout=300)
         assert final.state.value == "done" and final.done == 5
@@ -323,6 +331,8 @@ def test_a_worker_killed_mid_chunk_resumes_where_the_bucket_ends(
         (resumed,) = (u for u in range(5) if records[u]["deliveries"] == 2)
         assert resumed in (2, 3) and records[resumed]["worker"] != worker
         assert all(records[u]["deliveries"] == 1 for u in range(resumed + 1, 5))
+        # The task runner retried the killed task, as Cloud Run retries a task.
+        assert render_execution(worker)["retries"] >= 1
         cluster.fetch(job_id, video=tmp_path / "slow.mp4")
     assert video_frames(tmp_path / "slow.mp4") == 5
 

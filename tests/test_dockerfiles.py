@@ -1,8 +1,8 @@
 """The container images, checked without a Docker engine: hadolint and checkov
 on both Dockerfiles (each accepted exception is documented inline), and the
 Dockerfiles read against the repository: the files they copy exist and are
-not left out of the Cloud Build upload, the commands they run name entry
-points that exist, packages are pinned, the user is not root.
+not left out of the Cloud Build upload, the modules they run exist (and the
+render job runs the same command), packages are pinned, the user is not root.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ RENDER = ROOT / "render_container" / "Dockerfile"
 STITCH = ROOT / "stitch_container" / "Dockerfile"
 DOCKERFILES = (RENDER, STITCH)
 CLOUDBUILD = ROOT / "deploy" / "cloudbuild.yaml"
+RUN_TF = ROOT / "terraform" / "modules" / "povstorm" / "run.tf"
 GCLOUDIGNORE = ROOT / "deploy" / "gcloudignore"
 BASE = "python:3.11-slim-bookworm"
 
@@ -207,44 +208,43 @@ def _functions(path: Path) -> set[str]:
     return {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
 
 
-def _served(main: Path) -> set[str]:
-    """The functions a source root serves: its own, and those it imports from
-    povstorm (checked to be functions of the module it names)."""
-    names = _functions(main)
-    for node in ast.parse(main.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("povstorm."):
-            module = ROOT / "client" / Path(*node.module.split(".")).with_suffix(".py")
-            names |= {a.name for a in node.names} & _functions(module)
-    return names
+def _runs_as_a_module(dockerfile: Path, module: str) -> None:
+    """The image's ENTRYPOINT is ``python -m module``, which the installed
+    package provides, with a ``main`` run under ``__main__``."""
+    steps = instructions(dockerfile)
+    entrypoint = json.loads(next(a for i, a in steps if i == "ENTRYPOINT"))
+    assert entrypoint == ["python", "-m", module]
+    path = ROOT / "client" / Path(*module.split(".")).with_suffix(".py")
+    assert path.is_file(), f"{dockerfile.name} runs {module}, which does not exist"
+    assert "main" in _functions(path)
+    assert 'if __name__ == "__main__":' in path.read_text()
+    # Installed, not run from a copy: the sources are removed after pip install
+    # and the last WORKDIR is not where they were copied.
+    workdirs = [a for i, a in steps if i == "WORKDIR"]
+    assert workdirs[-1] != "/app"
+    assert any(i == "RUN" and "pip install" in a and "rm -rf /app/*" in a for i, a in steps)
 
 
-def test_render_serves_handle_push_with_functions_framework() -> None:
+def test_render_runs_the_task_module_as_the_render_job_does() -> None:
+    _runs_as_a_module(RENDER, "povstorm.shells.render_task")
     steps = instructions(RENDER)
-    cmd = json.loads(next(a for i, a in steps if i == "CMD"))
-    assert cmd[0] == "functions-framework"
-    source = Path(cmd[cmd.index("--source") + 1])
-    target = cmd[cmd.index("--target") + 1]
-    assert not source.is_absolute()
-    assert target in _served(ROOT / source)
-    # The path --source names is where WORKDIR + COPY put it.
-    workdir = next(a for i, a in steps if i == "WORKDIR")
-    assert workdir == "/app"
-    assert any(i == "COPY" and a.split()[-1] == f"{source.parent}/" for i, a in steps)
-    assert "--port" not in cmd  # functions-framework reads $PORT, which Cloud Run sets
+    # A job's task serves nothing: no port, no functions-framework.
+    assert not [a for i, a in steps if i in ("EXPOSE", "CMD")]
+    assert not any("PORT" in a for i, a in steps if i == "ENV")
     pip = next(a for i, a in steps if i == "RUN" and "pip install" in a)
-    assert "[functions]" in pip  # functions-framework itself
+    assert "[functions]" not in pip
+    # The render job's container command (terraform) is the same command.
+    commands = re.findall(r"^\s*command\s*=\s*(\[[^\]]*\])", RUN_TF.read_text(), re.M)
+    assert len(commands) == 1, commands  # the render job's; the stitch has none
+    entrypoint = json.loads(next(a for i, a in steps if i == "ENTRYPOINT"))
+    assert json.loads(commands[0]) == entrypoint
 
 
 def test_stitch_runs_the_module_with_the_job_id_as_its_only_argument() -> None:
-    steps = instructions(STITCH)
-    entrypoint = json.loads(next(a for i, a in steps if i == "ENTRYPOINT"))
-    assert entrypoint == ["python", "-m", "povstorm.shells.stitch_job"]
+    _runs_as_a_module(STITCH, "povstorm.shells.stitch_job")
     # No CMD: the Cloud Run Job's container args (the run_job override) are the
     # job id and nothing else.
-    assert not [a for i, a in steps if i == "CMD"]
-    module = ROOT / "client" / "povstorm" / "shells" / "stitch_job.py"
-    assert "main" in _functions(module)
-    assert 'if __name__ == "__main__":' in module.read_text()
+    assert not [a for i, a in instructions(STITCH) if i == "CMD"]
 
 
 def test_cloud_build_builds_both_images_from_the_repository_root() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import BROKEN_ON_FRAME_3, decoded_pixels, run_cli, video_frames
+from fixtures.common import BROKEN_ON_FRAME_3, decoded_pixels, run_cli, task_pid, video_frames
 
 from povstorm.client import Cluster
 
@@ -124,7 +124,7 @@ def test_a_worker_killed_mid_frame_still_ends_with_a_whole_video(
         while pid is None and time.monotonic() < deadline:
             record: dict[str, Any] = cluster.ledger.unit_record(job_id, 1) or {}
             if record.get("state") == "rendering" and record.get("worker"):
-                pid = int(str(record["worker"]).rsplit(":", 1)[-1])
+                pid = task_pid(str(record["worker"]))
             else:
                 time.sleep(0.2)
         assert pid is not None, "frame 2 never started"

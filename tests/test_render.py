@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import push_request, unit_doc
+from fixtures.common import unit_doc
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.clients import Clients
@@ -324,40 +324,46 @@ def test_a_unit_that_keeps_losing_its_worker_is_reported_not_rendered(
     assert clients.blobs.info(log_object(spec.job_id, 0, 1)) is None  # never rendered
 
 
-def envelope(data: bytes) -> dict[str, Any]:
-    """The push envelope Pub/Sub delivers (recorded on the stack), carrying ``data``."""
-    return push_request(data)[1]
-
-
-def test_the_push_handler_maps_outcomes_to_status(
-    clients: Clients, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import functions_framework
-
-    for key, value in clients.settings.to_env().items():
-        monkeypatch.setenv(key, value)
-
-    app = functions_framework.create_app(
-        target="handle_push", source=str(REPO / "render_container" / "main.py")
-    )
-    client = app.test_client()
-    inputs = upload(clients, {"ball.inc": (DATA / "ball.inc").read_bytes()})
-    spec = units_job(ledger, inputs, [(DATA / "ball.pov").read_text()])
-
-    assert client.post("/", json=envelope(work(spec, 0))).status_code == 204
-    assert clients.blobs.info(frame_object(spec.job_id, 0)) is not None
-    # Poison must be 2xx, or Pub/Sub would redeliver it forever.
-    assert client.post("/", json=envelope(b"{oops")).status_code == 204
-    # Not a push envelope at all: the caller's mistake.
-    assert client.post("/", json={"hello": 1}).status_code == 400
-    assert client.post("/", data="nope").status_code == 400
-
-
-def test_the_pull_worker_renders_what_it_pulls_and_stops_on_sigterm(
+def test_a_render_task_renders_what_it_pulls_and_ends_once_idle(
     clients: Clients, ledger: Ledger, tmp_path: Path
 ) -> None:
+    """``python -m povstorm.shells.render_task`` as Cloud Run starts it: its
+    execution and index name it, it pulls and renders any chunk, and it exits
+    0 by itself once a pull has found no work for the idle time."""
     inputs = upload(clients, {"ball.inc": (DATA / "ball.inc").read_bytes()})
     spec = units_job(ledger, inputs, [(DATA / "ball.pov").read_text()])
+    env = {
+        **os.environ,
+        **clients.settings.with_overrides(task_idle=3).to_env(),
+        "POVSTORM_CACHE_DIR": str(tmp_path / "cache"),
+        "CLOUD_RUN_EXECUTION": "render-test",
+        "CLOUD_RUN_TASK_INDEX": "2",
+        "CLOUD_RUN_TASK_ATTEMPT": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    clients.publisher.publish("work", b"poison, acknowledged and logged")
+    clients.publisher.publish("work", work(spec, 0))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "povstorm.shells.render_task"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert f"{spec.job_id} unit 0 attempt 1 rendered" in proc.stderr
+    assert "poison" in proc.stderr and "Traceback" not in proc.stderr
+    assert "task render-test/2.1 ends: no work for 3s" in proc.stderr
+    assert took >= 3
+    frame = clients.blobs.info(frame_object(spec.job_id, 0))
+    assert frame is not None and frame.metadata["worker"] == "render-test/2.1"
+    assert "POV-Ray finished" in clients.blobs.read_bytes(log_object(spec.job_id, 0, 1)).decode()
+
+
+def test_a_render_task_stops_on_sigterm_between_chunks(clients: Clients, tmp_path: Path) -> None:
     env = {
         **os.environ,
         **clients.settings.to_env(),
@@ -365,21 +371,14 @@ def test_the_pull_worker_renders_what_it_pulls_and_stops_on_sigterm(
         "PYTHONPATH": str(REPO),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "povstorm_local.pull_worker"],
+        [sys.executable, "-m", "povstorm.shells.render_task"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        clients.publisher.publish("work", b"poison, acknowledged and logged")
-        clients.publisher.publish("work", work(spec, 0))
-        deadline = time.monotonic() + 60
-        while clients.blobs.info(frame_object(spec.job_id, 0)) is None:
-            assert time.monotonic() < deadline, "the worker rendered nothing"
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.3)
-        time.sleep(0.5)  # let it acknowledge and log
+        time.sleep(3)  # pulling, finding nothing (the idle time is 10 s)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -387,9 +386,7 @@ def test_the_pull_worker_renders_what_it_pulls_and_stops_on_sigterm(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err
-    assert f"{spec.job_id} unit 0 attempt 1 rendered" in err
-    assert "poison" in err and "Traceback" not in err
-    assert "POV-Ray finished" in clients.blobs.read_bytes(log_object(spec.job_id, 0, 1)).decode()
+    assert "SIGTERM: stopping after the current chunk" in err and "ends: stopped" in err
 
 
 # --- POV-Ray's output, no cloud (golden text as POV-Ray 3.7 prints it) ----------

@@ -23,9 +23,12 @@ from fixtures.common import wait_until
 from google.cloud import pubsub_v1
 
 from povstorm.cloud.blobs import GcsBlobStore, storage_client
+from povstorm.cloud.launchers import TASKS_SOCKET, LocalRenderLauncher, tasks_request
+from povstorm.core.errors import TransientError
 from povstorm.core.names import Namespace
 from povstorm.core.naming import frame_object
 from povstorm.core.schemas import load_frame_event, pubsub_data
+from povstorm.core.settings import Settings, local_logs, local_run
 from povstorm_local.net import answers, free_port
 from povstorm_local.resources import WORK_ACK_DEADLINE, push_endpoint
 from povstorm_local.stack import LocalStack
@@ -183,10 +186,10 @@ def test_the_farm_is_wired_a_frame_event_reaches_frame_finalized(stack: StackSta
     statuses = {s.name: s for s in LocalStack(Path(stack.home)).status()}
     assert list(statuses) == [
         "firestore", "pubsub", "gcs", "submit", "frame_finalized", "frame_failed",
-        "workers", "reconciler", "stitcher",
+        "tasks", "reconciler", "stitcher",
     ]  # fmt: skip
     assert [n for n, s in statuses.items() if not s.healthy] == []
-    assert "/2 workers running" in statuses["workers"].detail
+    assert "/2 tasks running" in statuses["tasks"].detail
     assert stack.submit_url == stack.components["submit"].url
     assert stack.settings().submit_url == stack.submit_url
     # A frame of a job the ledger does not know: the function acknowledges it
@@ -302,44 +305,78 @@ def test_a_missing_prerequisite_is_a_one_line_error_saying_what_to_install(
     assert processes_of_home(home) == []
 
 
-def test_the_supervisor_restarts_a_crashed_worker_and_stops_on_sigterm(tmp_path: Path) -> None:
-    heartbeat = tmp_path / "workers.json"
+def test_the_task_runner_runs_executions_as_cloud_run_jobs_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local Cloud Run Jobs: tasks named by execution, index, count and
+    attempt; at most the capacity at once; a failed task retried; a task past
+    its timeout killed and, out of retries, failed; a cancelled execution's
+    tasks stopped; SIGTERM stops every task."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("POVSTORM_HOME", str(home))
+    logs = local_logs(home)
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "povstorm_local.workers", "--count", "1", "--module", "flaky_worker",
-            "--log-dir", str(tmp_path), "--heartbeat", str(heartbeat),
+            sys.executable, "-m", "povstorm_local.tasks", "--capacity", "1",
+            "--module", "flaky_task", "--socket", str(local_run(home) / TASKS_SOCKET),
         ],
-        env={
-            **os.environ,
-            "PYTHONPATH": str(FIXTURES),
-            "FLAKY_MARKER": str(tmp_path / "crashed"),
-        },
+        env={**os.environ, "PYTHONPATH": str(FIXTURES)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )  # fmt: skip
+    launcher = LocalRenderLauncher(Settings(), logs)
+
+    def execution(name: str) -> dict:
+        return next(e for e in tasks_request({"op": "list"})["executions"] if e["name"] == name)
+
+    def settled(name: str, **counts: int) -> dict:
+        def reached() -> dict | None:
+            e = execution(name)
+            return e if all(e[k] == v for k, v in counts.items()) else None
+
+        return wait_until(reached, 20, f"{name} to reach {counts}")
+
     try:
+        wait_until(lambda: (local_run(home) / TASKS_SOCKET).exists(), 20, "the runner to listen")
+        monkeypatch.setenv("FLAKY_MODE", "crash-first")
+        first = launcher.launch("job-a", 2)
+        # One at a time (capacity 1): task 1 waits while task 0 runs.
+        assert execution(first)["running"] + execution(first)["succeeded"] <= 1
+        assert launcher.active() >= 1
+        assert settled(first, succeeded=2)["retries"] == 2
+        assert launcher.active() == 0
+        task0 = (logs / f"{first}-0.log").read_text()
+        assert f"{first} task 0 of 2, attempt 0" in task0
+        assert f"{first} task 0 of 2, attempt 1" in task0
 
-        def restarted_and_running() -> dict | None:
-            beat = json.loads(heartbeat.read_text()) if heartbeat.exists() else {}
-            slot = (beat.get("workers") or [{}])[0]
-            return beat if slot.get("restarts") == 1 and slot.get("pid") else None
-
-        beat = wait_until(restarted_and_running, 20, "the worker to be restarted")
-        worker = beat["workers"][0]["pid"]
-        assert beat["summary"] == "1/1 workers running, 1 restarts"
-        assert live_pids({worker}) == {worker}
+        monkeypatch.setenv("FLAKY_MODE", "hang")
+        env = {**os.environ}
+        hung = tasks_request(
+            {"op": "run", "job": "render", "tasks": 1, "timeout": 1, "max_retries": 1,
+             "env": env, "log_dir": str(logs)}
+        )["execution"]  # fmt: skip
+        assert settled(hung, failed=1)["retries"] == 1
+        cancelled = launcher.launch("job-b", 1)
+        settled(cancelled, running=1)
+        launcher.cancel(cancelled)
+        settled(cancelled, cancelled=1)
+        last = launcher.launch("job-c", 1)
+        settled(last, running=1)
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=20)
+        output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0
-    assert "worker-1 exited with 3" in output and "restarting in 1s" in output
-    assert "all workers stopped" in output
+    assert proc.returncode == 0, output
+    assert f"{first} task 0 exited with 3; retrying (attempt 1)" in output
+    assert f"{hung} task 0 past its 1s timeout" in output
+    assert f"{hung} task 0 failed after 2 attempts" in output
     assert live_group_members({proc.pid}) == set()
+    with pytest.raises(TransientError, match="no local task runner"):
+        launcher.active()
 
 
 def test_the_reconciler_runs_a_pass_and_reports_it(

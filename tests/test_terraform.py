@@ -277,10 +277,10 @@ def topic_key(cfg: Config, resource_name: str | None) -> str | None:
 
 
 # Who consumes each topic, from the event flow in docs/architecture.md: the render
-# service takes the work; the functions take the events. Every subscription
+# job's tasks pull the work; the functions take the events. Every subscription
 # of names.json must be listed here, so a new one needs a decision.
 CONSUMERS = {
-    "work": "service:render",
+    "work": "job:render",
     "frame_events": FUNCTIONS["frame_finalized"],
     "failures": FUNCTIONS["frame_failed"],
     "work_dead_letter": FUNCTIONS["frame_failed"],
@@ -296,13 +296,23 @@ def deliveries(cfg: Config) -> list[tuple[str | None, str, str]]:
         body = functions.get(fn or "", {})
         return str(cfg.value(block(body, "build_config").get("entry_point")))
 
-    for body in cfg.of_type("google_pubsub_subscription").values():
-        endpoint = block(body, "push_config").get("push_endpoint", "")
-        service = target(endpoint, "google_cloud_run_v2_service")
-        fn = target(endpoint, "google_cloudfunctions2_function")
-        consumer = f"service:{service}" if service else entry_point(fn) if fn else "pull"
+    for sub, body in cfg.of_type("google_pubsub_subscription").items():
         topic = topic_key(cfg, target(body.get("topic"), "google_pubsub_topic"))
-        out.append((topic, consumer, f"subscription {cfg.value(body.get('name'))}"))
+        via = f"subscription {cfg.value(body.get('name'))}"
+        push = block(body, "push_config")
+        if push:
+            endpoint = push.get("push_endpoint", "")
+            service = target(endpoint, "google_cloud_run_v2_service")
+            fn = target(endpoint, "google_cloudfunctions2_function")
+            consumer = f"service:{service}" if service else entry_point(fn) if fn else "push:?"
+            out.append((topic, consumer, via))
+            continue
+        # A pull subscription reaches the jobs whose tasks may pull it: those
+        # running as an account that holds roles/pubsub.subscriber on it.
+        pullers = pulling_jobs(cfg, sub)
+        out += [(topic, f"job:{job}", f"{via} (pull)") for job in pullers]
+        if not pullers:
+            out.append((topic, "nobody", f"{via} (pull, no job may pull it)"))
     for name, body in functions.items():
         trigger = block(body, "event_trigger")
         if trigger:
@@ -318,6 +328,30 @@ def deliveries(cfg: Config) -> list[tuple[str | None, str, str]]:
         )
         out.append((topic, entry_point(fn), f"eventarc trigger {name}"))
     return out
+
+
+def subscribers(cfg: Config, subscription: str) -> set[str]:
+    """Accounts holding roles/pubsub.subscriber on a subscription resource."""
+    return {
+        sa
+        for b in cfg.of_type("google_pubsub_subscription_iam_member").values()
+        if b.get("role") == "roles/pubsub.subscriber"
+        and target(b.get("subscription"), "google_pubsub_subscription") == subscription
+        and (sa := target(b.get("member"), "google_service_account"))
+    }
+
+
+def pulling_jobs(cfg: Config, subscription: str) -> list[str]:
+    """Cloud Run Jobs whose tasks run as an account that may pull ``subscription``."""
+    accounts = subscribers(cfg, subscription)
+    return sorted(
+        name
+        for name, body in cfg.of_type("google_cloud_run_v2_job").items()
+        if target(
+            block(body, "template", "template").get("service_account"), "google_service_account"
+        )
+        in accounts
+    )
 
 
 def check_subscriptions(cfg: Config) -> list[str]:
@@ -344,8 +378,15 @@ def check_subscriptions(cfg: Config) -> list[str]:
     return problems
 
 
+# The work subscription's ack deadline (docs/deploy.md, Limits; the issue 15
+# design): only a pulled message's first lease, which the render task extends
+# while it renders. Not a frame's limit any more.
+WORK_ACK_DEADLINE = 60
+
+
 def check_work_subscription(cfg: Config) -> list[str]:
-    """Ack deadline, dead-lettering and OIDC of the work push, as names.json says."""
+    """The work subscription is pulled (no push), with the design's ack
+    deadline and names.json's dead-lettering."""
     ns = Namespace(NS)
     subs = {
         str(cfg.value(b.get("name"))): b for b in cfg.of_type("google_pubsub_subscription").values()
@@ -354,10 +395,10 @@ def check_work_subscription(cfg: Config) -> list[str]:
     if body is None:
         return ["no work subscription"]
     problems = []
-    if cfg.value(body.get("ack_deadline_seconds")) != DEFAULTS["ack_deadline_seconds"]:
-        problems.append(
-            f"ack_deadline_seconds is not names.json's {DEFAULTS['ack_deadline_seconds']}"
-        )
+    if block(body, "push_config"):
+        problems.append("the work subscription pushes: render tasks pull it")
+    if cfg.value(body.get("ack_deadline_seconds")) != WORK_ACK_DEADLINE:
+        problems.append(f"ack_deadline_seconds is not {WORK_ACK_DEADLINE}")
     dead = block(body, "dead_letter_policy")
     if (
         topic_key(cfg, target(dead.get("dead_letter_topic"), "google_pubsub_topic"))
@@ -368,11 +409,6 @@ def check_work_subscription(cfg: Config) -> list[str]:
         problems.append(
             f"max_delivery_attempts is not names.json's {DEFAULTS['max_delivery_attempts']}"
         )
-    oidc = block(body, "push_config", "oidc_token")
-    if target(oidc.get("service_account_email"), "google_service_account") != "invoker":
-        problems.append("the work push does not sign as the invoker account")
-    if target(oidc.get("audience"), "google_cloud_run_v2_service") != "render":
-        problems.append("the work push's token audience is not the render service")
     agents = {
         (
             cfg.value(b.get("member")),
@@ -396,7 +432,12 @@ CODE_DIRS = ("functions", "render_container", "stitch_container", "client/povsto
 # Every variable the code reads that no cloud component is given, and why.
 NOT_DEPLOYED = {
     ENV["submit_url"]: "read by the client only (Cluster.from_terraform sets it from the outputs)",
-    ENV["worker_id"]: "defaults to hostname:pid, unique per Cloud Run instance",
+    ENV["worker_id"]: "defaults to hostname:pid, unique per render task (a task also logs its"
+    " execution and index)",
+    "CLOUD_RUN_EXECUTION": "set by Cloud Run on every task of a job execution",
+    "CLOUD_RUN_TASK_INDEX": "set by Cloud Run on every task of a job execution",
+    "CLOUD_RUN_TASK_COUNT": "set by Cloud Run on every task of a job execution",
+    "CLOUD_RUN_TASK_ATTEMPT": "set by Cloud Run on every task of a job execution",
     "POVSTORM_LOG_LEVEL": "optional, INFO by default",
     "POVSTORM_CLUSTER": "the CLI's --cluster default, client only",
     "POVSTORM_HOME": "the client's local state directory",
@@ -408,13 +449,15 @@ NOT_DEPLOYED = {
     "HOME": "POV-Ray's INI lookup on the client; the platform sets it in containers",
     "PYTHONPATH": "passed on to the local stitch process (LocalStitchLauncher) only",
     ENV["povray_threads"]: "0 by default: POV-Ray's own thread count, a thread per vCPU of"
-    " the instance, which renders one frame at a time",
+    " the task, which renders one frame at a time",
 }
 
 _CORE = ("project", "namespace", "bucket", "region")
 # What each kind of component reads through Settings.from_env(): the functions
-# launch the stitch (frame_finalized, frame_failed, reconcile); the render
-# service renders with a timeout and an input cache; the stitch needs the core.
+# start render tasks (submit, frame_failed, reconcile) and the stitch
+# (frame_finalized, frame_failed, reconcile); a render task pulls with a time
+# budget, an idle limit and an input cache, and hands work on within the
+# slots; the stitch needs the core.
 REQUIRED_ENV = {
     "function": {
         ENV[k]
@@ -422,13 +465,32 @@ REQUIRED_ENV = {
             *_CORE,
             "stitch_launcher",
             "stitch_job",
+            "render_launcher",
+            "render_job",
             "render_slots",
             "frame_cache_days",
             "frame_cache_bytes",
         )
     },
-    "render": {ENV[k] for k in (*_CORE, "render_timeout", "cache_dir")},
+    "render": {
+        ENV[k]
+        for k in (
+            *_CORE,
+            "render_timeout",
+            "render_slots",
+            "task_idle",
+            "cache_dir",
+            "render_launcher",
+        )
+    },
     "stitch": {ENV[k] for k in _CORE},
+}
+# What a component's launcher variables must say: the functions start Cloud
+# Run executions; render tasks start nothing (the publishers and the
+# reconciler do).
+LAUNCHERS = {
+    "function": {"stitch_launcher": "cloud-run", "render_launcher": "cloud-run"},
+    "render": {"render_launcher": "none"},
 }
 
 _ENV_READ = re.compile(
@@ -494,23 +556,30 @@ def check_env(cfg: Config) -> list[str]:
         wiring = {
             ENV["bucket"]: ("google_storage_bucket", "work"),
             ENV["stitch_job"]: ("google_cloud_run_v2_job", "stitch"),
+            ENV["render_job"]: ("google_cloud_run_v2_job", "render"),
         }
         for var, (rtype, rname) in wiring.items():
             if var in env and target(env[var], rtype) != rname:
                 problems.append(f"{component}: {var} is {env[var]!r}, not {rtype}.{rname}")
         if ENV["namespace"] in env and env[ENV["namespace"]] != NS:
             problems.append(f"{component}: {ENV['namespace']} is not the namespace")
-        if ENV["stitch_launcher"] in env and env[ENV["stitch_launcher"]] not in launcher_names():
-            problems.append(
-                f"{component}: stitch launcher {env[ENV['stitch_launcher']]!r} is unknown to the code"
-            )
+        for key in ("stitch_launcher", "render_launcher"):
+            value = env.get(ENV[key])
+            if value is not None and value not in launcher_names(key):
+                problems.append(
+                    f"{component}: {key.replace('_', ' ')} {value!r} is unknown to the code"
+                )
+        for key, wanted in LAUNCHERS.get(kind, {}).items():
+            if ENV[key] in env and env[ENV[key]] != wanted:
+                problems.append(f"{component}: {ENV[key]} is {env[ENV[key]]!r}, not {wanted!r}")
     return problems
 
 
-def launcher_names() -> set[str]:
-    """The launcher names povstorm.cloud.launchers.stitch_launcher accepts, besides "local"."""
+def launcher_names(key: str = "stitch_launcher") -> set[str]:
+    """The launcher names povstorm.cloud.launchers accepts for ``key``
+    (settings.stitch_launcher / settings.render_launcher), besides "local"."""
     source = (ROOT / "client" / "povstorm" / "cloud" / "launchers.py").read_text()
-    return set(re.findall(r'settings\.stitch_launcher == "([a-z-]+)"', source)) - {"local"}
+    return set(re.findall(rf'settings\.{key} == "([a-z-]+)"', source)) - {"local"}
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -518,7 +587,7 @@ def launcher_names() -> set[str]:
 # What the deploy guide promises; the client reads a subset (client_output_keys).
 DOCUMENTED_OUTPUTS = {
     "project", "region", "namespace", "bucket", "submit_url",
-    "render_service_url", "stitch_job", "firestore_database",
+    "render_job", "render_slots", "stitch_job", "firestore_database",
 }  # fmt: skip
 
 
@@ -672,7 +741,7 @@ def check_roles(cfg: Config, documented: set[Binding]) -> list[str]:
 
 # Who runs as whom: one account per component.
 IDENTITIES = {
-    ("google_cloud_run_v2_service", "render", ("template", "service_account")): "render",
+    ("google_cloud_run_v2_job", "render", ("template", "template", "service_account")): "render",
     ("google_cloud_run_v2_job", "stitch", ("template", "template", "service_account")): "stitch",
     ("google_cloudfunctions2_function", "submit", ("service_config", "service_account_email")): "submit",
     ("google_cloudfunctions2_function", "frame_finalized", ("service_config", "service_account_email")): "events",
@@ -681,7 +750,6 @@ IDENTITIES = {
     ("google_cloudfunctions2_function", "frame_finalized", ("event_trigger", "service_account_email")): "invoker",
     ("google_cloudfunctions2_function", "frame_failed", ("event_trigger", "service_account_email")): "invoker",
     ("google_eventarc_trigger", "work_dead_letter", ("service_account",)): "invoker",
-    ("google_pubsub_subscription", "work", ("push_config", "oidc_token", "service_account_email")): "invoker",
     ("google_cloud_scheduler_job", "reconcile", ("http_target", "oidc_token", "service_account_email")): "scheduler",
     ("google_cloudfunctions2_function", "submit", ("build_config", "service_account")): "builder",
     ("google_cloudfunctions2_function", "frame_finalized", ("build_config", "service_account")): "builder",
@@ -702,6 +770,110 @@ def check_identities(cfg: Config) -> list[str]:
             problems.append(
                 f"{rtype}.{name} {'.'.join(path)} is {value!r}, not the {account} account"
             )
+    return problems
+
+
+# --- the render job ---------------------------------------------------------------------------
+
+# What the render job's tasks run (render_container/Dockerfile's ENTRYPOINT too).
+RENDER_COMMAND = ["python", "-m", "povstorm.shells.render_task"]
+
+# Who starts render tasks (CloudRunRenderLauncher): submit after publishing,
+# frame_failed for a requeue when no task is active, the reconciler, and the
+# operators' `povstorm retry` / `povstorm cancel`.
+RENDER_LAUNCHERS = ("submit", "events", "reconciler", "operators")
+
+# Every grant the pull design needs, and what breaks without it. The roles
+# table of docs/deploy.md lists them too (check_roles); this check holds even
+# if a grant is cut from the module and the table alike.
+RENDER_WIRES: dict[Binding, str] = {
+    ("render", "roles/pubsub.subscriber", "subscription:work"): "render tasks pull the work subscription",
+    ("render", "roles/pubsub.publisher", "topic:work"): "render tasks hand the rest of a chunk on",
+    ("render", "roles/pubsub.publisher", "topic:failures"): "render tasks report POV-Ray failures",
+    **{
+        (p, "roles/run.jobsExecutorWithOverrides", "job:render"): "it starts render tasks"
+        " (run_job with a task_count override) and cancels executions"
+        for p in RENDER_LAUNCHERS
+    },
+    **{
+        (p, "roles/run.viewer", "job:render"): "it counts the active render tasks (list_executions)"
+        for p in RENDER_LAUNCHERS
+    },
+}  # fmt: skip
+
+
+def task_retries() -> int | None:
+    """TASK_RETRIES of povstorm.cloud.launchers (the local task runner's retries)."""
+    source = (ROOT / "client" / "povstorm" / "cloud" / "launchers.py").read_text()
+    m = re.search(r"^TASK_RETRIES\s*=\s*(\d+)", source, re.M)
+    return int(m[1]) if m else None
+
+
+def check_render_job(cfg: Config) -> list[str]:
+    """The render workers are tasks of the Cloud Run Job '<ns>-render' as the
+    issue 15 design says: the task module, the knobs it is sized and timed by,
+    and every grant that lets its tasks pull and its launchers start them."""
+    body = cfg.of_type("google_cloud_run_v2_job").get("render")
+    if body is None:
+        return ["no google_cloud_run_v2_job.render"]
+    problems = []
+    if cfg.value(body.get("name")) != f"{NS}-render":
+        problems.append(
+            f"the render job is named {cfg.value(body.get('name'))!r}, not '{NS}-render'"
+        )
+    execution = block(body, "template")
+    task = block(body, "template", "template")
+    container = block(task, "containers")
+    expected = {
+        "command": (container.get("command"), RENDER_COMMAND),
+        "image": (container.get("image"), "${local.render_image}"),
+        "task_count": (execution.get("task_count"), 1),
+        "parallelism": (execution.get("parallelism"), "${var.render_service_max_instance_count}"),
+        "timeout": (task.get("timeout"), "${var.render_task_timeout_seconds}s"),
+        "max_retries": (task.get("max_retries"), "${var.render_task_max_retries}"),
+        "cpu": (
+            block(container, "resources").get("limits", {}).get("cpu"),
+            "${tostring(var.render_service_cpus)}",
+        ),
+        "memory": (
+            block(container, "resources").get("limits", {}).get("memory"),
+            "${var.render_service_ram}",
+        ),
+    }
+    for what, (actual, wanted) in expected.items():
+        if actual != wanted:
+            problems.append(f"render job {what} is {actual!r}, not {wanted!r}")
+    env = {str(cfg.value(e["name"])): e.get("value") for e in blocks(container, "env")}
+    budget = "${tostring(var.render_task_timeout_seconds - var.render_upload_margin_seconds)}"
+    for var, wanted in {
+        ENV["render_timeout"]: budget,
+        ENV["render_slots"]: "${tostring(var.render_service_max_instance_count)}",
+        ENV["task_idle"]: "${tostring(var.render_task_idle_seconds)}",
+    }.items():
+        if env.get(var) != wanted:
+            problems.append(f"render job {var} is {env.get(var)!r}, not {wanted!r}")
+    # The functions' slots are the job's: a launch never asks for more.
+    slots = next(
+        (
+            v
+            for k, v in (cfg.locals.get("function_env") or {}).items()
+            if re.fullmatch(r"\$\{\(?local\.env\.render_slots\)?\}", k)
+        ),
+        None,
+    )
+    if slots != "${tostring(var.render_service_max_instance_count)}":
+        problems.append(
+            f"the functions' {ENV['render_slots']} is {slots!r}, not the job's parallelism"
+        )
+    retries = cfg.variables.get("render_task_max_retries", {}).get("default")
+    if task_retries() is not None and retries != task_retries():
+        problems.append(
+            f"render_task_max_retries defaults to {retries}, the local task runner to {task_retries()}"
+        )
+    actual, _ = bindings(cfg)
+    for (principal, role, scope), why in RENDER_WIRES.items():
+        if (principal, role, scope) not in actual:
+            problems.append(f"{principal} lacks {role} on {scope}: {why}")
     return problems
 
 
@@ -910,7 +1082,10 @@ def test_the_module_and_example_parse_into_what_the_checks_expect(module_cfg: Co
     # other check could pass on an empty config.
     assert len(module_cfg.of_type("google_pubsub_topic")) == len(TOPICS)
     assert len(module_cfg.of_type("google_cloudfunctions2_function")) == len(FUNCTIONS)
-    assert module_cfg.value("${local.names.defaults.ack_deadline_seconds}") == 600
+    assert (
+        module_cfg.value("${local.names.defaults.max_delivery_attempts}")
+        == DEFAULTS["max_delivery_attempts"]
+    )
     assert module_cfg.value("${local.ns}-${local.names.topics.work}") == f"{NS}-work"
     example = Config.load(EXAMPLE)
     assert set(example.modules) == {"povstorm"}
@@ -1050,25 +1225,33 @@ def test_work_subscription_check_catches_other_delivery_attempts(tmp_path: Path)
             "pubsub.tf": [
                 ("local.names.defaults.max_delivery_attempts", "10"),
                 (
-                    "ack_deadline_seconds       = local.ack_deadline_seconds",
-                    "ack_deadline_seconds       = 60",
+                    "ack_deadline_seconds       = local.work_ack_deadline_seconds",
+                    "ack_deadline_seconds       = 600",
                 ),
             ]
         },
     )
     problems = check_work_subscription(cfg)
     assert any("max_delivery_attempts" in p for p in problems)
-    assert any("ack_deadline_seconds" in p for p in problems)
+    assert f"ack_deadline_seconds is not {WORK_ACK_DEADLINE}" in problems
+
+
+def test_work_subscription_check_catches_a_push_back(tmp_path: Path) -> None:
+    push = '  push_config {\n    push_endpoint = "https://render.example/"\n  }\n'
+    cfg = mutated(
+        tmp_path, {"pubsub.tf": [("  dead_letter_policy {", push + "  dead_letter_policy {")]}
+    )
+    assert check_work_subscription(cfg) == ["the work subscription pushes: render tasks pull it"]
 
 
 def test_work_subscription_check_catches_a_missing_agent_grant(tmp_path: Path) -> None:
+    grant = (
+        '  role         = "roles/pubsub.subscriber"\n'
+        '  member       = "serviceAccount:${local.pubsub_agent}"'
+    )
     cfg = mutated(
         tmp_path,
-        {
-            "iam.tf": [
-                ('role         = "roles/pubsub.subscriber"', 'role         = "roles/pubsub.viewer"')
-            ]
-        },
+        {"iam.tf": [(grant, grant.replace("roles/pubsub.subscriber", "roles/pubsub.viewer"))]},
     )
     assert (
         "the Pub/Sub service agent cannot acknowledge dead-lettered work messages"
@@ -1101,13 +1284,44 @@ def test_each_component_gets_the_environment_it_reads(module_cfg: Config) -> Non
     assert check_env(module_cfg) == []
     components = component_env(module_cfg)
     assert {kind for kind, _ in components.values()} == set(REQUIRED_ENV)
-    assert len(components) == len(FUNCTIONS) + 2  # four functions, the service, the job
+    assert len(components) == len(FUNCTIONS) + 2  # four functions, the render and stitch jobs
 
 
-def test_env_check_catches_a_missing_bucket_on_the_render_service(tmp_path: Path) -> None:
-    cut = "      env {\n        name  = local.env.bucket\n        value = google_storage_bucket.work.name\n      }\n"
-    cfg = mutated(tmp_path, {"run.tf": [(cut, "")]})
-    assert check_env(cfg) == [f"service render lacks {ENV['bucket']}"]
+def test_env_check_catches_a_missing_bucket_on_the_render_job(tmp_path: Path) -> None:
+    cut = "        env {\n          name  = local.env.bucket\n          value = google_storage_bucket.work.name\n        }\n"
+    cfg = mutated(tmp_path, {"run.tf": [(cut, "")]})  # the first: the render job's
+    assert check_env(cfg) == [f"job render lacks {ENV['bucket']}"]
+
+
+def test_env_check_catches_functions_without_the_render_job(tmp_path: Path) -> None:
+    # A cut wire of the pull design: the functions could not start a render task.
+    cfg = mutated(
+        tmp_path,
+        {
+            "functions.tf": [
+                ("    (local.env.render_job)        = google_cloud_run_v2_job.render.id\n", "")
+            ]
+        },
+    )
+    assert check_env(cfg) == [
+        f"function {name} lacks {ENV['render_job']}"
+        for name in sorted(Config.load(MODULE).of_type("google_cloudfunctions2_function"))
+    ]
+
+
+def test_env_check_catches_render_tasks_that_would_launch(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "run.tf": [
+                (
+                    'name  = local.env.render_launcher\n          value = "none"',
+                    'name  = local.env.render_launcher\n          value = "cloud-run"',
+                )
+            ]
+        },
+    )
+    assert check_env(cfg) == [f"job render: {ENV['render_launcher']} is 'cloud-run', not 'none'"]
 
 
 def test_env_check_catches_functions_without_the_stitch_job(tmp_path: Path) -> None:
@@ -1144,7 +1358,10 @@ def test_env_check_catches_wrong_values(tmp_path: Path) -> None:
     )
     problems = check_env(cfg)
     assert any("stitch launcher 'cloudrun' is unknown" in p for p in problems)
-    assert any(p.startswith("job stitch: POVSTORM_BUCKET is 'some-other-bucket'") for p in problems)
+    assert any(
+        p.endswith(f"{ENV['stitch_launcher']} is 'cloudrun', not 'cloud-run'") for p in problems
+    )
+    assert any(p.startswith("job render: POVSTORM_BUCKET is 'some-other-bucket'") for p in problems)
 
 
 # --- tests: outputs -------------------------------------------------------------------------------
@@ -1153,6 +1370,7 @@ def test_env_check_catches_wrong_values(tmp_path: Path) -> None:
 def test_the_client_output_keys_are_found() -> None:
     keys = client_output_keys()
     assert {"project", "bucket", "submit_url", "region", "namespace", "stitch_job"} <= keys
+    assert "render_service_url" not in DOCUMENTED_OUTPUTS | keys
 
 
 def test_every_output_the_client_reads_is_defined(module_cfg: Config) -> None:
@@ -1168,12 +1386,14 @@ def test_outputs_check_catches_a_dropped_output(tmp_path: Path) -> None:
             "outputs.tf": [
                 ('output "submit_url" {', 'output "submit_endpoint" {'),
                 ("    stitch_job         = google_cloud_run_v2_job.stitch.id\n", ""),
+                ("    render_job         = google_cloud_run_v2_job.render.id\n", ""),
             ]
         },
     )
-    problems = check_outputs(cfg, client_output_keys())
+    problems = check_outputs(cfg, client_output_keys() | DOCUMENTED_OUTPUTS)
     assert "output submit_url is missing" in problems
     assert "stitch_job is not written to the outputs file" in problems
+    assert "render_job is not written to the outputs file" in problems
 
 
 def test_root_outputs_check_catches_a_dropped_output(tmp_path: Path) -> None:
@@ -1228,14 +1448,14 @@ def test_roles_check_catches_a_widened_scope(tmp_path: Path) -> None:
             "iam.tf": [
                 (
                     "topic   = google_pubsub_topic.failures.name",
-                    "topic   = google_pubsub_topic.work.name",
+                    "topic   = google_pubsub_topic.frame_events.name",
                 )
             ]
         },
     )
     problems = check_roles(cfg, documented_roles())
     assert (
-        "render holds roles/pubsub.publisher on topic:work, which the table does not list"
+        "render holds roles/pubsub.publisher on topic:frame_events, which the table does not list"
         in problems
     )
     assert (
@@ -1278,6 +1498,115 @@ def test_identities_check_catches_a_shared_account(tmp_path: Path) -> None:
         "google_cloud_run_v2_job.stitch template.template.service_account is "
         "'${google_service_account.render.email}', not the stitch account"
     ]
+
+
+# --- tests: the render job ------------------------------------------------------------------------
+
+
+def test_the_render_job_is_wired_as_designed(module_cfg: Config) -> None:
+    assert check_render_job(module_cfg) == []
+    assert not module_cfg.of_type("google_cloud_run_v2_service"), "the render service is back"
+    # The design's wires are also rows of the roles table.
+    assert set(RENDER_WIRES) <= documented_roles()
+
+
+def test_render_wiring_check_catches_tasks_that_cannot_pull(tmp_path: Path) -> None:
+    # Cut the render account's subscriber grant on the work subscription, in
+    # the module only: the tasks would start and find nothing they may pull.
+    cut = (
+        "# Render tasks pull chunks, extend their leases and acknowledge them.\n"
+        'resource "google_pubsub_subscription_iam_member" "render_pulls_work" {\n'
+        "  project      = local.project\n"
+        "  subscription = google_pubsub_subscription.work.name\n"
+        '  role         = "roles/pubsub.subscriber"\n'
+        '  member       = "serviceAccount:${google_service_account.render.email}"\n'
+        "}\n"
+    )
+    cfg = mutated(tmp_path, {"iam.tf": [(cut, "")]})
+    assert check_render_job(cfg) == [
+        "render lacks roles/pubsub.subscriber on subscription:work:"
+        " render tasks pull the work subscription"
+    ]
+    # The consumers check sees the same cut wire from the work topic's side...
+    assert check_subscriptions(cfg) == [
+        "topic work does not reach job:render",
+        f"subscription {NS}-work-render (pull, no job may pull it) delivers topic work to nobody,"
+        " which does not consume it",
+    ]
+    # ...and the roles table, which still lists the grant, disagrees.
+    assert check_roles(cfg, documented_roles()) == [
+        "the table lists roles/pubsub.subscriber on subscription:work for render,"
+        " which the module does not grant"
+    ]
+
+
+def test_render_wiring_check_catches_a_submit_that_cannot_start_tasks(tmp_path: Path) -> None:
+    cut = (
+        'resource "google_cloud_run_v2_job_iam_member" "submit_runs_render" {\n'
+        "  project  = local.project\n"
+        "  location = local.region\n"
+        "  name     = google_cloud_run_v2_job.render.name\n"
+        '  role     = "roles/run.jobsExecutorWithOverrides"\n'
+        '  member   = "serviceAccount:${google_service_account.submit.email}"\n'
+        "}\n"
+    )
+    cfg = mutated(tmp_path, {"iam.tf": [(cut, "")]})
+    assert check_render_job(cfg) == [
+        "submit lacks roles/run.jobsExecutorWithOverrides on job:render: it starts render tasks"
+        " (run_job with a task_count override) and cancels executions"
+    ]
+    # Cut from the table as well, the roles check would pass: this one does not.
+    doc = tmp_path / "deploy.md"
+    doc.write_text(
+        "\n".join(
+            line
+            for line in DEPLOY_DOC.read_text().splitlines()
+            if not line.startswith(
+                "| `submit` | `roles/run.jobsExecutorWithOverrides` | `job:render`"
+            )
+        )
+    )
+    assert check_roles(cfg, documented_roles(doc)) == []
+    assert check_render_job(cfg) != []
+
+
+def test_render_wiring_check_catches_a_mis_sized_job(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "run.tf": [
+                (
+                    '"povstorm.shells.render_task"]',
+                    '"povstorm.shells.render_service"]',
+                ),
+                (
+                    "parallelism = var.render_service_max_instance_count",
+                    "parallelism = 10",
+                ),
+                (
+                    "value = tostring(var.render_task_timeout_seconds - var.render_upload_margin_seconds)",
+                    "value = tostring(var.render_task_timeout_seconds)",
+                ),
+            ]
+        },
+    )
+    assert check_render_job(cfg) == [
+        "render job command is ['python', '-m', 'povstorm.shells.render_service'],"
+        f" not {RENDER_COMMAND!r}",
+        "render job parallelism is 10, not '${var.render_service_max_instance_count}'",
+        f"render job {ENV['render_timeout']} is '${{tostring(var.render_task_timeout_seconds)}}',"
+        " not '${tostring(var.render_task_timeout_seconds - var.render_upload_margin_seconds)}'",
+    ]
+
+
+def test_the_render_task_timeout_allows_cloud_runs_maximum(module_cfg: Config) -> None:
+    variable = module_cfg.variables["render_task_timeout_seconds"]
+    assert variable["default"] == 3600
+    # 168 hours, https://cloud.google.com/run/docs/configuring/task-timeout
+    condition = str(block(variable, "validation").get("condition"))
+    assert "<= 604800" in condition, condition
+    assert "cloud.google.com/run/docs/configuring/task-timeout" in variable["description"]
+    assert "render_timeout_seconds" not in module_cfg.variables  # the push-era limit is gone
 
 
 # --- tests: the functions' source ----------------------------------------------------------------

@@ -28,7 +28,7 @@ examples:
   povstorm local up                     emulators, functions, one render worker per core
   povstorm local up --infra-only        the emulators and their wiring only
   eval "$(povstorm local env)"          point this shell's clients at the stack
-  povstorm local logs workers -f        follow the worker supervisor (worker-1... for each worker)
+  povstorm local logs tasks -f          follow the task runner (render-EXEC-N for each task)
   povstorm local down                   stop; the next `up` continues every job
   povstorm local down --wipe            stop, and delete every job, frame and video
 """
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
         "local",
         help="start, inspect and stop the local emulator stack",
         description="The local stack: Firestore and Pub/Sub emulators, fake-gcs-server, "
-        "the functions, render workers and the reconciler, under $POVSTORM_HOME/local.",
+        "the functions, a render task runner and the reconciler, under $POVSTORM_HOME/local.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
     up.add_argument(
         "--workers",
         type=int,
-        help="render worker processes, each running one single-threaded POV-Ray "
+        help="render tasks at once, each running one single-threaded POV-Ray "
         "(default: two per CPU core, which keeps the cores busy while POV-Ray starts and "
         "moves between frames)",
     )
@@ -80,8 +80,8 @@ def add_parser(subparsers: Any) -> None:
     logs = sub.add_parser("logs", help="print (or follow) one component's log")
     logs.add_argument(
         "component",
-        help="firestore, pubsub, gcs, submit, frame_finalized, ..., worker-N, or stitch-JOB "
-        "(a job's stitch)",
+        help="firestore, pubsub, gcs, submit, frame_finalized, ..., tasks, render-EXEC-N "
+        "(a render task), or stitch-JOB (a job's stitch)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from povstorm.cloud.launchers import STITCHER_SOCKET
+from povstorm.cloud.launchers import STITCHER_SOCKET, TASKS_SOCKET
 from povstorm.core.errors import StackError
 from povstorm.core.names import ENV, FUNCTIONS, PREFIXES, Namespace
 from povstorm.core.settings import EMULATOR_VARS, Endpoints, Settings
@@ -32,7 +32,7 @@ from .state import FUNCTION_COMPONENTS, HOST, SIGNATURES, Component, StackState
 # Modules the farm runs; until they exist only the infrastructure can start.
 FARM_MODULES = (
     "povstorm.shells.functions",
-    "povstorm_local.pull_worker",
+    "povstorm.shells.render_task",
     "povstorm.farm.reconcile",
 )
 
@@ -98,10 +98,10 @@ def command(
             "--target", FUNCTIONS[name], "--signature-type", SIGNATURES[name],
             "--host", HOST, "--port", str(port),
         ], url  # fmt: skip
-    if name == "workers":
+    if name == "tasks":
         return [
-            py, "-m", "povstorm_local.workers", "--count", str(state.workers),
-            "--log-dir", str(logs), "--heartbeat", str(run_dir / "workers.json"),
+            py, "-m", "povstorm_local.tasks", "--socket", str(run_dir / TASKS_SOCKET),
+            "--capacity", str(state.workers), "--heartbeat", str(run_dir / "tasks.json"),
         ], ""  # fmt: skip
     if name == "stitcher":
         return [
@@ -128,6 +128,7 @@ def base_env(
         project=project,
         bucket=bucket,
         stitch_launcher="local",
+        render_launcher="local",
         cache_dir=str(cache_dir),
     )
     if namespace:
@@ -183,8 +184,8 @@ def emulator_env(components: Mapping[str, Component]) -> dict[str, str]:
 
 
 def health(comp: Component, run_dir: Path) -> tuple[bool, str]:
-    """(healthy, what was seen) for one component now; the workers and the
-    reconciler by the heartbeat they write under ``run_dir``."""
+    """(healthy, what was seen) for one component now; the task runner, the
+    stitcher and the reconciler by the heartbeat they write under ``run_dir``."""
     if not _procs.group_members(comp.pgid):
         return False, "not running"
     if comp.name in ("firestore", "pubsub"):
@@ -201,8 +202,7 @@ def health(comp: Component, run_dir: Path) -> tuple[bool, str]:
     age = time.time() - float(beat.get("time", 0))
     if age > HEARTBEAT_STALE:
         return False, f"stuck (last heartbeat {age:.0f}s ago)"
-    # A supervisor whose every worker keeps crashing renders nothing.
-    return beat.get("running", 1) != 0, str(beat.get("summary") or "running")
+    return True, str(beat.get("summary") or "running")
 
 
 def last_line(path: Path) -> str:

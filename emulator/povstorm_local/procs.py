@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -164,3 +165,37 @@ def read_heartbeat(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# --- forked children ---------------------------------------------------------
+
+
+def listen_unix(path: Path, backlog: int = 16) -> socket.socket:
+    """A Unix socket listening at ``path`` (replacing a stale one), for this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # A Unix socket's path has a limit of ~107 bytes: bind by a name relative
+    # to its directory.
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        listener.bind(path.name)
+    finally:
+        os.chdir(cwd)
+    os.chmod(path, 0o600)
+    listener.listen(backlog)
+    return listener
+
+
+def redirect_stdio(log_path: Path) -> None:
+    """stdin from /dev/null, stdout and stderr appended to ``log_path`` (a
+    forked stitch's or task's own log)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)

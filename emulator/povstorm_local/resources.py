@@ -1,7 +1,7 @@
 """The wiring of the local stack: the bucket, the topics and the subscriptions
 that terraform creates in the cloud, created here on the emulators.
 
-    work              PULL  -> render workers (dead letters -> work_dead_letter)
+    work              PULL  -> render tasks (dead letters -> work_dead_letter)
     frame_events      PUSH  -> fn frame_finalized   (GCS OBJECT_FINALIZE notifications)
     failures          PUSH  -> fn frame_failed
     work_dead_letter  PUSH  -> fn frame_failed

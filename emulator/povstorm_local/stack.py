@@ -5,7 +5,7 @@
     gcs              fake-gcs-server (filesystem backend)     inputs, frames, videos; publishes
                                                               OBJECT_FINALIZE to frame-events
     submit, frame_finalized, frame_failed                     functions/main.py under functions-framework
-    workers          python -m povstorm_local.workers               N render workers pulling "work"
+    tasks            python -m povstorm_local.tasks                 render tasks pulling "work", N at most
     reconciler       python -m povstorm_local.reconciler            povstorm.farm.reconcile every few seconds
 
 Each component runs in its own process group with its log under
@@ -78,7 +78,7 @@ PROCESSES_PER_CORE = 2
 
 
 def default_workers() -> int:
-    """Render workers (each one POV-Ray process at a time) for this machine."""
+    """Render tasks at once (each one POV-Ray process at a time) for this machine."""
     return PROCESSES_PER_CORE * (os.cpu_count() or 1)
 
 
@@ -212,14 +212,14 @@ class LocalStack:
             return state
 
     def log_path(self, component: str) -> Path:
-        """The log of a component, of one render worker (``worker-1``...) or of
-        a job's stitch (``stitch-JOB``)."""
+        """The log of a component, of one render task (``render-EXEC-N``, as
+        the task runner names them) or of a job's stitch (``stitch-JOB``)."""
         if component not in COMPONENTS and not re.fullmatch(
-            r"worker-[1-9][0-9]*|stitch-[a-z0-9][a-z0-9-]{1,62}", component
+            r"render-[0-9a-f]{8}-[0-9]+|stitch-[a-z0-9][a-z0-9-]{1,62}", component
         ):
             raise UserError(
                 f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}, "
-                "worker-N, stitch-JOB"
+                "render-EXEC-N, stitch-JOB"
             )
         return self.logs / f"{component}.log"
 
@@ -447,7 +447,7 @@ class LocalStack:
     # -- stopping -------------------------------------------------------------------
 
     def _stop(self, state: StackState, *, save: bool) -> None:
-        """The farm first (so workers stop pulling), then the stitches (once
+        """The farm first (so tasks stop pulling), then the stitches (once
         nothing can launch another: a stitch leads its own session), then,
         with the ledger quiet and ``save``, a snapshot of it, then the emulators."""
 

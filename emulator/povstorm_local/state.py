@@ -19,7 +19,7 @@ STATE_VERSION = 1
 
 INFRA = ("firestore", "pubsub", "gcs")
 FUNCTION_COMPONENTS = ("submit", "frame_finalized", "frame_failed")
-FARM = (*FUNCTION_COMPONENTS, "workers", "reconciler", "stitcher")
+FARM = (*FUNCTION_COMPONENTS, "tasks", "reconciler", "stitcher")
 COMPONENTS = (*INFRA, *FARM)
 PORTED = (*INFRA, *FUNCTION_COMPONENTS)
 SIGNATURES = {"submit": "http", "frame_finalized": "cloudevent", "frame_failed": "cloudevent"}

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .procs import write_heartbeat
+from .procs import listen_unix, redirect_stdio, write_heartbeat
 
 log = logging.getLogger("povstorm.stitcher")
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _: stopping.append(signum))
     try:
-        listener = _listen(args.socket)
+        listener = listen_unix(args.socket)
     except OSError as exc:
         print(f"stitcher: cannot listen on {args.socket}: {exc}", file=sys.stderr)
         return 1
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             os.environ.clear()
             os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-            _redirect(Path(request["log"]))
+            redirect_stdio(Path(request["log"]))
             logging.getLogger().handlers.clear()  # the stitch sets up its own, as a new process does
             code = stitch_job.main(argv)
         except SystemExit as exc:
@@ -135,23 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _listen(path: Path) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # A Unix socket's path has a limit of ~107 bytes: bind by a name relative
-    # to its directory. A launcher that cannot reach it starts plain processes.
-    cwd = os.getcwd()
-    os.chdir(path.parent)
-    try:
-        listener.bind(path.name)
-    finally:
-        os.chdir(cwd)
-    os.chmod(path, 0o600)
-    listener.listen(16)
-    return listener
-
-
 def _read(conn: socket.socket, root: str) -> tuple[dict[str, Any] | None, str]:
     """The launch request on ``conn``, or (None, why it is refused)."""
     from povstorm.core.errors import UserError
@@ -178,18 +161,6 @@ def _reply(conn: socket.socket, body: dict[str, Any]) -> None:
         conn.sendall(json.dumps(body).encode() + b"\n")
     except OSError as exc:  # the launcher gave up; the stitch runs anyway
         log.warning("could not answer a launch: %s", exc)
-
-
-def _redirect(log_path: Path) -> None:
-    """stdin from /dev/null, stdout and stderr appended to the stitch's log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(null)
-    os.close(out)
 
 
 def _reap() -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from povstorm.client import stacks
+from povstorm.client import deploy, stacks
 from povstorm.client.watch import Progress
 from povstorm.core.errors import PovstormError, UserError, verdict
 from povstorm.core.model import JobState
@@ -281,8 +281,132 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(cc)
     cc.set_defaults(func=cmd_cache_clear)
 
+    _add_cloud_cli(sub)
     stacks.add_cli(sub)  # `povstorm local ...`, from the local stack's plugin
     return parser
+
+
+EPILOG_CLOUD_DEPLOY = """\
+steps (--dry-run prints them with their commands):
+  1 stage the functions' source     2 terraform init
+  3 targeted apply: APIs, registry, builder account
+  4 build the images with Cloud Build (as make images)     5 the full terraform apply
+Everything that can be checked is checked first: gcloud and its login,
+application default credentials, terraform >= 1.5, the project, its billing
+and the APIs terraform cannot enable itself. The settings go into the root
+configuration's terraform.tfvars (flags win over it). A failed step stops the
+run; --from N resumes there.
+example:
+  povstorm cloud deploy --project my-render-project --tag v1
+"""
+
+
+def _add_cloud_cli(sub: argparse._SubParsersAction) -> None:
+    cloud = sub.add_parser("cloud", help="deploy povstorm to Google Cloud, or tear it down")
+    actions = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--project", required=True, help="the Google Cloud project id")
+        p.add_argument(
+            "--region",
+            default=None,
+            help=f"region of every regional resource (default: terraform.tfvars', else "
+            f"{deploy.DEFAULT_REGION})",
+        )
+        p.add_argument(
+            "--namespace",
+            metavar="NS",
+            default=None,
+            help="prefix of every resource name (default: terraform.tfvars', else povstorm)",
+        )
+        p.add_argument("--yes", action="store_true", help="apply terraform's plans without asking")
+        p.add_argument(
+            "--dry-run", action="store_true", help="print the steps; check, write and run nothing"
+        )
+        p.add_argument(
+            "--root",
+            type=Path,
+            metavar="DIR",
+            default=None,
+            help="the terraform root configuration (default: terraform/examples/basic)",
+        )
+        p.add_argument(
+            "--terraform",
+            metavar="PATH",
+            default=os.environ.get(deploy.TERRAFORM_ENV) or "terraform",
+            help=f"the terraform binary (env {deploy.TERRAFORM_ENV}; default: terraform on PATH)",
+        )
+        p.add_argument(
+            "--gcloud",
+            metavar="PATH",
+            default=os.environ.get(deploy.GCLOUD_ENV) or "gcloud",
+            help=f"the gcloud binary (env {deploy.GCLOUD_ENV}; default: gcloud on PATH)",
+        )
+
+    d = actions.add_parser(
+        "deploy",
+        help="the whole deployment in one command: checks, terraform, images",
+        description="Deploy povstorm to a Google Cloud project: the steps of docs/deploy.md,\n"
+        "one after the other, each tool's output shown. Ends with the\n"
+        "export POVSTORM_CLUSTER=... line for the client.",
+        epilog=EPILOG_CLOUD_DEPLOY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(d)
+    d.add_argument(
+        "--tag",
+        default=None,
+        help="the images' tag (default: the checkout's commit, as make images; a new tag "
+        "is what rolls Cloud Run out)",
+    )
+    d.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="MEMBER",
+        help="who may submit and follow jobs: user:EMAIL, group:EMAIL, serviceAccount:EMAIL; "
+        "repeat for more (default: terraform.tfvars', else your gcloud account)",
+    )
+    d.add_argument(
+        "--from",
+        dest="first",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at step N (resume after a failed step)",
+    )
+    d.set_defaults(func=cmd_cloud_deploy)
+
+    x = actions.add_parser(
+        "destroy",
+        help="terraform destroy of the deployment",
+        description="Destroy what povstorm cloud deploy created (terraform destroy). The APIs "
+        "stay enabled; Cloud Functions' Google-managed buckets and the logs stay.",
+    )
+    common(x)
+    x.set_defaults(func=cmd_cloud_destroy)
+
+
+def _cloud_request(args: argparse.Namespace) -> deploy.Request:
+    return deploy.Request(
+        project=args.project,
+        region=args.region,
+        namespace=args.namespace,
+        tag=getattr(args, "tag", None),
+        operators=tuple(getattr(args, "operator", ())),
+        root=args.root,
+        terraform=args.terraform,
+        gcloud=args.gcloud,
+        yes=args.yes,
+    )
+
+
+def cmd_cloud_deploy(args: argparse.Namespace) -> int:
+    return deploy.deploy(_cloud_request(args), dry_run=args.dry_run, first=args.first)
+
+
+def cmd_cloud_destroy(args: argparse.Namespace) -> int:
+    return deploy.destroy(_cloud_request(args), dry_run=args.dry_run)
 
 
 # --- helpers -------------------------------------------------------------------------

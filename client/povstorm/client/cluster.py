@@ -126,6 +126,10 @@ class Cluster:
             namespace=values.get("namespace"),
             stitch_launcher="cloud-run",
             stitch_job=values.get("stitch_job"),
+            # retry launches render tasks for the requeued frames, as submit does
+            render_launcher="cloud-run",
+            render_job=values.get("render_job"),
+            render_slots=int(values["render_slots"]) if values.get("render_slots") else None,
         )
         from povstorm.cloud.auth import IdTokenAuth
 

@@ -6,6 +6,8 @@ whose endpoints come from ``Settings.endpoints`` (read from the standard
     BlobStore       GCS bucket (fake-gcs-server locally)
     Publisher       Pub/Sub topics of the namespace
     StitchLauncher  local process | Cloud Run Job execution
+    RenderLauncher  the local task runner | render Cloud Run Job executions
+                    (None: workers started by other means pull the work)
 
 Clients are built by ``Clients.from_settings`` at an entry point and passed
 down; nothing here is built at import time.
@@ -19,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from povstorm.cloud.blobs import BlobStore, GcsBlobStore, storage_client
-from povstorm.cloud.launchers import StitchLauncher, stitch_launcher
+from povstorm.cloud.launchers import (
+    RenderLauncher,
+    StitchLauncher,
+    render_launcher,
+    stitch_launcher,
+)
 from povstorm.cloud.pubsub import Publisher, PubSubPublisher, publisher_client
 from povstorm.core.names import Namespace
 from povstorm.core.settings import Settings
@@ -56,6 +63,7 @@ class Clients:
     blobs: BlobStore
     publisher: Publisher
     launcher: StitchLauncher
+    render: RenderLauncher | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, log_dir: Path | None = None) -> Clients:
@@ -71,4 +79,5 @@ class Clients:
                 Namespace(settings.namespace),
             ),
             launcher=stitch_launcher(settings, log_dir),
+            render=render_launcher(settings, log_dir),
         )

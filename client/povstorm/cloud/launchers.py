@@ -1,4 +1,8 @@
-"""Stitch launchers: a local process, or an execution of the stitch Cloud Run Job."""
+"""Launchers: what starts the farm's Cloud Run Job executions, or their local
+stand-ins. The stitch: a local process, or an execution of the stitch job.
+Render tasks: the local stack's task runner (``povstorm_local.tasks``), or
+executions of the render job, each of N tasks that pull the work
+subscription (``povstorm.shells.render_task``)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from povstorm.core.errors import PovstormError, TransientError, translate
+from povstorm.core.names import ENV
 from povstorm.core.settings import Settings, local_logs, local_run
 
 log = logging.getLogger(__name__)
@@ -131,6 +136,158 @@ class CloudRunStitchLauncher:
         # Do not wait for the execution: the stitch reports into the ledger.
         with translate():
             self._client.run_job(request=request)
+
+
+# --- Render launchers ---------------------------------------------------------
+
+
+RENDER_TASK_MODULE = "povstorm.shells.render_task"
+# Where the local stack's task runner listens (povstorm_local.tasks).
+TASKS_SOCKET = "tasks.sock"
+# Time a task gets beyond its render budget (Settings.render_timeout) before
+# the runner kills it: its last uploads, the segment, the idle wait.
+TASK_TIMEOUT_MARGIN = 60
+# Retries of a task that fails (exits non-zero, is killed, times out), as the
+# render job's max_retries in terraform.
+TASK_RETRIES = 3
+
+
+class RenderLauncher(Protocol):
+    """Starts render tasks: executions of the render job (Cloud Run), each of
+    ``tasks`` tasks that pull the shared work subscription until it is empty,
+    so a task serves whichever job's chunks it pulls."""
+
+    def launch(self, job_id: str, tasks: int) -> str:
+        """Start an execution of ``tasks`` tasks for ``job_id``'s work; its name."""
+        ...
+
+    def active(self) -> int:
+        """Render tasks started and not yet finished (running or waiting to)."""
+        ...
+
+    def cancel(self, execution: str) -> None:
+        """Stop an execution's tasks (a chunk they held is redelivered)."""
+        ...
+
+
+def tasks_request(request: dict[str, Any]) -> dict[str, Any]:
+    """One request to the local task runner, and its answer. TransientError
+    when no runner answers (the reconciler launches again later)."""
+    path = local_run() / TASKS_SOCKET
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5.0)
+            conn.connect(str(path))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            reply = json.loads(conn.makefile("rb").readline() or b"{}")
+    except (OSError, ValueError) as exc:
+        raise TransientError(f"no local task runner at {path}: {exc}") from None
+    if not isinstance(reply, dict) or "error" in reply:
+        raise TransientError(f"the local task runner refused: {reply}")
+    return reply
+
+
+class LocalRenderLauncher:
+    """Asks the local stack's task runner (``povstorm_local.tasks``, the
+    local Cloud Run Jobs) for an execution of ``python -m
+    povstorm.shells.render_task``: ``tasks`` tasks, each with the caller's
+    settings, retried up to TASK_RETRIES times, killed past its timeout (the
+    render budget plus TASK_TIMEOUT_MARGIN), logging to
+    ``logs/render-EXECUTION-INDEX.log``. The runner runs at most its capacity
+    (the stack's ``--workers``) at once, over all executions."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+        self._settings = settings
+        self._log_dir = log_dir or local_logs()
+
+    def launch(self, job_id: str, tasks: int) -> str:
+        env = {**os.environ, **self._settings.to_env()}
+        if self._settings.cache_dir:
+            env[ENV["cache_dir"]] = self._settings.cache_dir
+        reply = tasks_request(
+            {
+                "op": "run",
+                "job": "render",
+                "for": job_id,
+                "tasks": tasks,
+                "timeout": self._settings.render_timeout + TASK_TIMEOUT_MARGIN,
+                "max_retries": TASK_RETRIES,
+                "env": env,
+                "log_dir": str(self._log_dir),
+                "root": package_root(),
+            }
+        )
+        return str(reply["execution"])
+
+    def active(self) -> int:
+        reply = tasks_request({"op": "list"})
+        return sum(int(e["running"]) + int(e["pending"]) for e in reply["executions"])
+
+    def cancel(self, execution: str) -> None:
+        tasks_request({"op": "cancel", "execution": execution})
+
+
+class CloudRunRenderLauncher:
+    """Executions of the render Cloud Run Job (``Settings.render_job``), with
+    the task count overridden per launch; the job's own settings (parallelism
+    = the most tasks at once, task timeout, retries, image, environment) are
+    terraform's."""
+
+    def __init__(self, jobs: Any, executions: Any, job_name: str) -> None:
+        self._jobs = jobs
+        self._executions = executions
+        self._job_name = job_name
+
+    def launch(self, job_id: str, tasks: int) -> str:
+        from google.cloud import run_v2
+
+        request = run_v2.RunJobRequest(
+            name=self._job_name, overrides=run_v2.RunJobRequest.Overrides(task_count=tasks)
+        )
+        with translate():
+            operation = self._jobs.run_job(request=request)
+            # The operation's metadata is the execution, there from the start;
+            # the tasks report into the ledger, so nothing waits for them.
+            return str(operation.metadata.name)
+
+    def active(self) -> int:
+        """Tasks of unfinished executions not yet succeeded, failed or cancelled."""
+        with translate():
+            total = 0
+            for e in self._executions.list_executions(parent=self._job_name):
+                if e.completion_time:
+                    continue
+                total += max(
+                    0, e.task_count - e.succeeded_count - e.failed_count - e.cancelled_count
+                )
+            return total
+
+    def cancel(self, execution: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            with translate():
+                self._executions.cancel_execution(name=execution)
+        except PovstormError as exc:
+            # An execution that finished already cannot be cancelled: fine.
+            if not isinstance(exc.__cause__, gexc.FailedPrecondition):
+                raise
+
+
+def render_launcher(settings: Settings, log_dir: Path | None = None) -> RenderLauncher | None:
+    """The deployment's render launcher; None when something else starts the
+    workers (``render_launcher = "none"``)."""
+    if settings.render_launcher == "local":
+        return LocalRenderLauncher(settings, log_dir)
+    if settings.render_launcher == "cloud-run":
+        from google.cloud import run_v2
+
+        return CloudRunRenderLauncher(
+            run_v2.JobsClient(), run_v2.ExecutionsClient(), settings.render_job
+        )
+    if settings.render_launcher == "none":
+        return None
+    raise PovstormError(f"unknown render launcher {settings.render_launcher!r}")
 
 
 def stitch_launcher(settings: Settings, log_dir: Path | None = None) -> StitchLauncher:

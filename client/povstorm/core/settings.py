@@ -67,15 +67,24 @@ class Settings:
     # "local": a process on this machine; "cloud-run": a Cloud Run Job execution.
     stitch_launcher: str = "local"
     stitch_job: str = ""
+    # Who starts render tasks (cloud/launchers.py: RenderLauncher): "local",
+    # the local stack's task runner; "cloud-run", executions of the render
+    # Cloud Run Job ``render_job``; "none", nobody: workers started by other
+    # means pull the work subscription (and tests that drive work by hand).
+    render_launcher: str = "local"
+    render_job: str = ""
+    # A render task exits once a pull has found no work for this long.
+    task_idle: float = 10.0
     worker_id: str = ""
     cache_dir: str = ""
-    # The worker's ceiling on one render, whatever the job asks: a push is
-    # redelivered after the work subscription's ack deadline, so no render may
-    # outlast it (terraform sets a lower value that leaves time for uploads).
-    render_timeout: int = DEFAULTS["ack_deadline_seconds"]
-    # How many POV-Ray processes the deployment runs at once (the local
-    # stack's workers, the render service's instances): the chunk plan's
-    # width (core/chunks.py). Read by the submit function.
+    # A render task's budget, seconds from its start: no frame is begun that
+    # would end past it (the chunk's rest is handed on), and the task exits.
+    # terraform sets the render job's task timeout minus an upload margin.
+    render_timeout: int = 3600
+    # How many render tasks (each one POV-Ray process at a time) the
+    # deployment runs at once: the local task runner's capacity, the render
+    # job's parallelism. The chunk plan's width (core/chunks.py) and the
+    # most tasks a launch asks for.
     render_slots: int = 1
     # +WT for each POV-Ray process, unless the job's own options set it; 0
     # leaves POV-Ray's default (a thread per core). The local stack runs more
@@ -104,6 +113,9 @@ class Settings:
             submit_url=get("submit_url", d.submit_url),
             stitch_launcher=get("stitch_launcher", d.stitch_launcher),
             stitch_job=get("stitch_job", d.stitch_job),
+            render_launcher=get("render_launcher", d.render_launcher),
+            render_job=get("render_job", d.render_job),
+            task_idle=max(0.0, float(get("task_idle", d.task_idle))),
             worker_id=get("worker_id", "") or f"{socket.gethostname()}:{os.getpid()}",
             cache_dir=get("cache_dir", d.cache_dir),
             render_timeout=int(get("render_timeout", d.render_timeout)),
@@ -127,6 +139,9 @@ class Settings:
             ENV["submit_url"]: self.submit_url,
             ENV["stitch_launcher"]: self.stitch_launcher,
             ENV["stitch_job"]: self.stitch_job,
+            ENV["render_launcher"]: self.render_launcher,
+            ENV["render_job"]: self.render_job,
+            ENV["task_idle"]: f"{self.task_idle:g}",
             ENV["render_timeout"]: str(self.render_timeout),
             ENV["render_slots"]: str(self.render_slots),
             ENV["povray_threads"]: str(self.povray_threads),

@@ -63,8 +63,10 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     write_manifest(clients, job_id, spec, plan, at)
     job, created = ledger.create_job(spec, job_id, plan, at)
     if created or job.state == JobState.SUBMITTED:
-        publish_work(clients, chunk_messages(job, spec))
+        messages = chunk_messages(job, spec)
+        publish_work(clients, messages)
         ledger.mark_dispatched(job_id)
+        start_tasks(clients, ledger, job_id, len(messages))
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
 
 
@@ -146,6 +148,34 @@ def publish_work(clients: Clients, messages: list[WorkMessage]) -> None:
         clients.publisher.publish_many("work", [encode_message(m) for m in messages[i : i + 1000]])
 
 
+def start_tasks(
+    clients: Clients, ledger: Ledger, job_id: str, chunks: int, *, only_if_idle: bool = False
+) -> str | None:
+    """After ``chunks`` chunks of a job are published: start render tasks for
+    them, as many as there are chunks and free slots (``render_slots`` less
+    the tasks already running, which pull any job's chunks), and at least
+    one, so a job never waits on tasks that are about to exit idle; none with
+    ``only_if_idle`` while any task runs (a requeued frame). Records the
+    execution on the job, for cancel. A failed launch is logged and left to
+    the reconciler, which starts tasks for a job with open units and none
+    running; returns the execution, or None."""
+    render = clients.render
+    if render is None or chunks <= 0:
+        return None
+    try:
+        active = render.active()
+        if only_if_idle and active > 0:
+            return None
+        execution = render.launch(
+            job_id, min(chunks, max(1, clients.settings.render_slots - active))
+        )
+    except PovstormError as exc:
+        log.error("render launch for %s failed, the reconciler will retry: %s", job_id, exc)
+        return None
+    ledger.note_execution(job_id, execution)
+    return execution
+
+
 def launch_stitch(clients: Clients, ledger: Ledger, job_id: str) -> None:
     try:
         clients.launcher.launch(job_id)
@@ -187,6 +217,7 @@ def on_failure(clients: Clients, report: FailureReport) -> Outcome:
     if outcome.requeue:
         publish_work(clients, [outcome.requeue])
         ledger.mark_queued(outcome.requeue)
+        start_tasks(clients, ledger, report.job_id, 1, only_if_idle=True)
     if outcome.launch_stitch:
         launch_stitch(clients, ledger, outcome.job_id)
     return outcome
@@ -281,10 +312,21 @@ def restitch(
 
 def cancel(clients: Clients, job_id: str) -> str:
     """Cancel the job; once the ledger says so, leave a marker beside its
-    manifest, so that a ledger restored from before the cancel cancels it again."""
-    state = Ledger(clients.db).cancel(job_id)
+    manifest, so that a ledger restored from before the cancel cancels it
+    again, and stop the render executions launched for it. (Their tasks may
+    hold another job's chunk: Pub/Sub gives it to another task once its
+    lease lapses, and it resumes after the frames already in the bucket.)"""
+    ledger = Ledger(clients.db)
+    state = ledger.cancel(job_id)
     if state == JobState.CANCELLED:
         clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
+        job = ledger.get_job(job_id) or {}
+        for execution in job.get("executions") or ():
+            if clients.render is not None:
+                try:
+                    clients.render.cancel(execution)
+                except PovstormError as exc:  # its tasks stop on the cancelled job anyway
+                    log.warning("cannot cancel execution %s: %s", execution, exc)
     return state.value
 
 
@@ -296,6 +338,7 @@ def retry(clients: Clients, job_id: str) -> int:
     publish_work(clients, chunks)
     for m in chunks:
         ledger.mark_queued(m)
+    start_tasks(clients, ledger, job_id, len(chunks))
     return len(messages)
 
 
@@ -313,6 +356,7 @@ __all__ = [
     "restitch",
     "restitch_output",
     "retry",
+    "start_tasks",
     "submit",
     "write_manifest",
 ]

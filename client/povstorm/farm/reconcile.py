@@ -14,7 +14,9 @@ twice at once:
 * a unit stuck in ``rendering`` past its deadline: republish its attempt (the
   worker's delivery count turns repeated crashes into a failure);
 * a claimed stitch that never launched, or launched and never finished:
-  launch it again (the stitch is idempotent; the ledger records one result).
+  launch it again (the stitch is idempotent; the ledger records one result);
+* a job with open units while no render task runs (a launch that failed,
+  tasks that gave up or exited idle as a requeue came): start tasks.
 
 ``resume`` is the same pass after a restart of the stack (the local stack's
 ``up``), with nothing left to wait for: the ledger came back from a snapshot
@@ -45,6 +47,7 @@ from povstorm.farm.operations import (
     launch_stitch,
     publish_work,
     rebuild_job,
+    start_tasks,
 )
 from povstorm.ledger.docs import JobDoc, ShardDoc
 from povstorm.ledger.ledger import Ledger, now
@@ -70,6 +73,7 @@ class Report:
     republished: list[tuple[str, int]] = field(default_factory=list)
     recovered: list[tuple[str, int]] = field(default_factory=list)
     relaunched: list[str] = field(default_factory=list)
+    tasks_started: list[str] = field(default_factory=list)  # jobs given render tasks
     cache_trimmed: int = 0  # frame cache entries deleted past its limits
     errors: list[str] = field(default_factory=list)
 
@@ -81,6 +85,7 @@ class Report:
             "republished": [f"{j}/{u}" for j, u in self.republished],
             "recovered": [f"{j}/{u}" for j, u in self.recovered],
             "relaunched": self.relaunched,
+            "tasks_started": self.tasks_started,
             "cache_trimmed": self.cache_trimmed,
             "errors": self.errors,
         }
@@ -116,6 +121,7 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
             log.warning("reconcile %s: %s", job.job_id, exc)
+    _start_tasks(clients, ledger, deadlines, report)
     settings = clients.settings
     try:
         removed = trim_if_due(
@@ -128,6 +134,32 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
     else:
         report.cache_trimmed = removed.entries if removed else 0
     return report
+
+
+def _start_tasks(clients: Clients, ledger: Ledger, d: Deadlines, report: Report) -> None:
+    """Render tasks for a rendering job with open units, when none runs: its
+    chunks wait in the work subscription (or come back to it once a dead
+    task's lease lapses) with nobody to pull them. One launch a pass: the
+    tasks pull every job's chunks."""
+    try:
+        if clients.render is None or clients.render.active() > 0:
+            return
+        at = now()
+        for job in list(ledger.active_jobs()):
+            if job.state != JobState.RENDERING or not _older(job.started_at, d.dispatch, at):
+                continue
+            open_units = ledger.units(job.job_id, (UnitState.PENDING, UnitState.RENDERING))
+            if not open_units:
+                continue
+            chunks = coalesce(
+                [WorkMessage(job.job_id, u.unit, u.attempts) for u in open_units],
+                ledger.get_spec(job.job_id),
+            )
+            if start_tasks(clients, ledger, job.job_id, len(chunks)):
+                report.tasks_started.append(job.job_id)
+            return
+    except PovstormError as exc:
+        report.errors.append(f"render tasks: {exc}")
 
 
 def resume(clients: Clients, restart: Restart) -> Report:
@@ -165,6 +197,7 @@ def resume(clients: Clients, restart: Restart) -> Report:
             _reconcile_job(clients, ledger, job, IMMEDIATE, report, lost)
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
+    _start_tasks(clients, ledger, IMMEDIATE, report)
     return report
 
 

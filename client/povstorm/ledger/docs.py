@@ -306,8 +306,13 @@ class JobDoc(_Doc):
     # (core.model.VideoState), object, error, requested_at, launched_at,
     # finished_at}. The job's own video stays ``video``.
     videos: dict[str, Any] | None = None
+    # The render executions launched for the job's work (Cloud Run execution
+    # names; locally the task runner's), which cancelling the job stops.
+    executions: list[str] | None = None
 
-    _LATER = frozenset({"stats_object", "stitch_error", "cache_filled", "failed_by", "videos"})
+    _LATER = frozenset(
+        {"stats_object", "stitch_error", "cache_filled", "failed_by", "videos", "executions"}
+    )
     _INTS = frozenset(
         {
             "units_expected",

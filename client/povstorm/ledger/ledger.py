@@ -810,6 +810,14 @@ class Ledger:
         with translate("firestore"):
             self.job_ref(job_id).update(JobDoc.update_fields(cache_filled=frames, updated_at=now()))
 
+    def note_execution(self, job_id: str, execution: str) -> None:
+        """A render execution was launched for the job's work: a blind append
+        to ``executions`` (the job's state is not read or written)."""
+        with translate("firestore"):
+            self.job_ref(job_id).update(
+                {"executions": firestore.ArrayUnion([execution]), "updated_at": now()}
+            )
+
     def fail_stitch(self, job_id: str, error: str) -> bool:
         return self._finish(
             job_id,

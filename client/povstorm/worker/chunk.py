@@ -16,10 +16,10 @@ every frame is the one ``povray`` renders directly; while it runs:
   frame) is reported with its error and log, and the frames after it go on in
   a fresh POV-Ray process;
 * a cancelled job stops the process within CANCEL_CHECK_SECONDS;
-* when the worker's own time budget (``Settings.render_timeout``, which the
-  deployment keeps below the work subscription's ack deadline) would run out
-  before the next frame, the frames not yet rendered are handed on in a new
-  work message (``Ledger.hand_off``) rather than killed at the deadline.
+* when the task's time budget (what is left of ``Settings.render_timeout``,
+  which the deployment keeps below the render job's task timeout) would run
+  out before the next frame, the frames not yet rendered are handed on in a
+  new work message (``Ledger.hand_off``) rather than killed at the timeout.
 
 After each process the frames it rendered are encoded as a video segment
 (``povstorm.stitch.segments``) when the job's codec can be joined, so the
@@ -104,6 +104,7 @@ class ChunkRender:
         workdir: Path,
         library: list[Path],
         frame_cache: FrameCache | None = None,
+        budget: float | None = None,
     ) -> None:
         self.clients = clients
         self.frame_cache = frame_cache
@@ -115,8 +116,11 @@ class ChunkRender:
         self.workdir = workdir
         self.library = library
         settings = clients.settings
-        # A frame's limit is the job's; the whole chunk's is the worker's budget.
-        self.budget = float(settings.render_timeout or self.spec.timeout_seconds)
+        # A frame's limit is the job's; the whole chunk's is what is left of
+        # the task's budget.
+        self.budget = float(
+            budget if budget is not None else settings.render_timeout or self.spec.timeout_seconds
+        )
         self.frame_timeout = min(float(self.spec.timeout_seconds), self.budget)
         self.stream = chunkable(self.spec)
         self.began = time.monotonic()

@@ -1,9 +1,9 @@
 """Render one work message: the work behind the render service.
 
-Where it sits in the event flow: a work message (job, units ``unit`` to
-``unit + count - 1``, attempt) arrives by Pub/Sub push (Cloud Run,
-``povstorm.shells.render_service``) or pull (the local worker,
-``povstorm_local.pull_worker``); ``handle_work`` asks the ledger which of its
+Where it sits in the event flow: a render task (``povstorm.shells.render_task``,
+a task of the render Cloud Run Job, or of the local stack's task runner)
+pulls a work message (job, units ``unit`` to ``unit + count - 1``,
+attempt); ``handle_work`` asks the ledger which of its
 units to render (``start_chunk``: not the settled ones, nor, on a redelivery,
 those whose frame is in the bucket already), materialises the job's files
 into a fresh working directory and has ``worker.chunk`` render them, which
@@ -98,10 +98,17 @@ class RenderOutcome:
 
 
 def handle_work(
-    clients: Clients, ledger: Ledger, message: bytes | str | WorkMessage, *, cache: InputCache
+    clients: Clients,
+    ledger: Ledger,
+    message: bytes | str | WorkMessage,
+    *,
+    cache: InputCache,
+    budget: float | None = None,
 ) -> RenderOutcome:
-    """Render the units a work message names. Raises TransientError when the
-    message should be redelivered; every returned outcome is acknowledged."""
+    """Render the units a work message names, beginning no frame that would
+    end past ``budget`` seconds from now (default: ``Settings.render_timeout``;
+    the rest is handed on). Raises TransientError when the message should be
+    redelivered; every returned outcome is acknowledged."""
     started = time.monotonic()
     try:
         work = message if isinstance(message, WorkMessage) else load_work_message(message)
@@ -153,6 +160,7 @@ def handle_work(
             workdir=workdir,
             library=library,
             frame_cache=frame_cache,
+            budget=budget,
         )
         units = list(ticket.units)
         if ticket.deliveries > MAX_DELIVERIES:

@@ -21,8 +21,12 @@ output "submit_url" {
   value = module.povstorm.submit_url
 }
 
-output "render_service_url" {
-  value = module.povstorm.render_service_url
+output "render_job" {
+  value = module.povstorm.render_job
+}
+
+output "render_slots" {
+  value = module.povstorm.render_slots
 }
 
 output "stitch_job" {

@@ -16,19 +16,19 @@ variable "povstorm_namespace" {
 }
 
 variable "render_service_max_instance_count" {
-  description = "Most frames rendered at once."
+  description = "Most render tasks at once (one frame each at a time)."
   type        = number
   default     = 20
 }
 
 variable "render_service_cpus" {
-  description = "vCPUs per render instance (1, 2, 4, 6 or 8)."
+  description = "vCPUs per render task (1, 2, 4, 6 or 8)."
   type        = number
   default     = 2
 }
 
 variable "render_service_ram" {
-  description = "Memory per render instance."
+  description = "Memory per render task."
   type        = string
   default     = "2Gi"
 }

@@ -9,10 +9,12 @@
 locals {
   functions_source_dir = var.functions_source_dir != "" ? var.functions_source_dir : "${path.module}/../../../build/functions"
 
-  # What every function process reads through Settings.from_env(). The stitch
-  # launcher is the Cloud Run Job: the last frame's event and the reconciler
-  # start it. The render slots are the chunk plan's width (client/povstorm/
-  # core/chunks.py): one POV-Ray process per render instance.
+  # What every function process reads through Settings.from_env(). Both
+  # launchers are Cloud Run Jobs: submit, frame_failed (a requeue when no task
+  # runs) and the reconciler start render tasks; the last frame's event and
+  # the reconciler start the stitch. The render slots are the most render
+  # tasks at once: the chunk plan's width (client/povstorm/core/chunks.py) and
+  # what a launch may add to the tasks still active.
   function_env = {
     (local.env.project)           = local.project
     (local.env.namespace)         = local.ns
@@ -20,6 +22,8 @@ locals {
     (local.env.region)            = local.region
     (local.env.stitch_launcher)   = "cloud-run"
     (local.env.stitch_job)        = google_cloud_run_v2_job.stitch.id
+    (local.env.render_launcher)   = "cloud-run"
+    (local.env.render_job)        = google_cloud_run_v2_job.render.id
     (local.env.render_slots)      = tostring(var.render_service_max_instance_count)
     (local.env.frame_cache_days)  = tostring(var.frame_cache_days)
     (local.env.frame_cache_bytes) = tostring(var.frame_cache_max_bytes)
@@ -167,7 +171,7 @@ resource "google_cloudfunctions2_function" "frame_failed" {
     environment_variables          = local.function_env
   }
 
-  # Failure reports from the render service; the dead-letter topic reaches the
+  # Failure reports from the render tasks; the dead-letter topic reaches the
   # same function through the second trigger below.
   event_trigger {
     trigger_region        = local.region

@@ -2,14 +2,26 @@
 # docs/deploy.md ("Service accounts and roles"); tests/test_terraform.py
 # compares that table with the bindings below in both directions.
 #
-# Scopes are as narrow as the API allows: a topic, the bucket, one service or
-# job. Firestore grants only at project level (roles/datastore.user).
+# Scopes are as narrow as the API allows: a topic, a subscription, the
+# bucket, one service or job. Firestore grants only at project level
+# (roles/datastore.user).
+#
+# Starting render tasks (CloudRunRenderLauncher) takes two predefined roles on
+# the render job, the narrowest that carry what it calls:
+#   roles/run.jobsExecutorWithOverrides  run.jobs.run, run.jobs.runWithOverrides
+#       (run_job with a task_count override) and run.executions.cancel
+#       (`povstorm cancel`);
+#   roles/run.viewer                     run.executions.list / get (active():
+#       the tasks of executions not yet finished), read-only.
+# Both are checked on the job (an execution's permissions are its job's):
+# https://cloud.google.com/run/docs/reference/iam/roles,
+# https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs.executions/list
 
 resource "google_service_account" "submit" {
   project      = local.project
   account_id   = "${local.ns}-submit"
   display_name = "povstorm submit function"
-  description  = "Writes new jobs to the ledger and publishes their work messages."
+  description  = "Writes new jobs to the ledger, publishes their work messages and starts render tasks."
 
   depends_on = [google_project_service.apis]
 }
@@ -18,7 +30,7 @@ resource "google_service_account" "events" {
   project      = local.project
   account_id   = "${local.ns}-events"
   display_name = "povstorm frame_finalized and frame_failed functions"
-  description  = "Counts frames and failures in the ledger, requeues retries, starts the stitch."
+  description  = "Counts frames and failures in the ledger, requeues retries, starts render tasks and the stitch."
 
   depends_on = [google_project_service.apis]
 }
@@ -27,7 +39,7 @@ resource "google_service_account" "reconciler" {
   project      = local.project
   account_id   = "${local.ns}-reconciler"
   display_name = "povstorm reconcile function"
-  description  = "Repairs lost events: republishes work, recounts frames from the bucket, relaunches stitches."
+  description  = "Repairs lost events: republishes work, starts render tasks, recounts frames from the bucket, relaunches stitches."
 
   depends_on = [google_project_service.apis]
 }
@@ -35,8 +47,8 @@ resource "google_service_account" "reconciler" {
 resource "google_service_account" "render" {
   project      = local.project
   account_id   = "${local.ns}-render"
-  display_name = "povstorm render service"
-  description  = "Reads inputs, renders, writes frames and logs, reports failures."
+  display_name = "povstorm render tasks"
+  description  = "Pulls work, reads inputs, renders, writes frames and logs, reports failures, hands work on."
 
   depends_on = [google_project_service.apis]
 }
@@ -53,8 +65,8 @@ resource "google_service_account" "stitch" {
 resource "google_service_account" "invoker" {
   project      = local.project
   account_id   = "${local.ns}-invoker"
-  display_name = "povstorm Pub/Sub push invoker"
-  description  = "Identity in the OIDC tokens of Pub/Sub pushes and Eventarc deliveries."
+  display_name = "povstorm Eventarc invoker"
+  description  = "Identity in the OIDC tokens of Eventarc deliveries to the event functions."
 
   depends_on = [google_project_service.apis]
 }
@@ -92,6 +104,22 @@ resource "google_pubsub_topic_iam_member" "submit_publishes_work" {
   member  = "serviceAccount:${google_service_account.submit.email}"
 }
 
+resource "google_cloud_run_v2_job_iam_member" "submit_runs_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = "serviceAccount:${google_service_account.submit.email}"
+}
+
+resource "google_cloud_run_v2_job_iam_member" "submit_views_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.viewer"
+  member   = "serviceAccount:${google_service_account.submit.email}"
+}
+
 # --- frame_finalized / frame_failed ----------------------------------------------------
 
 resource "google_project_iam_member" "events_uses_firestore" {
@@ -105,6 +133,23 @@ resource "google_pubsub_topic_iam_member" "events_publishes_work" {
   topic   = google_pubsub_topic.work.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.events.email}"
+}
+
+# frame_failed starts a task for a requeued attempt when none is active.
+resource "google_cloud_run_v2_job_iam_member" "events_runs_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = "serviceAccount:${google_service_account.events.email}"
+}
+
+resource "google_cloud_run_v2_job_iam_member" "events_views_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.viewer"
+  member   = "serviceAccount:${google_service_account.events.email}"
 }
 
 resource "google_cloud_run_v2_job_iam_member" "events_runs_stitch" {
@@ -134,6 +179,23 @@ resource "google_storage_bucket_iam_member" "reconciler_lists_frames" {
   bucket = google_storage_bucket.work.name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.reconciler.email}"
+}
+
+# An active job with open units and no active task gets tasks again.
+resource "google_cloud_run_v2_job_iam_member" "reconciler_runs_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = "serviceAccount:${google_service_account.reconciler.email}"
+}
+
+resource "google_cloud_run_v2_job_iam_member" "reconciler_views_render" {
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.viewer"
+  member   = "serviceAccount:${google_service_account.reconciler.email}"
 }
 
 resource "google_cloud_run_v2_job_iam_member" "reconciler_runs_stitch" {
@@ -167,6 +229,22 @@ resource "google_pubsub_topic_iam_member" "render_publishes_failures" {
   member  = "serviceAccount:${google_service_account.render.email}"
 }
 
+# Render tasks pull chunks, extend their leases and acknowledge them.
+resource "google_pubsub_subscription_iam_member" "render_pulls_work" {
+  project      = local.project
+  subscription = google_pubsub_subscription.work.name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.render.email}"
+}
+
+# A task whose budget ends mid-chunk republishes the rest of it.
+resource "google_pubsub_topic_iam_member" "render_publishes_work" {
+  project = local.project
+  topic   = google_pubsub_topic.work.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.render.email}"
+}
+
 # --- stitch ----------------------------------------------------------------------------
 
 resource "google_project_iam_member" "stitch_uses_firestore" {
@@ -182,15 +260,7 @@ resource "google_storage_bucket_iam_member" "stitch_uses_objects" {
   member = "serviceAccount:${google_service_account.stitch.email}"
 }
 
-# --- invoker (Pub/Sub push and Eventarc) -----------------------------------------------
-
-resource "google_cloud_run_v2_service_iam_member" "invoker_runs_render" {
-  project  = local.project
-  location = local.region
-  name     = google_cloud_run_v2_service.render.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.invoker.email}"
-}
+# --- invoker (Eventarc) ----------------------------------------------------------------
 
 # A gen 2 function is served by a Cloud Run service of the same name.
 resource "google_cloud_run_v2_service_iam_member" "invoker_runs_frame_finalized" {
@@ -275,7 +345,7 @@ resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_work" {
   member       = "serviceAccount:${local.pubsub_agent}"
 }
 
-# Pub/Sub mints the OIDC tokens of pushes (work, Eventarc) as the invoker;
+# Pub/Sub mints the OIDC tokens of Eventarc's pushes as the invoker;
 # projects created before April 2021 need this grant explicitly.
 resource "google_service_account_iam_member" "pubsub_agent_signs_as_invoker" {
   service_account_id = google_service_account.invoker.name
@@ -322,7 +392,7 @@ resource "google_storage_bucket_iam_member" "operators_use_objects" {
   member = each.value
 }
 
-# `povstorm retry` publishes the requeued units itself.
+# `povstorm retry` publishes the requeued units itself (and starts tasks for them, below).
 resource "google_pubsub_topic_iam_member" "operators_publish_work" {
   for_each = toset(var.operators)
 
@@ -340,5 +410,27 @@ resource "google_cloud_run_v2_job_iam_member" "operators_run_stitch" {
   location = local.region
   name     = google_cloud_run_v2_job.stitch.name
   role     = "roles/run.jobsExecutorWithOverrides"
+  member   = each.value
+}
+
+# `povstorm retry` starts render tasks for the requeued units; `povstorm cancel`
+# cancels the executions recorded on the job.
+resource "google_cloud_run_v2_job_iam_member" "operators_run_render" {
+  for_each = toset(var.operators)
+
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = each.value
+}
+
+resource "google_cloud_run_v2_job_iam_member" "operators_view_render" {
+  for_each = toset(var.operators)
+
+  project  = local.project
+  location = local.region
+  name     = google_cloud_run_v2_job.render.name
+  role     = "roles/run.viewer"
   member   = each.value
 }

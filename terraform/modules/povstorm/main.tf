@@ -25,12 +25,13 @@ locals {
 
   firestore_database = "(default)"
 
-  # A push is redelivered once the ack deadline passes, whatever the render
-  # service is still doing: the frame has to be answered within it.
-  ack_deadline_seconds = local.names.defaults.ack_deadline_seconds
+  # The work subscription is pulled: a render task holds its chunk with a
+  # lease it keeps extending, so the ack deadline is only a pulled message's
+  # first lease (and how soon a dead task's chunk is delivered again).
+  work_ack_deadline_seconds = 60
 
   # Google-managed identities of the project, granted below exactly what the
-  # wiring needs (dead-lettering, OIDC pushes, bucket notifications).
+  # wiring needs (dead-lettering, Eventarc's OIDC pushes, bucket notifications).
   pubsub_agent = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   gcs_agent    = data.google_storage_project_service_account.gcs.email_address
 

@@ -1,7 +1,8 @@
 # What a client needs to use this deployment. The same values are written to
 # povstorm-outputs.json, which `povstorm ... --cluster FILE` and
 # Cluster.from_terraform(FILE) read (project, bucket and submit_url are
-# required there; region, namespace and stitch_job are used when present).
+# required there; region, namespace, stitch_job, render_job and render_slots
+# are used when present: `povstorm retry` starts render tasks itself).
 
 locals {
   outputs = {
@@ -10,7 +11,8 @@ locals {
     namespace          = local.ns
     bucket             = google_storage_bucket.work.name
     submit_url         = google_cloudfunctions2_function.submit.service_config[0].uri
-    render_service_url = google_cloud_run_v2_service.render.uri
+    render_job         = google_cloud_run_v2_job.render.id
+    render_slots       = var.render_service_max_instance_count
     stitch_job         = google_cloud_run_v2_job.stitch.id
     firestore_database = local.firestore_database
     image_repository   = local.repository
@@ -48,9 +50,14 @@ output "submit_url" {
   value       = local.outputs.submit_url
 }
 
-output "render_service_url" {
-  description = "URL of the render service (internal ingress: reachable from Pub/Sub only)."
-  value       = local.outputs.render_service_url
+output "render_job" {
+  description = "Full resource name of the render Cloud Run Job (POVSTORM_RENDER_JOB): projects/P/locations/R/jobs/<namespace>-render."
+  value       = local.outputs.render_job
+}
+
+output "render_slots" {
+  description = "Most render tasks at once (POVSTORM_RENDER_SLOTS, render_service_max_instance_count)."
+  value       = local.outputs.render_slots
 }
 
 output "stitch_job" {

@@ -1,14 +1,15 @@
 # Topics and subscriptions, named '<namespace>-<name>' from names.json as
 # povstorm.core.names.Namespace does.
 #
-#   work              submit / retries / reconciler -> render service (push, OIDC)
+#   work              submit / retries / reconciler / hand-offs -> render tasks (pull)
 #   work-dead-letter  work messages Pub/Sub gave up on -> frame_failed
 #   frame-events      GCS OBJECT_FINALIZE on frames/ -> frame_finalized
-#   failures          render service's failure reports -> frame_failed
+#   failures          render tasks' failure reports -> frame_failed
 #
-# The function consumers subscribe through Eventarc (functions.tf), which
-# creates and names its own push subscriptions; the local stack names its
-# subscriptions from names.json instead.
+# The render tasks pull the work subscription below. The function consumers
+# subscribe through Eventarc (functions.tf), which creates and names its own
+# push subscriptions; the local stack names its subscriptions from names.json
+# instead.
 
 resource "google_pubsub_topic" "work" {
   # checkov:skip=CKV_GCP_83: Google-managed encryption; CMEK for a queue of work references (job id, unit, attempt) is not worth a KMS key.
@@ -46,19 +47,23 @@ resource "google_pubsub_topic" "failures" {
   depends_on = [google_project_service.apis]
 }
 
-# One work message per unit, pushed to the render service. The service
-# answers when the frame is uploaded (2xx), reported as failed (2xx) or hit a
-# transient error (503: redelivered with backoff). A message that is never
-# answered in time is delivered again; after max_delivery_attempts it goes to
-# the dead-letter topic and frame_failed records that attempt as failed.
+# One work message per chunk, pulled by the render job's tasks (run.tf). A
+# task pulls one message at a time and holds it with a lease of its own that
+# it keeps extending (modifyAckDeadline) while POV-Ray runs, so no frame has to
+# fit in the ack deadline: it is only the lease of a message until its task's
+# first extension, and how soon a task that died takes its chunk back to the
+# queue. The task acknowledges on every outcome (rendered, failed and
+# reported, handed on, skipped, poison); a message whose lease lapses is
+# delivered again, and after max_delivery_attempts it goes to the dead-letter
+# topic and frame_failed records that attempt as failed.
 resource "google_pubsub_subscription" "work" {
   project = local.project
   name    = "${local.ns}-${local.names.subscriptions.work}"
   topic   = google_pubsub_topic.work.id
   labels  = local.labels
 
-  ack_deadline_seconds       = local.ack_deadline_seconds
-  message_retention_duration = "604800s" # 7 days: a long job's queue survives a paused render service
+  ack_deadline_seconds       = local.work_ack_deadline_seconds
+  message_retention_duration = "604800s" # 7 days: a long job's queue survives a stopped farm
 
   expiration_policy {
     ttl = "" # never expire, however long the farm sits idle
@@ -74,16 +79,5 @@ resource "google_pubsub_subscription" "work" {
     max_delivery_attempts = local.names.defaults.max_delivery_attempts
   }
 
-  push_config {
-    push_endpoint = google_cloud_run_v2_service.render.uri
-    oidc_token {
-      service_account_email = google_service_account.invoker.email
-      audience              = google_cloud_run_v2_service.render.uri
-    }
-  }
-
-  depends_on = [
-    google_cloud_run_v2_service_iam_member.invoker_runs_render,
-    google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters,
-  ]
+  depends_on = [google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters]
 }

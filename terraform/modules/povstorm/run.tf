@@ -1,74 +1,95 @@
-# The render service: one POV-Ray frame (or tile) per Pub/Sub push, one push
-# per instance at a time. Reachable only from inside the project (Pub/Sub
-# push counts as internal) and only with an ID token of the invoker account.
-resource "google_cloud_run_v2_service" "render" {
+# The render workers: tasks of this Cloud Run Job, `python -m
+# povstorm.shells.render_task`, each the pull worker the local stack runs. A
+# task pulls one chunk at a time from the work subscription (any job's: jobs
+# share the running tasks), holds it with a short lease it keeps extending
+# while POV-Ray runs, acknowledges it on every outcome, and exits when a pull
+# finds nothing for POVSTORM_TASK_IDLE_SECONDS or its render budget
+# (POVSTORM_RENDER_TIMEOUT from its start) would be passed by one more frame,
+# handing the rest of its chunk on.
+#
+# Whoever publishes work starts the tasks for it (CloudRunRenderLauncher:
+# run_job with a task_count override; submit, frame_failed, the reconciler,
+# `povstorm retry`): task_count here is only the default of an execution
+# nobody overrides. Parallelism caps one execution; the launchers keep the
+# total over all executions to render_service_max_instance_count
+# (POVSTORM_RENDER_SLOTS minus the tasks still active).
+resource "google_cloud_run_v2_job" "render" {
   project             = local.project
   name                = "${local.ns}-render"
   location            = local.region
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   deletion_protection = var.deletion_protection
   labels              = local.labels
 
   template {
-    service_account                  = google_service_account.render.email
-    max_instance_request_concurrency = 1
-    timeout                          = "${var.render_timeout_seconds}s"
-    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
+    task_count  = 1
+    parallelism = var.render_service_max_instance_count
 
-    scaling {
-      min_instance_count = 0
-      max_instance_count = var.render_service_max_instance_count
-    }
+    template {
+      service_account       = google_service_account.render.email
+      timeout               = "${var.render_task_timeout_seconds}s"
+      max_retries           = var.render_task_max_retries
+      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
 
-    containers {
-      image = local.render_image
+      containers {
+        image   = local.render_image
+        command = ["python", "-m", "povstorm.shells.render_task"]
 
-      resources {
-        limits = {
-          cpu    = tostring(var.render_service_cpus)
-          memory = var.render_service_ram
+        resources {
+          limits = {
+            cpu    = tostring(var.render_service_cpus)
+            memory = var.render_service_ram
+          }
         }
-        cpu_idle          = true # billed while a frame renders, not while idle
-        startup_cpu_boost = true
-      }
 
-      env {
-        name  = local.env.project
-        value = local.project
-      }
-      env {
-        name  = local.env.namespace
-        value = local.ns
-      }
-      env {
-        name  = local.env.bucket
-        value = google_storage_bucket.work.name
-      }
-      env {
-        name  = local.env.region
-        value = local.region
-      }
-      env {
-        # POV-Ray's own limit: what is left of the request after the transfers.
-        name  = local.env.render_timeout
-        value = tostring(var.render_timeout_seconds - var.render_upload_margin_seconds)
-      }
-      env {
-        # Inputs are cached per instance (in memory) across the frames it renders.
-        name  = local.env.cache_dir
-        value = "/tmp/povstorm-cache"
+        env {
+          name  = local.env.project
+          value = local.project
+        }
+        env {
+          name  = local.env.namespace
+          value = local.ns
+        }
+        env {
+          name  = local.env.bucket
+          value = google_storage_bucket.work.name
+        }
+        env {
+          name  = local.env.region
+          value = local.region
+        }
+        env {
+          # The task's render budget: what is left of the task timeout after
+          # the last upload and the hand-off.
+          name  = local.env.render_timeout
+          value = tostring(var.render_task_timeout_seconds - var.render_upload_margin_seconds)
+        }
+        env {
+          # The chunk plan's width when a task hands the rest of a chunk on.
+          name  = local.env.render_slots
+          value = tostring(var.render_service_max_instance_count)
+        }
+        env {
+          name  = local.env.task_idle
+          value = tostring(var.render_task_idle_seconds)
+        }
+        env {
+          # Inputs are cached per task (in memory) across the chunks it renders.
+          name  = local.env.cache_dir
+          value = "/tmp/povstorm-cache"
+        }
+        env {
+          # Render tasks start nothing: the publishers and the reconciler do.
+          name  = local.env.render_launcher
+          value = "none"
+        }
       }
     }
   }
 
   lifecycle {
     precondition {
-      condition     = var.render_timeout_seconds <= local.ack_deadline_seconds
-      error_message = "render_timeout_seconds exceeds the work subscription's ack deadline (names.json defaults.ack_deadline_seconds): Pub/Sub would push the frame again while it still renders. Split the frame into tiles or fewer frames per unit instead (docs/deploy.md, Limits)."
-    }
-    precondition {
-      condition     = var.render_upload_margin_seconds >= 10 && var.render_upload_margin_seconds < var.render_timeout_seconds
-      error_message = "render_upload_margin_seconds must be at least 10 and below render_timeout_seconds."
+      condition     = var.render_upload_margin_seconds >= 10 && var.render_upload_margin_seconds < var.render_task_timeout_seconds
+      error_message = "render_upload_margin_seconds must be at least 10 and below render_task_timeout_seconds."
     }
   }
 

@@ -73,7 +73,7 @@ resource "google_storage_bucket" "sources" {
 
 # GCS -> Pub/Sub: one message per finalized frame object (segments are not
 # counted, so not notified). The payload is the object resource (JSON_API_V1):
-# name, generation and the render stats the render service put into the
+# name, generation and the render stats the render task put into the
 # object metadata.
 resource "google_storage_notification" "frames" {
   bucket             = google_storage_bucket.work.name

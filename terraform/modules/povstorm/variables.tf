@@ -29,21 +29,26 @@ variable "labels" {
   default     = {}
 }
 
-# --- the render service ----------------------------------------------------------
+# --- the render job ----------------------------------------------------------------
+#
+# Render workers are tasks of the Cloud Run Job '<namespace>-render' (run.tf):
+# each task pulls chunks from the work subscription until it finds none (or its
+# time budget ends), then exits. The variables keep their render_service_* names
+# so existing tfvars go on working.
 
 variable "render_service_max_instance_count" {
-  description = "Most frames rendered at once: one frame per instance (concurrency 1)."
+  description = "Most render tasks at once (POVSTORM_RENDER_SLOTS): one POV-Ray process per task, so the most frames rendered at once. The render job's parallelism, and the total the launchers keep to over all its executions. 1,000 tasks need quota increases (docs/deploy.md, Quotas)."
   type        = number
   default     = 20
 
   validation {
-    condition     = var.render_service_max_instance_count >= 1 && var.render_service_max_instance_count <= 1000
-    error_message = "render_service_max_instance_count: 1-1000."
+    condition     = var.render_service_max_instance_count >= 1 && var.render_service_max_instance_count <= 10000
+    error_message = "render_service_max_instance_count: 1-10000 (a Cloud Run Job execution has at most 10,000 tasks)."
   }
 }
 
 variable "render_service_cpus" {
-  description = "vCPUs per render instance. POV-Ray renders with one thread per CPU."
+  description = "vCPUs per render task. POV-Ray renders with one thread per CPU."
   type        = number
   default     = 2
 
@@ -54,26 +59,48 @@ variable "render_service_cpus" {
 }
 
 variable "render_service_ram" {
-  description = "Memory per render instance (Cloud Run syntax, e.g. 2Gi). The container's files live in memory too: scene inputs, the frame and the log. Cloud Run wants at least 2Gi for 4 vCPU and 4Gi for 6 or 8."
+  description = "Memory per render task (Cloud Run syntax, e.g. 2Gi). The container's files live in memory too: scene inputs, the frames of a chunk, its segment and the logs. Cloud Run wants at least 2Gi for 4 vCPU and 4Gi for 6 or 8."
   type        = string
   default     = "2Gi"
 }
 
-variable "render_timeout_seconds" {
-  description = "Cloud Run request timeout of one frame (download inputs, render, upload). A push is redelivered after the subscription's ack deadline (names.json defaults.ack_deadline_seconds, 600 s, the Pub/Sub maximum), so it cannot usefully exceed that."
+variable "render_task_timeout_seconds" {
+  description = "Task timeout of the render job: how long one render task may live (pull, render chunks, upload), after which Cloud Run stops it. Cloud Run allows up to 168 hours (604800 s) per task attempt (https://cloud.google.com/run/docs/configuring/task-timeout). A frame must still fit in it: a task begins no frame that would end past POVSTORM_RENDER_TIMEOUT = this minus render_upload_margin_seconds, and hands the rest of its chunk on."
   type        = number
-  default     = 600
+  default     = 3600
 
   validation {
-    condition     = var.render_timeout_seconds >= 60 && var.render_timeout_seconds <= 3600
-    error_message = "render_timeout_seconds: 60-3600 (Cloud Run's limit; the ack deadline caps it further)."
+    condition     = var.render_task_timeout_seconds >= 60 && var.render_task_timeout_seconds <= 604800
+    error_message = "render_task_timeout_seconds: 60-604800 (Cloud Run's maximum task timeout, 168 hours)."
   }
 }
 
 variable "render_upload_margin_seconds" {
-  description = "Time kept back from render_timeout_seconds for downloading inputs and uploading the frame: POV-Ray itself gets render_timeout_seconds minus this (POVSTORM_RENDER_TIMEOUT)."
+  description = "Time kept back from render_task_timeout_seconds for the last frame's upload, the hand-off of the rest of its chunk and the task's exit: a task's render budget is render_task_timeout_seconds minus this (POVSTORM_RENDER_TIMEOUT)."
   type        = number
   default     = 60
+}
+
+variable "render_task_max_retries" {
+  description = "Retries of a render task that fails (exits non-zero, runs out of memory, hits its timeout). A retry pulls whatever work is left, which need not be the chunk the failed attempt held (that one is redelivered after its lease). Same as TASK_RETRIES in client/povstorm/cloud/launchers.py (the local task runner)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.render_task_max_retries >= 0 && var.render_task_max_retries <= 10
+    error_message = "render_task_max_retries: 0-10 (Cloud Run's maximum task retries)."
+  }
+}
+
+variable "render_task_idle_seconds" {
+  description = "A render task exits once a pull has found no work for this long (POVSTORM_TASK_IDLE_SECONDS). It is billed while it waits, so keep it short; the launchers start new tasks for new work."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.render_task_idle_seconds >= 0 && var.render_task_idle_seconds <= 600
+    error_message = "render_task_idle_seconds: 0-600."
+  }
 }
 
 # --- the stitch job --------------------------------------------------------------
@@ -127,13 +154,13 @@ variable "function_memory" {
 }
 
 variable "submit_timeout_seconds" {
-  description = "Timeout of the submit function (it publishes one message per unit before it answers)."
+  description = "Timeout of the submit function (it publishes one message per chunk and starts render tasks before it answers)."
   type        = number
   default     = 300
 }
 
 variable "event_timeout_seconds" {
-  description = "Timeout of frame_finalized and frame_failed (one ledger transaction and, for the last frame, a run_job call)."
+  description = "Timeout of frame_finalized and frame_failed (one ledger transaction and, for the last frame or a requeue with no task running, a run_job call)."
   type        = number
   default     = 120
 }
@@ -255,7 +282,7 @@ variable "firestore_point_in_time_recovery" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the Firestore database, the render service and the stitch job against `terraform destroy`."
+  description = "Protect the Firestore database, the render job and the stitch job against `terraform destroy`."
   type        = bool
   default     = false
 }

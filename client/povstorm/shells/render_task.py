@@ -1,32 +1,46 @@
-"""The local render worker: ``python -m povstorm_local.pull_worker``.
+"""A render task: ``python -m povstorm.shells.render_task``.
 
-On Cloud Run, Pub/Sub pushes work to ``povstorm.shells.render_service``; on
-the local stack workers pull it instead, one message at a time, and run the
-same ``povstorm.worker.unit.handle_work``. While a unit renders, a background
-thread keeps extending the message's ack deadline, so a long render is not
-handed to a second worker; if this process dies, the lease lapses and Pub/Sub
-redelivers. Acknowledge on every outcome (rendered, failed and reported,
-skipped, poison). An error that escapes ``handle_work`` left its unit without
-an outcome, so the message is never acknowledged but its deadline set to 0,
-redelivering it at once, as the render service's non-2xx does: the error's
-``verdict`` only says how it is logged. SIGTERM (or Ctrl-C) stops after the
-current unit.
+A task of the render Cloud Run Job, or locally of the stack's task runner
+(``povstorm_local.tasks``), both started by a ``RenderLauncher`` when work is
+published (``farm/operations.py: start_tasks``). It pulls the work
+subscription one message at a time and runs ``povstorm.worker.unit.handle_work``
+on it, whichever job the chunk belongs to, so the running tasks are shared by
+every job. While a chunk renders, a background thread keeps extending the
+message's ack deadline, so a render of any length is not handed to a second
+task; if this process dies, the lease lapses within LEASE_SECONDS and Pub/Sub
+redelivers the chunk, which resumes after the frames already in the bucket.
+
+Acknowledge on every outcome (rendered, failed and reported, skipped,
+poison). An error that escapes ``handle_work`` left its unit without an
+outcome, so the message is never acknowledged but its deadline set to 0,
+redelivering it at once: the error's ``verdict`` only says how it is logged.
+
+The task ends (exit 0) when a pull has found no work for
+``Settings.task_idle`` seconds, or when its budget (``Settings.render_timeout``
+seconds from its start, which terraform keeps below the task timeout) is
+spent: a chunk hands on the frames it cannot finish in time, and the task
+takes no more. SIGTERM (a cancelled execution, Ctrl-C) stops it after the
+current chunk. ``CLOUD_RUN_EXECUTION``, ``CLOUD_RUN_TASK_INDEX`` and
+``CLOUD_RUN_TASK_ATTEMPT`` name the worker in its frames' metadata and logs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.cloud.pubsub import subscriber_client
 from povstorm.core.errors import PovstormError, translate, verdict
 from povstorm.core.logs import setup_logging
-from povstorm.core.names import Namespace
+from povstorm.core.names import ENV, Namespace
 from povstorm.core.settings import Settings
 from povstorm.ledger.ledger import Ledger
 from povstorm.worker.inputs import InputCache
@@ -34,7 +48,7 @@ from povstorm.worker.unit import handle_work
 
 log = logging.getLogger("povstorm.worker")
 
-LEASE_SECONDS = 20  # short, so a dead worker's unit comes back soon
+LEASE_SECONDS = 20  # short, so a dead task's chunk comes back soon
 EXTEND_EVERY = LEASE_SECONDS / 3
 # SIGTERM is handled between pulls, so this bounds how long a stop takes.
 PULL_TIMEOUT = 5.0
@@ -88,6 +102,7 @@ class Worker:
         self.subscriber = subscriber
         self.subscription = subscription
         self.stopping = threading.Event()
+        self.started = time.monotonic()
 
     def _ack(self, ack_id: str) -> None:
         self._call(
@@ -108,7 +123,7 @@ class Worker:
                 method(request=request)
         except PovstormError as exc:
             # The lease lapses by itself and Pub/Sub redelivers; the ledger
-            # settles a duplicate. Not worth ending the worker for.
+            # settles a duplicate. Not worth ending the task for.
             log.warning("%s failed: %s", getattr(method, "__name__", "call"), exc)
 
     def pull_one(self) -> Any | None:
@@ -129,8 +144,18 @@ class Worker:
             return None
         return response.received_messages[0] if response.received_messages else None
 
-    def run(self) -> None:
+    def budget_left(self) -> float:
+        """Seconds of the task's render budget not yet spent."""
+        return self.clients.settings.render_timeout - (time.monotonic() - self.started)
+
+    def run(self) -> str:
+        """Pull and render until idle, out of budget or stopped; why it ended."""
+        idle_since = time.monotonic()
         while not self.stopping.is_set():
+            if self.budget_left() <= 0:
+                return "budget spent"
+            if time.monotonic() - idle_since >= self.clients.settings.task_idle:
+                return f"no work for {self.clients.settings.task_idle:g}s"
             asked = time.monotonic()
             received = self.pull_one()
             if received is None:
@@ -140,13 +165,19 @@ class Worker:
                 self._nack(received.ack_id)
                 break
             self.process(received)
+            idle_since = time.monotonic()
+        return "stopped"
 
     def process(self, received: Any) -> None:
         outcome = None
         with LeaseKeeper(self.subscriber, self.subscription, received.ack_id):
             try:
                 outcome = handle_work(
-                    self.clients, self.ledger, received.message.data, cache=self.cache
+                    self.clients,
+                    self.ledger,
+                    received.message.data,
+                    cache=self.cache,
+                    budget=self.budget_left(),
                 )
             except Exception as exc:
                 v = verdict(exc)
@@ -164,10 +195,24 @@ class Worker:
         log.info("%s", outcome.line())
 
 
+def task_name(environ: Mapping[str, str]) -> str:
+    """The worker id of a task: its execution and index (and attempt past
+    the first), as Cloud Run and the local task runner set them; else
+    host:pid, as before there were tasks. POVSTORM_WORKER_ID wins."""
+    if environ.get(ENV["worker_id"]):
+        return environ[ENV["worker_id"]]
+    execution = environ.get("CLOUD_RUN_EXECUTION")
+    if not execution:
+        return f"{socket.gethostname()}:{os.getpid()}"
+    name = f"{execution}/{environ.get('CLOUD_RUN_TASK_INDEX', '0')}"
+    attempt = environ.get("CLOUD_RUN_TASK_ATTEMPT", "0")
+    return name if attempt in ("", "0") else f"{name}.{attempt}"
+
+
 def main() -> int:
     setup_logging()
 
-    settings = Settings.from_env()
+    settings = Settings.from_env().with_overrides(worker_id=task_name(os.environ))
     clients = Clients.from_settings(settings)
     subscriber = subscriber_client(settings.endpoints.pubsub)
     subscription = subscriber.subscription_path(
@@ -176,16 +221,17 @@ def main() -> int:
     worker = Worker(clients, subscriber, subscription)
 
     def stop(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping after the current unit", signal.Signals(signum).name)
+        log.info("%s: stopping after the current chunk", signal.Signals(signum).name)
         worker.stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("worker %s pulling %s", settings.worker_id, subscription)
+    log.info("task %s pulling %s", settings.worker_id, subscription)
     try:
-        worker.run()
+        why = worker.run()
     finally:
         subscriber.close()
+    log.info("task %s ends: %s", settings.worker_id, why)
     return 0
 
 
