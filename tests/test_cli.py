@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.common import POVSTORM_CLI, video_frames, wait_until
+from fixtures.common import POVSTORM_CLI, render_execution, video_frames, wait_until
 from fixtures.common import run_cli as run
 
 from povstorm.client import Cluster, Job, WorkUnit
@@ -105,6 +105,16 @@ def test_cancel_stops_a_job(stack_env: dict[str, str], tmp_path: Path) -> None:
     status = json.loads(run(stack_env, "status", job_id, "--json", cwd=tmp_path).stdout)
     assert status["state"] == "cancelled" and status["units_done"] < 200
     assert run(stack_env, "watch", job_id, cwd=tmp_path).returncode == 1
+    # The render execution started for the job is stopped, as Cloud Run
+    # cancels an execution: no task of it runs or waits any more.
+    with Cluster.local(start=False) as cluster:
+        (execution,) = (cluster.ledger.get_job(job_id) or {})["executions"]
+
+    def stopped() -> dict | None:
+        e = render_execution(f"{execution}/0")
+        return e if e["running"] == e["pending"] == 0 else None
+
+    assert wait_until(stopped, 30, "the execution to stop")["cancelled"] >= 1
 
 
 def _povray_of_frame(scene: str, frame: int) -> int | None:
