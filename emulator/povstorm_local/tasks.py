@@ -334,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{runner.started} started",
                     running=runner.running(),
                     capacity=runner.capacity,
+                    pids=[t.pid for e in runner.executions for t in e.tasks if t.pid],
                 )
                 beat_at = now + 1.0
             ready, _, _ = select.select([listener], [], [], WAKE_SECONDS)
