@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 _PROC = Path("/proc")
 
@@ -186,6 +186,36 @@ def listen_unix(path: Path, backlog: int = 16) -> socket.socket:
     os.chmod(path, 0o600)
     listener.listen(backlog)
     return listener
+
+
+def run_as_child(
+    env: Mapping[str, str], log_path: Path, main: Callable[[], int | None]
+) -> NoReturn:
+    """In a forked child: become a new process running ``main`` as
+    ``python -m ...`` would (default signal handlers, only ``env`` in the
+    environment, output appended to ``log_path``, logging set up by ``main``
+    itself), then exit with its status, never returning into the server."""
+    import logging
+    import sys
+    import traceback
+
+    code = 1
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        redirect_stdio(log_path)
+        logging.getLogger().handlers.clear()
+        code = main() or 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
 
 
 def redirect_stdio(log_path: Path) -> None:

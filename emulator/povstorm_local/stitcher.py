@@ -32,12 +32,11 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .procs import listen_unix, redirect_stdio, write_heartbeat
+from .procs import listen_unix, run_as_child, write_heartbeat
 
 log = logging.getLogger("povstorm.stitcher")
 
@@ -86,27 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def child(request: dict[str, Any], conn: socket.socket) -> NoReturn:
         job_id = str(request["job_id"])
         argv = stitch_args(job_id, request.get("video"))
-        code = 1
-        try:
-            listener.close()
-            conn.close()
-            os.setsid()
-            setproctitle.setproctitle(f"python -m {STITCH_MODULE} {' '.join(argv)}")
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-            redirect_stdio(Path(request["log"]))
-            logging.getLogger().handlers.clear()  # the stitch sets up its own, as a new process does
-            code = stitch_job.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os._exit(code)
+        listener.close()
+        conn.close()
+        os.setsid()
+        setproctitle.setproctitle(f"python -m {STITCH_MODULE} {' '.join(argv)}")
+        run_as_child(request["env"], Path(request["log"]), lambda: stitch_job.main(argv))
 
     try:
         while not stopping:

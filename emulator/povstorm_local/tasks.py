@@ -43,14 +43,13 @@ import signal
 import socket
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .procs import listen_unix, redirect_stdio, write_heartbeat
+from .procs import listen_unix, run_as_child, write_heartbeat
 
 log = logging.getLogger("povstorm.tasks")
 
@@ -291,34 +290,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return pid
 
     def child(e: Execution, t: Task) -> NoReturn:
-        code = 1
-        try:
-            listener.close()
-            setproctitle.setproctitle(f"python -m {module}")
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            os.environ.clear()
-            os.environ.update(e.env)
-            os.environ.update(
-                {
-                    "CLOUD_RUN_JOB": e.job,
-                    "CLOUD_RUN_EXECUTION": e.name,
-                    "CLOUD_RUN_TASK_INDEX": str(t.index),
-                    "CLOUD_RUN_TASK_COUNT": str(len(e.tasks)),
-                    "CLOUD_RUN_TASK_ATTEMPT": str(t.attempt),
-                }
-            )
-            redirect_stdio(e.log_dir / f"{e.name}-{t.index}.log")
-            logging.getLogger().handlers.clear()  # the task sets up its own, as a new process does
-            code = task_main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os._exit(code)
+        listener.close()
+        setproctitle.setproctitle(f"python -m {module}")
+        env = {
+            **e.env,
+            "CLOUD_RUN_JOB": e.job,
+            "CLOUD_RUN_EXECUTION": e.name,
+            "CLOUD_RUN_TASK_INDEX": str(t.index),
+            "CLOUD_RUN_TASK_COUNT": str(len(e.tasks)),
+            "CLOUD_RUN_TASK_ATTEMPT": str(t.attempt),
+        }
+        run_as_child(env, e.log_dir / f"{e.name}-{t.index}.log", task_main)
 
     runner = Runner(args.capacity, fork)
     beat_at = 0.0

@@ -35,6 +35,16 @@ def stitch_args(job_id: str, video: str | None = None) -> list[str]:
     return [job_id] if video is None else [job_id, "--video", video]
 
 
+def unix_request(path: Path, request: dict[str, Any]) -> Any:
+    """Send one JSON line to the local server listening at ``path`` and read
+    its one-line JSON answer (OSError, ValueError when that fails)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5.0)
+        conn.connect(str(path))
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(conn.makefile("rb").readline() or b"{}")
+
+
 # --- Stitch launchers --------------------------------------------------------
 
 
@@ -96,11 +106,7 @@ class LocalStitchLauncher:
         if video is not None:
             request["video"] = video
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(5.0)
-                conn.connect(str(path))
-                conn.sendall(json.dumps(request).encode() + b"\n")
-                reply = json.loads(conn.makefile("rb").readline() or b"{}")
+            reply = unix_request(path, request)
         except (OSError, ValueError) as exc:
             log.info("no stitcher at %s (%s): starting a process", path, exc)
             return False
@@ -175,11 +181,7 @@ def tasks_request(request: dict[str, Any]) -> dict[str, Any]:
     when no runner answers (the reconciler launches again later)."""
     path = local_run() / TASKS_SOCKET
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5.0)
-            conn.connect(str(path))
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            reply = json.loads(conn.makefile("rb").readline() or b"{}")
+        reply = unix_request(path, request)
     except (OSError, ValueError) as exc:
         raise TransientError(f"no local task runner at {path}: {exc}") from None
     if not isinstance(reply, dict) or "error" in reply:
