@@ -19,8 +19,12 @@ run beside it in the same run.
                  fill the cores (``bench.fill``; ``python -m bench.fill``)
     segments     joining the segments of a 10,000-frame video against one
                  encode of its frames, when ``bench/segments.py`` exists
-    model        the cloud wall time of N frames on M instances in chunks,
-                 from the constants measured here (``bench.scaling``)
+    model        a discrete-event simulation of the pull-task design
+                 (``bench.model``): checked against local runs on fresh stacks
+                 it did not come from (``bench.validate``), then the cloud
+                 table of N frames on M Cloud Run Job tasks from GCP's
+                 documented figures and the constants measured here
+                 (``bench.cloud``, ``bench.constants``)
 
 Everything runs in a private POVSTORM_HOME in a temporary directory, and the
 stack it starts is stopped before it exits. The method and the figures are

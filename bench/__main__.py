@@ -4,7 +4,6 @@ tables, write every figure (and the raw runs) to a JSON file."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any
 from povstorm.core.names import ENV
 from povstorm.core.settings import EMULATOR_VARS
 
-from . import coldstart, fill, iteration, ledger_load, overhead, scaling
+from . import cloud, coldstart, fill, iteration, ledger_load, overhead, validate
 from ._util import machine, mean, percentile
 from .report import render_table
 
@@ -137,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is at most this busy, e.g. 0.3 (default 0: do not wait)",
     )
     p.add_argument(
+        "--validate",
+        type=validate.parse_configs,
+        default=None,
+        metavar="FRAMESxWxH@SLOTS[,...]",
+        help="local runs the model predicts, each on a fresh stack of SLOTS render task "
+        f"slots (default {validate.DEFAULT_CONFIGS}; --quick {validate.QUICK_CONFIGS}; "
+        "'none' skips them)",
+    )
+    p.add_argument(
         "--segment-frames",
         type=int,
         default=None,
@@ -228,6 +236,11 @@ def _attribute(b: overhead.Run, c: overhead.Run, ncores: int) -> dict[str, Any]:
         "unit_overhead_beyond_povray": round(beyond.get("total", 0.0) / workers, 3),
         "spans": int(num("spans")),
         "delivery_overhead_total": round(idle.get("total", 0.0) + beyond.get("total", 0.0), 3),
+        # The same split at POV-Ray's start (for the model's calibration):
+        # the gaps and what comes before the process, what comes after it.
+        "gaps_total": round(idle.get("total", 0.0), 3),
+        "before_povray": (p.get("span_before_povray") or {}).get("p50"),
+        "split_spans": (p.get("span_before_povray") or {}).get("count", 0),
         "stitch_tail_minus_encode": round(num("last_upload_to_done") - b.phases["encode"], 3),
     }
 
@@ -354,49 +367,6 @@ def _latency(runs: list[overhead.Run], encode: float, frame_mean: float) -> dict
     }
 
 
-def _measured_constants(
-    results: dict[str, Any], size: str, frames: int, pixels: int
-) -> scaling.Measured:
-    """The model's constants from the runs at ``size`` (the largest), the
-    ledger load, the fill section's POV-Ray idle and the segments join."""
-    ov, lat, led = results["overhead"][size], results["latency"][size], results["ledger"]
-    attribution = ov["attribution"]
-    # Per delivery: a worker's gaps between spans of work plus what each
-    # span does beyond POV-Ray, over the spans (one per unit or chunk). With
-    # chunks a span also holds its segment's encode, which the model counts
-    # on its own (encode_per_frame): taken out here.
-    spans = sum(a["spans"] for a in attribution)
-    encode_per_frame = ov["encode_seconds"] / frames
-    frames_per_span = frames * len(attribution) / spans if spans else 1.0
-    segments_made = (ov.get("farm_spans_per_run") or 0) < frames  # chunks: segments
-    delivery_overhead = max(
-        0.0,
-        (sum(a["delivery_overhead_total"] for a in attribution) / spans if spans else 0.0)
-        - (encode_per_frame * frames_per_span if segments_made else 0.0),
-    )
-    farm_submit = mean(a["client_submit"] for a in attribution)
-    create_per_unit = led["ledger"]["create_job_seconds"] / led["ledger"]["units"]
-    idle = (results.get("fill") or {}).get("povray_idle") or {}
-    seg = results.get("segments") or {}
-    return scaling.Measured(
-        # create_job per unit (the ledger load's 2,000-unit job) plus what the
-        # farm's own submission cost per frame beyond it (upload, publish).
-        submit_per_unit=create_per_unit + max(0.0, farm_submit / frames - create_per_unit),
-        delivery_overhead=delivery_overhead,
-        record_latency=lat["upload_to_record_p95"],
-        claim_to_stitch=max(0.0, lat["last_upload_to_video"] - lat["stitch_seconds"]),
-        stitch_fixed=results["stitch_fixed_seconds"],
-        stitch_per_frame=max(0.0, lat["stitch_seconds"] - results["stitch_fixed_seconds"]) / frames,
-        encode_per_frame=encode_per_frame,
-        povray_startup=idle.get("startup_seconds", scaling.FALLBACK_POVRAY_STARTUP),
-        povray_between_frames=idle.get(
-            "between_frames_seconds", scaling.FALLBACK_POVRAY_BETWEEN_FRAMES
-        ),
-        join_per_segment=seg.get("join_per_segment_seconds", 0.0),
-        frame_pixels=pixels,
-    )
-
-
 def _segments(frames: int) -> dict[str, Any]:
     """The segments join, if bench/segments.py exists: ``measure(frames,
     width, height, chunk) -> dict`` with the join's seconds, one encode's
@@ -453,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else (300 if quick else SEGMENTS["frames"])
     )
     ncores = overhead.cores()
+    configs = (
+        args.validate
+        if args.validate is not None
+        else validate.parse_configs(validate.QUICK_CONFIGS if quick else validate.DEFAULT_CONFIGS)
+    )
 
     _clean_environ()
     signal.signal(signal.SIGTERM, _on_term)
@@ -570,6 +545,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    # The model's check: local runs on fresh stacks of their own slot count,
+    # which the model predicts from the overhead section's runs.
+    workers = int((results["config"].get("stack") or {}).get("workers") or 0)
+    calibration_runs = []
+    for r in runs:
+        if r.scenario == "farm":
+            width, _, height = r.size.partition("x")
+            config = validate.Config(frames, int(width), int(height), workers or 1)
+            calibration_runs.append(validate.local_run(config, r))
+    local_runs: list[validate.LocalRun] = []
+    validation_error = ""
+    if configs:
+        root = Path(tempfile.mkdtemp(prefix="povstorm-bench-validate-"))
+        try:
+            _say(f"model validation: {', '.join(c.label for c in configs)}")
+            local_runs = validate.run_configs(configs, SCENE_DIR, root, _say)
+        except Exception as exc:  # the rest of the bench stands without it
+            validation_error = f"{type(exc).__name__}: {exc}"
+            _say(f"model validation failed: {validation_error}")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
     # With the stack stopped: plain povray and ffmpeg only.
     work = Path(tempfile.mkdtemp(prefix="povstorm-bench-"))
     try:
@@ -603,13 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    largest = anims[-1]
-    measured = _measured_constants(results, largest.size, frames, largest.width * largest.height)
+    _say("model: calibration, validation, the cloud table")
+    calibration, fitted = validate.fit(validate.calibrate(results), calibration_runs)
     results["model"] = {
-        "measured": dataclasses.asdict(measured),
-        "measured_at": largest.size,
-        "cloud": scaling.cloud_assumptions(),
-        "estimates": scaling.table(measured),
+        "calibration_fit": fitted,
+        "validation": validate.validate(local_runs, calibration)
+        if local_runs
+        else {"skipped": validation_error or "--validate none"},
+        "cloud": cloud.table(results),
     }
     results["bench_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

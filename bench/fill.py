@@ -36,6 +36,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,27 +127,42 @@ def povray_idle(scene_dir: Path, work: Path, repeats: int = 3) -> dict[str, Any]
     """What a ``povray`` process spends with the CPU idle, from frames so
     small (32x24) that rendering them is nothing: starting and stopping
     (wall - CPU of a 1-frame process) and between two frames of one process
-    ((wall - CPU of a 9-frame process - the former) / 8). One process at a
-    time; the median of ``repeats``."""
+    ((wall - CPU of a 9-frame process - the former) / 8); the CPU a
+    process's start-up takes (the CPU of the 1-frame process: the model's
+    start-up CPU) and how much of its idle comes after its frame (from the
+    PNG's last write to the process's exit: the model's POV-Ray exit). One
+    process at a time; the median of ``repeats``."""
     tiny = Animation(scene_dir, "spinning.ini", 32, 24, 48)
     out = work / "fill-idle"
     out.mkdir(parents=True, exist_ok=True)
     one: list[float] = []
     nine: list[float] = []
+    one_cpu: list[float] = []
+    exits: list[float] = []
     try:
         for _ in range(repeats):
             for frames, into in ((1, one), (9, nine)):
+                for png in out.glob("*.png"):
+                    png.unlink()
                 argv = povray_argv(tiny, ["+WT1", "+SF1", f"+EF{frames}"], out)
                 run = run_process(argv, scene_dir, out / "povray.log")
+                exited = time.time()
                 if run.returncode != 0:
                     raise RuntimeError(f"povray of tiny frames exited {run.returncode}")
                 into.append(run.wall - run.cpu)
+                if frames == 1:
+                    one_cpu.append(run.cpu)
+                    written = [png.stat().st_mtime for png in out.glob("*.png")]
+                    if written:
+                        exits.append(max(0.0, exited - max(written)))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     startup = statistics.median(one)
     return {
         "startup_seconds": round(startup, 3),
         "between_frames_seconds": round(max(0.0, statistics.median(nine) - startup) / 8, 3),
+        "startup_cpu_seconds": round(statistics.median(one_cpu), 3),
+        "exit_seconds": round(min(startup, statistics.median(exits)), 3) if exits else None,
         "repeats": repeats,
     }
 

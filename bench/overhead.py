@@ -96,6 +96,10 @@ class Run:
     povray_cpu: float = 0.0
     frame_cpu_seconds: list[float] = field(default_factory=list)
     size: str = ""  # WxH of the animation
+    # farm: each unit's POV-Ray CPU seconds (the ledger's), and the chunk
+    # plan the job was made with (the job's ``plan``): the model's inputs.
+    unit_cpu: dict[int, float] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def wall(self) -> float:
@@ -301,6 +305,8 @@ def run_farm(
         profile=profile,
         povray_cpu=povray_cpu,
         size=anim.size,
+        unit_cpu=profile.pop("_unit_cpu"),
+        plan=profile.pop("_plan"),
     )
 
 
@@ -406,6 +412,7 @@ def profile_job(
             uploaded = recorded
         rows.append(
             {
+                "unit": int(u["unit"]),
                 "worker": str(u.get("worker") or ""),
                 "started": started,
                 "render": _num(u.get("render_seconds")),
@@ -430,6 +437,14 @@ def profile_job(
         by_worker[r["worker"]].append(r)
     gaps: list[float] = []
     beyond: list[float] = []
+    # Each span's work beyond POV-Ray (spans of 2 frames or more), split at
+    # the process's start: before it (inputs, the ledger's start) and after
+    # its last frame (its exit, the segment, the last uploads); the split is
+    # off by the first frame's upload delay (POV-Ray's idle between frames
+    # and the upload itself), which the model's calibration takes out
+    # (bench/validate.py).
+    before: list[float] = []
+    after: list[float] = []
     spans_frames: list[int] = []
     render_total = cpu_total = 0.0
     for rs in by_worker.values():
@@ -443,6 +458,11 @@ def profile_job(
             cpu_total += _span_povray(span, "cpu", length * ncores)
             beyond.append(length - render)
             spans_frames.append(len(span))
+            if len(span) > 1:  # a lone frame goes up after its segment: no split
+                first = min(span, key=lambda r: r["uploaded"])
+                began = first["uploaded"] - first["render"]  # + the first frame's upload delay
+                before.append(began - min(r["started"] for r in span))
+                after.append(length - render - before[-1])
     to_record = [r["recorded"] - r["uploaded"] for r in rows]
 
     def since(a: float | None, b: float | None) -> float | None:
@@ -463,12 +483,17 @@ def profile_job(
         "first_start_to_last_upload": since(last_upload, first_start),
         "worker_idle_between_units": _stat(gaps),
         "unit_overhead_beyond_povray": _stat(beyond),
+        "span_before_povray": _stat(before),
+        "span_after_povray": _stat(after),
         "spans": len(spans_frames),
         "frames_per_span_mean": round(mean(spans_frames), 2),
         "workers": len(by_worker),
         "ledger_render_seconds": round(render_total, 2),
         "ledger_povray_cpu_seconds": round(cpu_total, 2),
         "_render_seconds": [r["render"] for r in rows],
+        "_unit_cpu": {r["unit"]: r["cpu"] for r in rows},
+        "_plan": dict(job.get("plan") or {}),
+        "plan_slots": (job.get("plan") or {}).get("slots"),
     }
 
 

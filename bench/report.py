@@ -183,17 +183,6 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "exact" if lg["exact"] else "WRONG COUNTS",
         ),
     ]
-    for est in results["model"]["estimates"]:
-        out.append(
-            (
-                f"model, cloud: {est['frames']:,} frames x {est['frame_seconds']:.0f} s "
-                f"on {est['instances']:,} instances, {est['units']:,} chunks of <= "
-                f"{est['max_chunk']} (vs N*T/M)",
-                _s(est["wall"]),
-                _s(est["ideal"]),
-                f"{est['wall'] / est['ideal']:.2f}",
-            )
-        )
     return out
 
 
@@ -240,4 +229,97 @@ def render_table(results: dict[str, Any]) -> str:
             f"{idle['startup_seconds']:.2f} s starting and stopping a process, "
             f"{idle['between_frames_seconds']:.2f} s between two frames of one process"
         )
+    if results.get("model"):
+        lines += ["", *model_lines(results["model"])]
     return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f} %"
+
+
+def _w(seconds: float) -> str:
+    return f"{seconds:.0f} s"
+
+
+def model_lines(model: dict[str, Any]) -> list[str]:
+    """The model's validation against local runs, and the cloud table."""
+    out: list[str] = []
+    fit, val = model.get("calibration_fit") or {}, model.get("validation") or {}
+    if "skipped" in val:
+        out.append(f"model validation (local): skipped ({val['skipped']})")
+    else:
+        head = (
+            f"model validation (local): predicted vs measured, submit -> video downloaded, "
+            f"tolerance {100 * val['tolerance']:.0f} %"
+        )
+        if "stack_share" in fit:
+            head += (
+                f"; calibrated on the overhead section's farm runs (stack CPU share "
+                f"{fit['stack_share']:.1f}, fitted: mean |error| {100 * fit['mean_abs_error']:.1f} %)"
+            )
+        out += [head, ""]
+        rows_: list[tuple[str, ...]] = [
+            (
+                r["label"],
+                str(r["chunks"]),
+                _s(r["measured"]),
+                _s(r["predicted"]),
+                _pct(r["error"]) + ("" if r["within"] else ", OUTSIDE"),
+            )
+            for r in val["runs"]
+        ]
+        out += _markdown(("run", "chunks", "measured", "predicted", "error"), rows_)
+        verdict = "all within" if val["all_within"] else "NOT all within"
+        out.append(
+            f"\nlargest |error| {100 * val['max_abs_error']:.1f} % ({verdict} "
+            f"{100 * val['tolerance']:.0f} %)"
+        )
+    table = model.get("cloud")
+    if not table:
+        return out
+    pert = table["perturbations"]
+    out += [
+        "",
+        "model, cloud (Cloud Run Job tasks pulling chunks, the guided plan of a first "
+        f"render): submit -> video, every job with cold starts ({pert['cold_starts']}), a "
+        f"failed task ({pert['failure']}) and a slow frame ({pert['slow_frame']})",
+        "",
+    ]
+    body: list[tuple[str, ...]] = []
+    for r in table["rows"]:
+        plans = r["plans"]
+        goal = ""
+        if "goal" in r:
+            goal = f"<= {r['goal']:.0f} s: " + ("met" if r["met"] else "NOT MET")
+        body.append(
+            (
+                f"{r['frames']:,} x {r['frame_seconds']:.0f} s on {r['instances']:,}",
+                f"{r['chunks']:,} (<= {r['max_chunk']})",
+                _w(r["ideal"]),
+                _w(r["wall"]),
+                _w(r["clean_wall"]),
+                _w(r["without"]["the slow tail frame"]),
+                _w(r["without"]["the failed task"]),
+                f"{_w(plans['equal'])} / {_w(plans['timed'])} / {_w(plans['frame'])}",
+                _w(r["push_design_before"]) if "push_design_before" in r else "-",
+                goal,
+            )
+        )
+    out += _markdown(
+        (
+            "N frames x T on M tasks",
+            "chunks (largest)",
+            "N*T/M",
+            "wall",
+            "without both",
+            "without slow frame",
+            "without failure",
+            "plans: equal / timed / 1 frame",
+            "push model before",
+            "goal",
+        ),
+        body,
+    )
+    out += ["", *table["verdict"]]
+    return out
