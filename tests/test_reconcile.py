@@ -15,13 +15,16 @@ import concurrent.futures as cf
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fakes import RecordingRenderLauncher
 from fixtures.common import video_frames
 from fixtures.faultkit import Farm, render_frames
 
 from povstorm.cloud.clients import Clients
+from povstorm.core.errors import TransientError
 from povstorm.core.model import FailureReport, JobState, UnitState
 from povstorm.core.naming import video_object
 from povstorm.farm import operations as farm_ops
@@ -326,3 +329,35 @@ def test_resume_publishes_open_units_again_only_when_the_queue_lost_them(
     lost = resume(farm.clients, Restart(work_lost=True))
     assert sorted(u for _, u in lost.republished) == [1, 2] and lost.errors == []
     assert farm.work(job, expect=2) == [(1, 1), (2, 1)]
+
+
+def test_the_reconciler_starts_tasks_for_work_nobody_pulls_and_fills_free_slots(
+    farm: Farm,
+) -> None:
+    """No task running: every open unit gets tasks. Tasks running but slots
+    free: only units pending past the dispatch deadline do (the rest of a
+    chunk a task handed on as its budget ran out). Every slot busy: none."""
+    render = RecordingRenderLauncher()
+    clients = replace(
+        farm.clients, settings=farm.settings.with_overrides(render_slots=4), render=render
+    )
+    job = farm.make_job(4)
+    assert farm.ledger.start_chunk(job, 0, 2, 1, "busy") is not None  # units 0-1 rendering
+    assert reconcile(clients, Deadlines()).tasks_started == []  # started too recently
+    report = reconcile(clients, DUE)
+    # As many tasks as the plan's chunks holding open units: this job's plan
+    # (one slot) is one chunk of the 4 frames.
+    assert report.tasks_started == [job] and render.launched == [(job, 1)]
+    assert farm.ledger.require_job(job)["executions"] == ["execution-1"]
+
+    render.running = 3  # one slot free: the pending units 2-3 get a task
+    render.launched.clear()
+    assert reconcile(clients, DUE).tasks_started == [job]
+    assert render.launched == [(job, 1)]
+    assert reconcile(clients, Deadlines()).tasks_started == []  # pending, but not for long
+
+    render.running = 4  # every slot busy
+    assert reconcile(clients, DUE).tasks_started == []
+    render.running = 0
+    render.error = TransientError("Cloud Run is unavailable")
+    assert reconcile(clients, DUE).errors == ["render tasks: Cloud Run is unavailable"]

@@ -137,27 +137,39 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
 
 
 def _start_tasks(clients: Clients, ledger: Ledger, d: Deadlines, report: Report) -> None:
-    """Render tasks for a rendering job with open units, when none runs: its
-    chunks wait in the work subscription (or come back to it once a dead
-    task's lease lapses) with nobody to pull them. One launch a pass: the
-    tasks pull every job's chunks."""
+    """Render tasks for rendering jobs whose chunks wait with nobody to pull
+    them: every open unit when no task runs (a launch that failed, tasks
+    that gave up or exited idle as a requeue came; a dead task's chunk comes
+    back when its lease lapses), else the units pending longer than the
+    dispatch deadline while slots are free (tasks that spent their budget
+    and handed their chunks' rest on, an execution that got fewer tasks
+    than its chunks). Jobs in the order the ledger lists them, until the
+    slots are full."""
+    if clients.render is None:
+        return
     try:
-        if clients.render is None or clients.render.active() > 0:
-            return
+        active = clients.render.active()
         at = now()
         for job in list(ledger.active_jobs()):
+            if active >= clients.settings.render_slots:
+                return
             if job.state != JobState.RENDERING or not _older(job.started_at, d.dispatch, at):
                 continue
-            open_units = ledger.units(job.job_id, (UnitState.PENDING, UnitState.RENDERING))
-            if not open_units:
+            units = ledger.units(job.job_id, (UnitState.PENDING, UnitState.RENDERING))
+            if active > 0:
+                units = [
+                    u
+                    for u in units
+                    if u.state == UnitState.PENDING and _older(u.updated_at, d.dispatch, at)
+                ]
+            if not units:
                 continue
-            chunks = coalesce(
-                [WorkMessage(job.job_id, u.unit, u.attempts) for u in open_units],
-                ledger.get_spec(job.job_id),
-            )
+            # As many tasks as the plan's chunks that hold them: the messages
+            # waiting in the subscription are those chunks (or their rests).
+            chunks = chunk_messages(job, ledger.get_spec(job.job_id), {u.unit for u in units})
             if start_tasks(clients, ledger, job.job_id, len(chunks)):
                 report.tasks_started.append(job.job_id)
-            return
+                active = clients.render.active()
     except PovstormError as exc:
         report.errors.append(f"render tasks: {exc}")
 

@@ -103,6 +103,7 @@ class Worker:
         self.subscription = subscription
         self.stopping = threading.Event()
         self.started = time.monotonic()
+        self.slowest_frame = 0.0  # the longest a frame of a chunk took, on average
 
     def _ack(self, ack_id: str) -> None:
         self._call(
@@ -152,7 +153,9 @@ class Worker:
         """Pull and render until idle, out of budget or stopped; why it ended."""
         idle_since = time.monotonic()
         while not self.stopping.is_set():
-            if self.budget_left() <= 0:
+            # A chunk's first frame always renders: pull none that the task
+            # timeout could cut short (the slowest frame so far must fit).
+            if self.budget_left() <= self.slowest_frame:
                 return "budget spent"
             if time.monotonic() - idle_since >= self.clients.settings.task_idle:
                 return f"no work for {self.clients.settings.task_idle:g}s"
@@ -192,6 +195,8 @@ class Worker:
             self._nack(received.ack_id)
             return
         self._ack(received.ack_id)
+        if outcome.frames:
+            self.slowest_frame = max(self.slowest_frame, outcome.seconds / len(outcome.frames))
         log.info("%s", outcome.line())
 
 
