@@ -110,9 +110,10 @@ class Params:
     # A what-if: a redelivered chunk's frames come back as one message each
     # (spread over the free tasks) rather than as one chunk.
     recut_redelivered: bool = False
-    # A what-if: the reconciler starts tasks for queued work whenever a slot
-    # is free, not only when no task runs.
-    reconcile_fills: bool = False
+    # The reconciler starts tasks for queued work whenever a slot is free
+    # (farm/reconcile.py: _start_tasks); False, a what-if: only when no task
+    # runs (the first version of the pull design).
+    reconcile_fills: bool = True
     # POV-Ray.
     povray_startup: float = 0.0  # per process, CPU idle before its first frame
     povray_exit: float = 0.0  # per process, CPU idle after its last frame
