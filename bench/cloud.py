@@ -265,9 +265,7 @@ def row(n: int, t: float, m: int, params: Params, goal: float | None = None) -> 
         # Tasks ran out of budget and handed chunks on, which wait for a
         # task: had the reconciler filled free slots rather than only
         # starting tasks when none runs.
-        out["wall_if_reconciler_waits_for_none"] = round(
-            _p(case, reconcile_fills=False).wall(), 1
-        )
+        out["wall_if_reconciler_waits_for_none"] = round(_p(case, reconcile_fills=False).wall(), 1)
     if (n, t, m) in PUSH_BEFORE:
         out["push_design_before"] = PUSH_BEFORE[(n, t, m)]
     if goal is not None:
