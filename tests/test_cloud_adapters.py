@@ -41,7 +41,7 @@ from google.cloud import run_v2
 from requests.structures import CaseInsensitiveDict
 
 from povstorm.cloud.auth import IdTokenAuth, NoAuth, auth_for, token_expiry
-from povstorm.cloud.launchers import CloudRunStitchLauncher
+from povstorm.cloud.launchers import CloudRunRenderLauncher, CloudRunStitchLauncher
 from povstorm.core.errors import PovstormError, TransientError, UserError
 
 JOB_NAME = "projects/render-proj/locations/europe-west1/jobs/povstorm-stitch"
@@ -568,3 +568,83 @@ def test_token_expiry_reads_the_exp_claim_without_verifying(key: Key) -> None:
     token = key.id_token("https://x.example", lifetime=120)
     assert abs(token_expiry(token, default=0) - (time.time() + 120)) < 5
     assert token_expiry("not-a-jwt", default=42.0) == 42.0
+
+
+# --- CloudRunRenderLauncher --------------------------------------------------------------
+
+RENDER_JOB = "projects/render-proj/locations/europe-west1/jobs/povstorm-render"
+EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
+
+
+def render_launcher(endpoint: str) -> CloudRunRenderLauncher:
+    executions = run_v2.ExecutionsClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=endpoint),
+    )
+    return CloudRunRenderLauncher(jobs_client(endpoint), executions, RENDER_JOB)
+
+
+def test_render_launcher_runs_the_render_job_with_a_task_count_and_names_the_execution(
+    serve,
+) -> None:
+    execution = f"{RENDER_JOB}/executions/povstorm-render-x7k2p"
+    run_api = serve(
+        lambda seen: json_reply(
+            200,
+            {
+                "name": "operations/op-7",
+                "done": False,
+                "metadata": {"@type": EXECUTION_TYPE, "name": execution, "taskCount": 12},
+            },
+        )
+    )
+    assert render_launcher(run_api.url).launch("20261130-084512-3fa9c1", 12) == execution
+    (call,) = run_api.seen
+    assert call.method == "POST" and call.path.split("?")[0] == f"/v2/{RENDER_JOB}:run"
+    assert call.json()["overrides"] == {"taskCount": 12}
+
+
+def test_render_launcher_counts_the_unfinished_tasks_of_unfinished_executions(serve) -> None:
+    run_api = serve(
+        lambda seen: json_reply(
+            200,
+            {
+                "executions": [
+                    # running: 10 tasks, 3 done, 1 failed for good -> 6 left
+                    {"name": f"{RENDER_JOB}/executions/a", "taskCount": 10,
+                     "succeededCount": 3, "failedCount": 1},
+                    # just created, nothing started yet -> 4
+                    {"name": f"{RENDER_JOB}/executions/b", "taskCount": 4},
+                    # finished (a cancelled one too): none
+                    {"name": f"{RENDER_JOB}/executions/c", "taskCount": 5, "succeededCount": 2,
+                     "cancelledCount": 3, "completionTime": "2026-11-30T10:00:00Z"},
+                ]
+            },
+        )
+    )  # fmt: skip
+    assert render_launcher(run_api.url).active() == 10
+    (call,) = run_api.seen
+    assert call.method == "GET" and call.path.split("?")[0] == f"/v2/{RENDER_JOB}/executions"
+
+
+def test_render_launcher_cancels_an_execution_and_ignores_one_already_finished(serve) -> None:
+    execution = f"{RENDER_JOB}/executions/povstorm-render-x7k2p"
+    replies = iter(
+        [
+            json_reply(200, {"name": "operations/op-8", "done": False}),
+            json_reply(
+                400,
+                {"error": {"code": 400, "status": "FAILED_PRECONDITION",
+                           "message": "execution already completed"}},
+            ),
+            json_reply(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "later"}}),
+        ]
+    )  # fmt: skip
+    run_api = serve(lambda seen: next(replies))
+    launcher = render_launcher(run_api.url)
+    launcher.cancel(execution)
+    launcher.cancel(execution)  # finished meanwhile: nothing to stop
+    with pytest.raises(TransientError):
+        launcher.cancel(execution)
+    assert [s.path.split("?")[0] for s in run_api.seen] == [f"/v2/{execution}:cancel"] * 3

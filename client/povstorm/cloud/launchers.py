@@ -271,8 +271,10 @@ class CloudRunRenderLauncher:
             with translate():
                 self._executions.cancel_execution(name=execution)
         except PovstormError as exc:
-            # An execution that finished already cannot be cancelled: fine.
-            if not isinstance(exc.__cause__, gexc.FailedPrecondition):
+            # An execution that finished (FAILED_PRECONDITION, which the REST
+            # transport reports as a plain 400) or is gone has nothing to stop.
+            finished = (gexc.FailedPrecondition, gexc.BadRequest, gexc.NotFound)
+            if not isinstance(exc.__cause__, finished):
                 raise
 
 
