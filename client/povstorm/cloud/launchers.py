@@ -216,7 +216,6 @@ class LocalRenderLauncher:
                 "max_retries": TASK_RETRIES,
                 "env": env,
                 "log_dir": str(self._log_dir),
-                "root": package_root(),
             }
         )
         return str(reply["execution"])

@@ -318,15 +318,15 @@ def cancel(clients: Clients, job_id: str) -> str:
     lease lapses, and it resumes after the frames already in the bucket.)"""
     ledger = Ledger(clients.db)
     state = ledger.cancel(job_id)
-    if state == JobState.CANCELLED:
-        clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
-        job = ledger.get_job(job_id) or {}
-        for execution in job.get("executions") or ():
-            if clients.render is not None:
-                try:
-                    clients.render.cancel(execution)
-                except PovstormError as exc:  # its tasks stop on the cancelled job anyway
-                    log.warning("cannot cancel execution %s: %s", execution, exc)
+    if state != JobState.CANCELLED:
+        return state.value
+    clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
+    if clients.render is not None:
+        for execution in (ledger.get_job(job_id) or {}).get("executions") or ():
+            try:
+                clients.render.cancel(execution)
+            except PovstormError as exc:  # its tasks stop on the cancelled job anyway
+                log.warning("cannot cancel execution %s: %s", execution, exc)
     return state.value
 
 

@@ -16,7 +16,9 @@ twice at once:
 * a claimed stitch that never launched, or launched and never finished:
   launch it again (the stitch is idempotent; the ledger records one result);
 * a job with open units while no render task runs (a launch that failed,
-  tasks that gave up or exited idle as a requeue came): start tasks.
+  tasks that gave up or exited idle as a requeue came), or with units
+  pending past the dispatch deadline while render slots are free: start
+  tasks.
 
 ``resume`` is the same pass after a restart of the stack (the local stack's
 ``up``), with nothing left to wait for: the ledger came back from a snapshot
@@ -115,13 +117,14 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
     deadlines = deadlines or Deadlines()
     ledger = Ledger(clients.db)
     report = Report()
-    for job in list(ledger.active_jobs()):
+    jobs = list(ledger.active_jobs())
+    for job in jobs:
         try:
             _reconcile_job(clients, ledger, job, deadlines, report)
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
             log.warning("reconcile %s: %s", job.job_id, exc)
-    _start_tasks(clients, ledger, deadlines, report)
+    _start_tasks(clients, ledger, jobs, deadlines, report)
     settings = clients.settings
     try:
         removed = trim_if_due(
@@ -136,25 +139,29 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
     return report
 
 
-def _start_tasks(clients: Clients, ledger: Ledger, d: Deadlines, report: Report) -> None:
+def _start_tasks(
+    clients: Clients, ledger: Ledger, jobs: list[JobDoc], d: Deadlines, report: Report
+) -> None:
     """Render tasks for rendering jobs whose chunks wait with nobody to pull
     them: every open unit when no task runs (a launch that failed, tasks
     that gave up or exited idle as a requeue came; a dead task's chunk comes
     back when its lease lapses), else the units pending longer than the
     dispatch deadline while slots are free (tasks that spent their budget
     and handed their chunks' rest on, an execution that got fewer tasks
-    than its chunks). Jobs in the order the ledger lists them, until the
-    slots are full."""
-    if clients.render is None:
+    than its chunks). ``jobs``: the pass's active jobs, in the order the
+    ledger lists them, until the slots are full (a job that ended meanwhile
+    has no open units)."""
+    at = now()
+    due = [
+        j for j in jobs if j.state == JobState.RENDERING and _older(j.started_at, d.dispatch, at)
+    ]
+    if clients.render is None or not due:
         return
     try:
         active = clients.render.active()
-        at = now()
-        for job in list(ledger.active_jobs()):
+        for job in due:
             if active >= clients.settings.render_slots:
                 return
-            if job.state != JobState.RENDERING or not _older(job.started_at, d.dispatch, at):
-                continue
             units = ledger.units(job.job_id, (UnitState.PENDING, UnitState.RENDERING))
             if active > 0:
                 units = [
@@ -182,7 +189,7 @@ def resume(clients: Clients, restart: Restart) -> Report:
     that no longer runs launched again."""
     ledger = Ledger(clients.db)
     report = Report()
-    rebuilt = set()
+    rebuilt: set[str] = set()
     known = ledger.job_ids()  # one query, not a read per manifest
     for blob in clients.blobs.list(manifests_prefix()):
         try:
@@ -199,7 +206,8 @@ def resume(clients: Clients, restart: Restart) -> Report:
     report.rebuilt = sorted(rebuilt)
     # A rebuilt job's messages, if the queue kept them, were dropped while
     # the ledger did not know the job: its work is lost either way.
-    for job in list(ledger.active_jobs()):
+    jobs = list(ledger.active_jobs())
+    for job in jobs:
         lost = restart if job.job_id not in rebuilt else replace(restart, work_lost=True)
         try:
             if clients.blobs.exists(cancel_marker(job.job_id)):
@@ -209,7 +217,7 @@ def resume(clients: Clients, restart: Restart) -> Report:
             _reconcile_job(clients, ledger, job, IMMEDIATE, report, lost)
         except PovstormError as exc:
             report.errors.append(f"{job.job_id}: {exc}")
-    _start_tasks(clients, ledger, IMMEDIATE, report)
+    _start_tasks(clients, ledger, jobs, IMMEDIATE, report)
     return report
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -200,15 +199,14 @@ class Worker:
         log.info("%s", outcome.line())
 
 
-def task_name(environ: Mapping[str, str]) -> str:
+def task_name(environ: Mapping[str, str]) -> str | None:
     """The worker id of a task: its execution and index (and attempt past
-    the first), as Cloud Run and the local task runner set them; else
-    host:pid, as before there were tasks. POVSTORM_WORKER_ID wins."""
-    if environ.get(ENV["worker_id"]):
-        return environ[ENV["worker_id"]]
+    the first), as Cloud Run and the local task runner set them; None (the
+    settings' own: POVSTORM_WORKER_ID, else host:pid) outside a task or when
+    POVSTORM_WORKER_ID is set."""
     execution = environ.get("CLOUD_RUN_EXECUTION")
-    if not execution:
-        return f"{socket.gethostname()}:{os.getpid()}"
+    if not execution or environ.get(ENV["worker_id"]):
+        return None
     name = f"{execution}/{environ.get('CLOUD_RUN_TASK_INDEX', '0')}"
     attempt = environ.get("CLOUD_RUN_TASK_ATTEMPT", "0")
     return name if attempt in ("", "0") else f"{name}.{attempt}"
