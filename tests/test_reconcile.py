@@ -170,8 +170,10 @@ def test_a_job_stuck_in_submitted_is_dispatched_once(farm: Farm) -> None:
     assert nothing_done(reconcile(farm.clients, Deadlines()))  # it may still be dispatching
     assert farm.work(job) == []
 
-    report = reconcile(farm.clients, Deadlines(dispatch=ZERO))
+    render = RecordingRenderLauncher()  # and render tasks for it, as submit starts them
+    report = reconcile(replace(farm.clients, render=render), Deadlines(dispatch=ZERO))
     assert report.redispatched == [job]
+    assert [j for j, _ in render.launched] == [job]
     assert farm.work(job, expect=3) == [(0, 1), (1, 1), (2, 1)]
     assert farm.state(job) == JobState.RENDERING
     assert reconcile(farm.clients, DUE).redispatched == [] and farm.work(job) == []

@@ -247,8 +247,10 @@ def _reconcile_job(
 
     if job.state == JobState.SUBMITTED and _older(job.created_at, d.dispatch, at):
         pending = {u.unit for u in ledger.units(job_id, (UnitState.PENDING,))}
-        publish_work(clients, chunk_messages(job, ledger.get_spec(job_id), pending))
+        messages = chunk_messages(job, ledger.get_spec(job_id), pending)
+        publish_work(clients, messages)
         ledger.mark_dispatched(job_id)
+        start_tasks(clients, ledger, job_id, len(messages))  # as submit does
         report.redispatched.append(job_id)
         return
 
