@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -216,6 +217,29 @@ def run_as_child(
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(code)
+
+
+def reap_children(exited: Callable[[int, int], None] | None = None) -> None:
+    """Collect every child that has exited, without waiting; ``exited(pid,
+    status)`` for each (a forked stitch's or task's exit is in its own log)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if exited is not None:
+            exited(pid, status)
+
+
+def reply_line(conn: socket.socket, body: dict[str, Any]) -> None:
+    """Answer a local server's request with one JSON line; a client that gave
+    up waiting changes nothing (what it asked for happens anyway)."""
+    try:
+        conn.sendall(json.dumps(body).encode() + b"\n")
+    except OSError as exc:
+        logging.getLogger("povstorm.local").warning("could not answer a request: %s", exc)
 
 
 def redirect_stdio(log_path: Path) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .procs import listen_unix, run_as_child, write_heartbeat
+from .procs import listen_unix, reap_children, reply_line, run_as_child, write_heartbeat
 
 log = logging.getLogger("povstorm.stitcher")
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if time.monotonic() >= beat_at and args.heartbeat:
                 write_heartbeat(args.heartbeat, summary=f"{started} stitches started")
                 beat_at = time.monotonic() + 1.0
-            _reap()
+            reap_children()
             ready, _, _ = select.select([listener], [], [], WAKE_SECONDS)
             if not ready:
                 continue
@@ -104,14 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             with conn:
                 request, error = _read(conn, root)
                 if request is None:
-                    _reply(conn, {"error": error})
+                    reply_line(conn, {"error": error})
                     continue
                 pid = os.fork()
                 if pid == 0:
                     child(request, conn)
                 started += 1
                 log.info("stitch of %s started: pid %d", request["job_id"], pid)
-                _reply(conn, {"pid": pid})
+                reply_line(conn, {"pid": pid})
     finally:
         listener.close()
         args.socket.unlink(missing_ok=True)
@@ -137,24 +137,6 @@ def _read(conn: socket.socket, root: str) -> tuple[dict[str, Any] | None, str]:
     if request.get("root") != root:
         return None, f"this stitcher runs the sources in {root}"
     return request, ""
-
-
-def _reply(conn: socket.socket, body: dict[str, Any]) -> None:
-    try:
-        conn.sendall(json.dumps(body).encode() + b"\n")
-    except OSError as exc:  # the launcher gave up; the stitch runs anyway
-        log.warning("could not answer a launch: %s", exc)
-
-
-def _reap() -> None:
-    """Collect the children that exited: their exit is in their own logs."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .procs import listen_unix, run_as_child, write_heartbeat
+from .procs import listen_unix, reap_children, reply_line, run_as_child, write_heartbeat
 
 log = logging.getLogger("povstorm.tasks")
 
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         while not stopping:
             now = time.monotonic()
-            _reap(runner)
+            reap_children(runner.exited)
             runner.step(now)
             if now >= beat_at and args.heartbeat:
                 write_heartbeat(
@@ -341,21 +341,7 @@ def _serve(conn: socket.socket, runner: Runner) -> None:
         reply = runner.handle(request)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reply = {"error": f"bad request: {exc}"}
-    try:
-        conn.sendall(json.dumps(reply).encode() + b"\n")
-    except OSError as exc:  # the launcher gave up; the execution runs anyway
-        log.warning("could not answer a request: %s", exc)
-
-
-def _reap(runner: Runner) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        runner.exited(pid, status)
+    reply_line(conn, reply)
 
 
 if __name__ == "__main__":
