@@ -99,7 +99,11 @@ class PushFunctions:
         foreign = {*ENV.values(), *EMULATOR_VARS, "POVSTORM_HOME", "GOOGLE_CLOUD_PROJECT"}
         env = {k: v for k, v in os.environ.items() if k not in foreign}
         env.update(self.infra.env)
-        env.update({ENV["project"]: self.project, "PYTHONUNBUFFERED": "1"})
+        # The tests play the render tasks: a requeue must not start real ones
+        # (they would pull the work the test reads back).
+        env.update(
+            {ENV["project"]: self.project, ENV["render_launcher"]: "none", "PYTHONUNBUFFERED": "1"}
+        )
         for target, log in self.logs.items():
             port = free_port()
             proc = _procs.spawn(
@@ -616,6 +620,7 @@ def in_process(fns: PushFunctions, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     import povstorm.shells.functions as fn
 
     monkeypatch.setenv(ENV["project"], fns.project)
+    monkeypatch.setenv(ENV["render_launcher"], "none")
     fn.clients.cache_clear()
 
     def push(target: str, note: Notification) -> int:

@@ -25,7 +25,7 @@ from povstorm.core.errors import SceneError
 from povstorm.core.names import PREFIXES
 from povstorm.core.naming import input_object
 from povstorm.povray import check_parse, collect_inputs, parse_invocation
-from povstorm.povray.check import ParseCheck
+from povstorm.povray.check import ParseCheck, parse_error
 
 REPO = Path(__file__).resolve().parents[1]
 SPINNING = REPO / "examples" / "spinning"
@@ -74,6 +74,22 @@ def test_a_syntax_error_fails_with_povrays_error_line_in_a_second(tmp_path: Path
     with pytest.raises(SceneError) as caught:
         check(tmp_path.parent, f"{tmp_path.name}/broken.pov")
     assert f"File '{tmp_path.name}/broken.pov' {BROKEN_ERROR}" in str(caught.value)
+
+
+def test_the_error_line_is_found_when_the_parsing_banner_lands_after_it() -> None:
+    # POV-Ray's front end prints the banner and the parser's messages as they
+    # reach it: under load the banner came after the error (two CI runs).
+    banner = "==== [Parsing...] " + "=" * 58
+    error = "File 'broken.pov' line 4: Parse Error: No matching } in 'sphere', box found"
+    fatal = "Fatal error in parser: Cannot parse input."
+    for log in (
+        f"{banner}\n{error}\n instead\n{fatal}\nRender failed\n",
+        f"{error}\n instead\n{banner}\n{fatal}\nRender failed\n",
+    ):
+        assert parse_error(log) == f"{error} instead"
+    # With no error line, the fatal one; with neither, whatever speaks of failing.
+    assert parse_error(f"{banner}\n{fatal}\nRender failed\n") == fatal
+    assert parse_error("Render failed\n") == "Render failed"
 
 
 def test_the_example_animation_passes_on_its_first_and_last_frames() -> None:

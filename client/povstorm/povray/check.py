@@ -64,7 +64,6 @@ FARM_VERSION = "3.7"
 _POLL_SECONDS = 0.05
 _EXIT_SECONDS = 1.0  # for a POV-Ray that has failed to exit by itself
 
-_PARSING = "==== [Parsing"
 _PARSE_FAILED = "Fatal error in parser"
 # What POV-Ray prints once a frame's parse is over (bounding included).
 _PARSED = ("Parser Statistics", "Parse Time:", "==== [Rendering")
@@ -225,17 +224,21 @@ class _Run:
         return m[1] if m else ""
 
     def error(self) -> str:
-        """POV-Ray's error on one line, from what it printed while parsing."""
-        output = self._output
-        parsing = output.rfind(_PARSING)
-        section = output[parsing:] if parsing >= 0 else output
-        # POV-Ray writes its error to stderr and the "Parsing" banner to a
-        # buffered stdout: the banner may land after the error in the log.
-        found = error_line(section) or error_line(output)
-        if found:
-            return found
-        lines = [line.strip() for line in section.splitlines() if _PARSE_FAILED in line]
-        return lines[0] if lines else _PARSE_FAILED
+        return parse_error(self._output)
+
+
+def parse_error(output: str) -> str:
+    """POV-Ray's parse error on one line, from what one check run printed.
+
+    Its ``Error:`` line is searched in the whole log, not only after the
+    "Parsing" banner: the front end prints the banner and the parser's
+    messages as they reach it, and under load the banner can land after the
+    error. Only a log with no such line falls back to the fatal line."""
+    strict = error_line(output, fallback=False)
+    if strict:
+        return strict
+    lines = [line.strip() for line in output.splitlines() if _PARSE_FAILED in line]
+    return lines[0] if lines else error_line(output) or _PARSE_FAILED
 
 
 def _link_inputs(files: Mapping[str, Path], workdir: Path) -> list[Path]:
@@ -275,4 +278,11 @@ def _user_names(message: str, files: Mapping[str, Path], workdir: Path, cwd: Pat
     return _FILE_RE.sub(local, message)
 
 
-__all__ = ["CHECK_OPTIONS", "CHECK_SECONDS", "ParseCheck", "check_frames", "check_parse"]
+__all__ = [
+    "CHECK_OPTIONS",
+    "CHECK_SECONDS",
+    "ParseCheck",
+    "check_frames",
+    "check_parse",
+    "parse_error",
+]

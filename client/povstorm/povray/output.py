@@ -37,11 +37,12 @@ def parse_seconds(output: str) -> float | None:
     return None
 
 
-def error_line(output: str) -> str:
+def error_line(output: str, *, fallback: bool = True) -> str:
     """POV-Ray's own error, on one line: ``File 'x.pov' line 3: Parse Error: ...``.
 
     POV-Ray wraps its messages at 80 columns, continuing them on lines that
-    start with a space; those are joined back."""
+    start with a space; those are joined back. With no ``Error:`` line, the
+    first line that speaks of a failure (unless ``fallback`` is False)."""
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if _ERROR_RE.search(line):
@@ -51,6 +52,8 @@ def error_line(output: str) -> str:
                     break
                 parts.append(cont.strip())
             return " ".join(parts)
+    if not fallback:
+        return ""
     for line in lines:
         # Skip the option dump, which names streams, not errors.
         if (
