@@ -1,6 +1,6 @@
 """Cloud Functions (2nd gen) source root: Cloud Functions loads ``main.py``.
 The handlers live in ``povstorm.shells.functions``."""
 
-from povstorm.shells.functions import frame_failed, frame_finalized, reconcile, submit
+from povstorm.shells.functions import frame_failed, frame_finalized, job_event, reconcile, submit
 
-__all__ = ["frame_failed", "frame_finalized", "reconcile", "submit"]
+__all__ = ["frame_failed", "frame_finalized", "job_event", "reconcile", "submit"]

@@ -9,6 +9,12 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -d /usr/share/doc/povray/examples ] || need+=(povray-examples)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+# The contact sheet's frame numbers: ffmpeg's drawtext finds a font through fontconfig.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The web view's browser test (tests/test_ui.py): headless Chromium driven by
+# Selenium through the chromedriver of the same Debian source, so the two match.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

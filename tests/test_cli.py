@@ -80,6 +80,7 @@ def test_render_then_jobs_status_watch_fetch_logs(
         "ball3.png",
     ]
     assert (out / "video.mp4").exists() and (out / "poster.png").exists()
+    assert (out / "contact.png").stat().st_size > 0
     assert json.loads((out / "stats.json").read_text())["units_done"] == 3
 
     logs = run(stack_env, "logs", job_id, "--frame", "2", cwd=tmp_path)

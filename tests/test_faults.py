@@ -555,6 +555,7 @@ def test_a_launch_whose_reply_is_lost_is_launched_again_and_records_one_result(
     assert sorted(results) in (["done", "duplicate"], ["done", "skipped"]), results
     assert done["state"] == "done" and done["stats"]["units"] == 3
     assert sorted(b.name for b in farm.clients.blobs.list(f"videos/{job}/")) == [
+        f"videos/{job}/contact.png",
         f"videos/{job}/poster.png",
         f"videos/{job}/stats.json",
         video_object(job),

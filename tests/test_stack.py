@@ -186,7 +186,7 @@ def test_the_farm_is_wired_a_frame_event_reaches_frame_finalized(stack: StackSta
     statuses = {s.name: s for s in LocalStack(Path(stack.home)).status()}
     assert list(statuses) == [
         "firestore", "pubsub", "gcs", "submit", "frame_finalized", "frame_failed",
-        "tasks", "reconciler", "stitcher",
+        "job_event", "tasks", "reconciler", "stitcher",
     ]  # fmt: skip
     assert [n for n, s in statuses.items() if not s.healthy] == []
     assert "/2 tasks running" in statuses["tasks"].detail

@@ -23,6 +23,7 @@ from povstorm.core.naming import (
     frame_object,
     poster_object,
     segment_object,
+    sheet_object,
     stats_object,
     video_object,
 )
@@ -32,6 +33,7 @@ from povstorm.core.spec import CONTAINERS, FORMATS, OutputSpec, container_for
 from povstorm.ledger.ledger import Ledger
 from povstorm.stitch.encode import CONTENT_TYPES, ENCODER_OPTIONS, encode
 from povstorm.stitch.job import stitch
+from povstorm.stitch.preview import contact_sheet
 from povstorm.stitch.segments import SEGMENT_CONTENT_TYPE, encode_segment, segment_ext
 
 pytestmark = pytest.mark.stack
@@ -120,6 +122,55 @@ def test_frames_become_a_video_with_a_poster_and_stats(
     assert job["video"] == video_object(job_id, "mp4") and job["poster"] == poster_object(job_id)
     assert job["stats"]["units"] == FRAMES and job["stats_object"] == stats_object(job_id)
 
+    # Beside the poster, the contact sheet: every frame, labelled with its number.
+    assert stats["sheet"] == job["stats"]["sheet"] == sheet_object(job_id)
+    sheet = tmp_path / "contact.png"
+    clients.blobs.download_to(sheet_object(job_id), sheet)
+    plain = contact_sheet(frames, tmp_path / "plain.png")
+    assert labelled_tiles(sheet, plain, FRAMES) == list(range(FRAMES))
+
+
+def gray(image: Path) -> tuple[int, int, bytes]:
+    """An image's width, height and 8-bit grey pixels, row by row."""
+    stream = probe_video(image)
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(image), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return int(stream["width"]), int(stream["height"]), raw
+
+
+def labelled_tiles(sheet: Path, plain: Path, tiles: int) -> list[int]:
+    """The tiles of one row of ``tiles`` thumbnails in which ``sheet`` differs
+    from the same sheet made without labels, asserting it differs only in
+    their top left corners (the label's box)."""
+    width, height, labelled = gray(sheet)
+    assert gray(plain)[:2] == (width, height)
+    unlabelled = gray(plain)[2]
+    tile = width // tiles
+    changed = [
+        (i % width, i // width)
+        for i, (a, b) in enumerate(zip(labelled, unlabelled, strict=True))
+        if a != b
+    ]
+    assert changed, "the sheet has no label"
+    assert all(x % tile < tile // 2 and y < height // 2 for x, y in changed), (
+        "a label is off its corner"
+    )
+    return sorted({x // tile for x, _ in changed})
+
+
+def test_a_contact_sheet_labels_each_sampled_frame_with_its_number(
+    frames: list[Path], tmp_path: Path
+) -> None:
+    many = [frames[i % FRAMES] for i in range(100)]
+    sheet = contact_sheet(many, tmp_path / "sheet.png", most=8, labels=[str(n) for n in range(100)])
+    plain = contact_sheet(many, tmp_path / "plain.png", most=8)
+    # 8 of the 100 sampled evenly, first and last included, in one row of 8.
+    assert labelled_tiles(sheet, plain, 8) == list(range(8))
+    with pytest.raises(ValueError, match="one label per frame"):
+        contact_sheet(many, tmp_path / "x.png", labels=["1"])
+
 
 def test_the_stitch_is_idempotent(clients: Clients, ledger: Ledger, frames: list[Path]) -> None:
     job_id = make_job(clients, ledger, frames[:3])
@@ -133,6 +184,7 @@ def test_the_stitch_is_idempotent(clients: Clients, ledger: Ledger, frames: list
     assert again.status == "skipped" and again.exit_code == 0
     assert job_doc(ledger, job_id)["finished_at"] == first["finished_at"]
     assert [b.name for b in clients.blobs.list(f"videos/{job_id}/")] == [
+        sheet_object(job_id),
         poster_object(job_id),
         stats_object(job_id),
         video_object(job_id, "mp4"),

@@ -24,14 +24,25 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
 
-from povstorm.core.names import DEFAULTS, ENV, FUNCTIONS, NAMES, SUBSCRIPTIONS, TOPICS, Namespace
+from povstorm.core.names import (
+    COLLECTIONS,
+    DEFAULTS,
+    ENV,
+    FUNCTIONS,
+    NAMES,
+    SUBSCRIPTIONS,
+    TOPICS,
+    Namespace,
+)
+from povstorm.core.settings import Settings
+from povstorm.ledger.docs import TTL_FIELD, JobDoc
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"
@@ -284,6 +295,7 @@ CONSUMERS = {
     "frame_events": FUNCTIONS["frame_finalized"],
     "failures": FUNCTIONS["frame_failed"],
     "work_dead_letter": FUNCTIONS["frame_failed"],
+    "job_events": FUNCTIONS["job_event"],
 }
 
 
@@ -470,6 +482,13 @@ REQUIRED_ENV = {
             "render_slots",
             "frame_cache_days",
             "frame_cache_bytes",
+            # submit records the task sizes on each job, for its cost
+            "render_cpus",
+            "render_memory",
+            "stitch_cpus",
+            "stitch_memory",
+            # submit makes each job expire this long after it ends (the TTL policy)
+            "jobs_retention_days",
         )
     },
     "render": {
@@ -509,8 +528,13 @@ def env_read_by_code(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS) -> di
     return read
 
 
+# Variables a component gets from Secret Manager rather than in the clear
+# (secret_environment_variables), and which check says so.
+SECRET_ENV = {ENV["notify_secret"]: "the job_event function's signing key (check_notify)"}
+
+
 def check_env_classified(read: dict[str, str]) -> list[str]:
-    deployed = set().union(*REQUIRED_ENV.values())
+    deployed = set().union(*REQUIRED_ENV.values(), SECRET_ENV)
     return [
         f"{var} (read in {where}) is neither set on a component nor listed in NOT_DEPLOYED"
         for var, where in sorted(read.items())
@@ -666,6 +690,11 @@ IAM_SCOPES = {
         "repository",
     ),
     "google_cloud_run_v2_service_iam_member": None,
+    "google_secret_manager_secret_iam_member": (
+        "secret_id",
+        "google_secret_manager_secret",
+        "secret",
+    ),
 }
 
 Binding = tuple[str, str, str]  # (principal, role, scope)
@@ -755,6 +784,9 @@ IDENTITIES = {
     ("google_cloudfunctions2_function", "frame_finalized", ("build_config", "service_account")): "builder",
     ("google_cloudfunctions2_function", "frame_failed", ("build_config", "service_account")): "builder",
     ("google_cloudfunctions2_function", "reconcile", ("build_config", "service_account")): "builder",
+    ("google_cloudfunctions2_function", "job_event", ("service_config", "service_account_email")): "notify",
+    ("google_cloudfunctions2_function", "job_event", ("build_config", "service_account")): "builder",
+    ("google_pubsub_subscription", "job_events", ("push_config", "oidc_token", "service_account_email")): "invoker",
 }  # fmt: skip
 
 
@@ -872,6 +904,66 @@ def check_render_job(cfg: Config) -> list[str]:
         )
     actual, _ = bindings(cfg)
     for (principal, role, scope), why in RENDER_WIRES.items():
+        if (principal, role, scope) not in actual:
+            problems.append(f"{principal} lacks {role} on {scope}: {why}")
+    return problems
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+# Every grant notifications need (notify.tf), and what breaks without it.
+# Each component that moves a job announces the move on job-events
+# (cloud/pubsub.py: publish_job_event); the job_event function signs with
+# the deployment's secret and records the delivery; the push reaches it.
+JOB_MOVERS = ("submit", "events", "reconciler", "stitch", "operators")
+NOTIFY_WIRES: dict[Binding, str] = {
+    **{
+        (p, "roles/pubsub.publisher", "topic:job_events"): "it moves jobs and announces each move"
+        for p in JOB_MOVERS
+    },
+    ("notify", "roles/datastore.user", "project"): "job_event reads the job and records the delivery",
+    ("notify", "roles/secretmanager.secretAccessor", "secret:notify"): "job_event signs with the secret",
+    ("invoker", "roles/run.invoker", "function:job_event"): "the push of job-events reaches job_event",
+}  # fmt: skip
+
+
+def check_notify(cfg: Config) -> list[str]:
+    """The job_event function gets the signing key from the module's secret,
+    which holds the module's random password; the job-events push backs off
+    between deliveries (a receiver that failed is not hammered); every grant
+    of NOTIFY_WIRES is there."""
+    fn = cfg.of_type("google_cloudfunctions2_function").get("job_event")
+    if fn is None:
+        return ["no google_cloudfunctions2_function.job_event"]
+    problems = []
+    secrets = blocks(block(fn, "service_config"), "secret_environment_variables")
+    given = [e for e in secrets if cfg.value(e.get("key")) == ENV["notify_secret"]]
+    if not given:
+        problems.append(f"job_event lacks the secret variable {ENV['notify_secret']}")
+    elif (
+        target(given[0].get("secret"), "google_secret_manager_secret") != "notify"
+        or given[0].get("version") != "latest"
+    ):
+        problems.append(f"job_event's {ENV['notify_secret']} is not the latest notify secret")
+    version = cfg.of_type("google_secret_manager_secret_version").get("notify", {})
+    if (
+        target(version.get("secret"), "google_secret_manager_secret") != "notify"
+        or target(version.get("secret_data"), "random_password") != "notify"
+    ):
+        problems.append("the notify secret does not hold random_password.notify")
+    subscription = next(
+        (
+            b
+            for b in cfg.of_type("google_pubsub_subscription").values()
+            if topic_key(cfg, target(b.get("topic"), "google_pubsub_topic")) == "job_events"
+        ),
+        None,
+    )
+    retry = block(subscription or {}, "retry_policy")
+    if not (retry.get("minimum_backoff") and retry.get("maximum_backoff")):
+        problems.append("the job_events subscription has no retry backoff")
+    actual, _ = bindings(cfg)
+    for (principal, role, scope), why in NOTIFY_WIRES.items():
         if (principal, role, scope) not in actual:
             problems.append(f"{principal} lacks {role} on {scope}: {why}")
     return problems
@@ -1284,7 +1376,26 @@ def test_each_component_gets_the_environment_it_reads(module_cfg: Config) -> Non
     assert check_env(module_cfg) == []
     components = component_env(module_cfg)
     assert {kind for kind, _ in components.values()} == set(REQUIRED_ENV)
-    assert len(components) == len(FUNCTIONS) + 2  # four functions, the render and stitch jobs
+    assert len(components) == len(FUNCTIONS) + 2  # the functions, the render and stitch jobs
+
+
+def test_jobs_are_costed_with_the_task_sizes_terraform_gives_the_tasks(module_cfg: Config) -> None:
+    """Submit records the render and stitch tasks' sizes on each job, and its
+    cost (core/cost.py) is computed with them: the functions get the very
+    variables the two Cloud Run jobs are sized by, and Settings' defaults,
+    which the local stack uses, are terraform's."""
+    sized_by = {
+        "render_cpus": "render_service_cpus",
+        "render_memory": "render_service_ram",
+        "stitch_cpus": "stitch_job_cpus",
+        "stitch_memory": "stitch_job_ram",
+    }
+    env = next(e for kind, e in component_env(module_cfg).values() if kind == "function")
+    jobs = json.dumps(module_cfg.of_type("google_cloud_run_v2_job"))
+    defaults = Settings()
+    for setting, variable in sized_by.items():
+        assert f"var.{variable}" in str(env[ENV[setting]]) and f"var.{variable}" in jobs
+        assert getattr(defaults, setting) == module_cfg.variables[variable]["default"]
 
 
 def test_env_check_catches_a_missing_bucket_on_the_render_job(tmp_path: Path) -> None:
@@ -1479,7 +1590,8 @@ def test_roles_check_catches_an_undocumented_removal(tmp_path: Path) -> None:
 def test_each_component_runs_as_its_own_account(module_cfg: Config) -> None:
     assert check_identities(module_cfg) == []
     runtime = {a for (_, _, path), a in IDENTITIES.items() if path[0] != "build_config"}
-    assert len(runtime) == 7  # submit, events, reconciler, render, stitch, invoker, scheduler
+    # submit, events, reconciler, render, stitch, invoker, scheduler, notify
+    assert len(runtime) == 8
 
 
 def test_identities_check_catches_a_shared_account(tmp_path: Path) -> None:
@@ -1607,6 +1719,71 @@ def test_the_render_task_timeout_allows_cloud_runs_maximum(module_cfg: Config) -
     assert "<= 604800" in condition, condition
     assert "cloud.google.com/run/docs/configuring/task-timeout" in variable["description"]
     assert "render_timeout_seconds" not in module_cfg.variables  # the push-era limit is gone
+
+
+# --- tests: notifications -------------------------------------------------------------------------
+
+
+def test_notifications_are_wired_as_designed(module_cfg: Config) -> None:
+    assert check_notify(module_cfg) == []
+    # The design's wires are also rows of the roles table.
+    assert set(NOTIFY_WIRES) <= documented_roles()
+
+
+def test_notify_check_catches_a_stitch_that_cannot_announce_the_end(tmp_path: Path) -> None:
+    # Without it the stitch's "done" event is refused: no notification goes
+    # out until the reconciler publishes it again minutes later.
+    cut = (
+        'resource "google_pubsub_topic_iam_member" "stitch_publishes_job_events" {\n'
+        "  project = local.project\n"
+        "  topic   = google_pubsub_topic.job_events.name\n"
+        '  role    = "roles/pubsub.publisher"\n'
+        '  member  = "serviceAccount:${google_service_account.stitch.email}"\n'
+        "}\n"
+    )
+    cfg = mutated(tmp_path, {"iam.tf": [(cut, "")]})
+    assert check_notify(cfg) == [
+        "stitch lacks roles/pubsub.publisher on topic:job_events:"
+        " it moves jobs and announces each move"
+    ]
+    assert check_roles(cfg, documented_roles()) == [
+        "the table lists roles/pubsub.publisher on topic:job_events for stitch,"
+        " which the module does not grant"
+    ]
+
+
+def test_notify_check_catches_an_unsigned_function_and_a_push_without_backoff(
+    tmp_path: Path,
+) -> None:
+    backoff = '  retry_policy {\n    minimum_backoff = "10s"\n    maximum_backoff = "600s"\n  }\n\n'
+    cfg = mutated(
+        tmp_path,
+        {
+            "notify.tf": [
+                ("key        = local.env.notify_secret", "key        = local.env.bucket")
+            ],
+            "pubsub.tf": [(backoff + "  push_config {", "  push_config {")],
+        },
+    )
+    assert check_notify(cfg) == [
+        f"job_event lacks the secret variable {ENV['notify_secret']}",
+        "the job_events subscription has no retry backoff",
+    ]
+
+
+def test_subscriptions_check_catches_job_events_pushed_elsewhere(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "pubsub.tf": [
+                (
+                    'push_endpoint = "${google_cloudfunctions2_function.job_event.',
+                    'push_endpoint = "${google_cloudfunctions2_function.frame_failed.',
+                )
+            ]
+        },
+    )
+    assert f"topic job_events does not reach {FUNCTIONS['job_event']}" in check_subscriptions(cfg)
 
 
 # --- tests: the functions' source ----------------------------------------------------------------
@@ -1747,3 +1924,201 @@ def test_the_deploy_guide_targets_resources_that_exist(module_cfg: Config) -> No
         "google_storage_bucket_iam_member",
         "google_project_iam_member",
     }
+
+
+# --- retention: bucket lifecycle rules and the jobs' TTL policy -------------------------------
+
+# The variable that ages out each prefix's objects (a lifecycle rule of the
+# work bucket). The other prefixes (inputs, manifests, videos) go with their
+# job only, by `povstorm rm` / `gc` (farm/cleanup.py): a rule on manifests
+# would let the local stack's resume rebuild half a job, one on inputs would
+# break a job that shares them.
+LIFECYCLE = {
+    "frames": "var.frame_lifecycle_days",
+    "segments": "var.frame_lifecycle_days",
+    "logs": "local.logs_lifecycle_days",
+    "cache": "var.frame_cache_days",
+}
+_KEEPS_ZERO = re.compile(r"\$\{(\S+) > 0 \? \[\1\] : \[\]\}")
+
+
+def lifecycle_rules(cfg: Config) -> list[tuple[str, str, set[str]]]:
+    """(days expression, age expression, prefix keys) of each lifecycle rule
+    of the work bucket; the days of a static rule are its age."""
+    bucket = cfg.of_type("google_storage_bucket").get("work", {})
+    rules = [(str(block(r, "condition").get("age")), r) for r in blocks(bucket, "lifecycle_rule")]
+    for dynamic in blocks(bucket, "dynamic"):
+        rules += [
+            (str(r.get("for_each")), block(r, "content")) for r in blocks(dynamic, "lifecycle_rule")
+        ]
+    key_of = {prefix: key for key, prefix in NAMES["prefixes"].items()}
+    return [
+        (
+            days,
+            str(block(rule, "condition").get("age")),
+            {
+                key_of.get(str(cfg.value(p)), str(p))
+                for p in block(rule, "condition").get("matches_prefix", [])
+            },
+        )
+        for days, rule in rules
+    ]
+
+
+def check_retention(cfg: Config) -> list[str]:
+    """Objects age out by the variables of LIFECYCLE, each rule dropped when
+    its variable is 0; job documents by a TTL policy on the field the ledger
+    writes, set while jobs_retention_days > 0, whose value the functions get."""
+    problems = []
+    covered: dict[str, list[str]] = {}
+    for days, age, keys in lifecycle_rules(cfg):
+        m = _KEEPS_ZERO.fullmatch(days)
+        if not m or age != "${lifecycle_rule.value}":
+            problems.append(
+                f"the rule on {sorted(keys)} deletes by {days!r}: 0 would not keep them"
+            )
+        for key in keys:
+            covered.setdefault(key, []).append(m[1] if m else days)
+    for key in sorted(set(NAMES["prefixes"]) | set(covered)):
+        wanted, got = LIFECYCLE.get(key), covered.get(key, [])
+        if wanted is None and got:
+            problems.append(
+                f"a lifecycle rule deletes {key}/ objects, which go with their job only"
+            )
+        elif wanted is not None and got != [wanted]:
+            problems.append(f"{key}/ objects age out by {got}, not [{wanted!r}]")
+    logs = cfg.locals.get("logs_lifecycle_days")
+    if logs != "${coalesce(var.logs_lifecycle_days, var.frame_lifecycle_days)}":
+        problems.append(f"local.logs_lifecycle_days is {logs!r}, not logs' own or else the frames'")
+
+    on_jobs = [
+        f
+        for f in cfg.of_type("google_firestore_field").values()
+        if cfg.value(f.get("collection")) == COLLECTIONS["jobs"]
+    ]
+    if len(on_jobs) != 1:
+        problems.append(f"{len(on_jobs)} google_firestore_field(s) on jobs, not one TTL policy")
+    for f in on_jobs:
+        if f.get("field") != TTL_FIELD:
+            problems.append(
+                f"the TTL policy is on {f.get('field')!r}, the ledger writes {TTL_FIELD!r}"
+            )
+        if "ttl_config" not in f:
+            problems.append("the jobs' field has no ttl_config: no TTL policy")
+        if f.get("count") != "${var.jobs_retention_days > 0 ? 1 : 0}":
+            problems.append(
+                f"the TTL policy's count is {f.get('count')!r}, not on jobs_retention_days"
+            )
+    env = next(
+        (
+            v
+            for k, v in (cfg.locals.get("function_env") or {}).items()
+            if re.fullmatch(r"\$\{\(?local\.env\.jobs_retention_days\)?\}", k)
+        ),
+        None,
+    )
+    if env != "${tostring(var.jobs_retention_days)}":
+        problems.append(f"the functions' {ENV['jobs_retention_days']} is {env!r}")
+    return problems
+
+
+def test_retention_is_wired_as_designed(module_cfg: Config) -> None:
+    assert check_retention(module_cfg) == []
+    assert TTL_FIELD in {f.name for f in fields(JobDoc)}
+    defaults = {
+        name: module_cfg.variables[name].get("default")
+        for name in (
+            "frame_lifecycle_days",
+            "logs_lifecycle_days",
+            "frame_cache_days",
+            "jobs_retention_days",
+        )
+    }
+    assert defaults == {
+        "frame_lifecycle_days": 7,
+        "logs_lifecycle_days": None,
+        "frame_cache_days": 30,
+        "jobs_retention_days": 90,
+    }
+    example = Config.load(EXAMPLE).modules["povstorm"]
+    for name in ("frame_lifecycle_days", "logs_lifecycle_days", "jobs_retention_days"):
+        assert example.get(name) == f"${{var.{name}}}", f"the example does not pass {name}"
+
+
+def test_retention_check_catches_a_rule_on_manifests(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "storage.tf": [
+                (
+                    "matches_prefix = [local.names.prefixes.logs]",
+                    "matches_prefix = [local.names.prefixes.logs, local.names.prefixes.jobs]",
+                )
+            ]
+        },
+    )
+    assert check_retention(cfg) == [
+        "a lifecycle rule deletes jobs/ objects, which go with their job only"
+    ]
+
+
+def test_retention_check_catches_a_rule_that_cannot_keep(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "storage.tf": [
+                (
+                    "for_each = var.frame_cache_days > 0 ? [var.frame_cache_days] : []",
+                    "for_each = var.frame_cache_days >= 0 ? [var.frame_cache_days] : []",
+                )
+            ]
+        },
+    )
+    # With 0 that rule would exist with age 0: every cached frame deleted.
+    days = "${var.frame_cache_days >= 0 ? [var.frame_cache_days] : []}"
+    assert check_retention(cfg) == [
+        f"the rule on ['cache'] deletes by {days!r}: 0 would not keep them",
+        f"cache/ objects age out by [{days!r}], not ['var.frame_cache_days']",
+    ]
+
+
+def test_retention_check_catches_logs_aged_by_the_frames_variable(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path,
+        {
+            "storage.tf": [
+                (
+                    "matches_prefix = [local.names.prefixes.frames, local.names.prefixes.segments]",
+                    "matches_prefix = [local.names.prefixes.frames, local.names.prefixes.segments, local.names.prefixes.logs]",
+                )
+            ]
+        },
+    )
+    assert check_retention(cfg) == [
+        "logs/ objects age out by ['var.frame_lifecycle_days', 'local.logs_lifecycle_days'],"
+        " not ['local.logs_lifecycle_days']"
+    ]
+
+
+def test_retention_check_catches_a_ttl_policy_on_another_field(tmp_path: Path) -> None:
+    cfg = mutated(
+        tmp_path, {"firestore.tf": [('field      = "expire_at"', 'field      = "finished_at"')]}
+    )
+    assert check_retention(cfg) == [
+        f"the TTL policy is on 'finished_at', the ledger writes {TTL_FIELD!r}"
+    ]
+
+
+def test_retention_check_catches_a_field_without_ttl(tmp_path: Path) -> None:
+    cfg = mutated(tmp_path, {"firestore.tf": [("  ttl_config {}\n", "")]})
+    assert check_retention(cfg) == ["the jobs' field has no ttl_config: no TTL policy"]
+
+
+def test_env_check_catches_functions_without_the_jobs_retention(tmp_path: Path) -> None:
+    cut = "    (local.env.jobs_retention_days) = tostring(var.jobs_retention_days)\n"
+    cfg = mutated(tmp_path, {"functions.tf": [(cut, "")]})
+    assert check_env(cfg) == [
+        f"function {name} lacks {ENV['jobs_retention_days']}"
+        for name in sorted(Config.load(MODULE).of_type("google_cloudfunctions2_function"))
+    ]
+    assert check_retention(cfg) == [f"the functions' {ENV['jobs_retention_days']} is None"]

@@ -5,6 +5,7 @@ that terraform creates in the cloud, created here on the emulators.
     frame_events      PUSH  -> fn frame_finalized   (GCS OBJECT_FINALIZE notifications)
     failures          PUSH  -> fn frame_failed
     work_dead_letter  PUSH  -> fn frame_failed
+    job_events        PUSH  -> fn job_event         (job state changes; notifications)
 
 The clients are built against explicit endpoints rather than through the
 *_EMULATOR_HOST variables: ``povstorm local up`` must not change the
@@ -30,6 +31,7 @@ PUSH_TARGETS = {
     "frame_events": "frame_finalized",
     "failures": "frame_failed",
     "work_dead_letter": "frame_failed",
+    "job_events": "job_event",
 }
 
 
@@ -112,7 +114,11 @@ class Admin:
         )
 
     def ensure_push_subscriptions(self, function_urls: dict[str, str]) -> None:
+        """The push subscriptions of the functions in ``function_urls`` (a
+        harness may serve only some of them: the fault tests serve two)."""
         for key, function in PUSH_TARGETS.items():
+            if function not in function_urls:
+                continue
             topic = self.namespace.topic(key)
             self._create(
                 {
@@ -122,7 +128,8 @@ class Admin:
                     "push_config": {
                         "push_endpoint": push_endpoint(function_urls[function], self.project, topic)
                     },
-                    # Back off on a 5xx (contention) instead of redelivering at once.
+                    # Back off on a 5xx (contention, a notification's receiver
+                    # that did not accept) instead of redelivering at once.
                     "retry_policy": {
                         "minimum_backoff": {"seconds": 1},
                         "maximum_backoff": {"seconds": 30},

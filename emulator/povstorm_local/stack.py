@@ -4,7 +4,7 @@
     pubsub           gcloud beta emulators pubsub start       work, frame-events, failures, dead letters
     gcs              fake-gcs-server (filesystem backend)     inputs, frames, videos; publishes
                                                               OBJECT_FINALIZE to frame-events
-    submit, frame_finalized, frame_failed                     functions/main.py under functions-framework
+    submit, frame_finalized, frame_failed, job_event          functions/main.py under functions-framework
     tasks            python -m povstorm_local.tasks                 render tasks pulling "work", N at most
     reconciler       python -m povstorm_local.reconciler            povstorm.farm.reconcile every few seconds
 
@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -211,6 +212,21 @@ class LocalStack:
                     shutil.rmtree(d, ignore_errors=True)
             return state
 
+    def notify_secret(self) -> str:
+        """The key this stack signs job notifications with (farm/notify.py),
+        made on first use and kept in ``<home>/local/notify-secret`` (mode
+        0600) for good: ``down --wipe`` deletes data, not the key a
+        receiver was configured with. Only the job_event function gets it."""
+        path = self.dir / "notify-secret"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        return path.read_text().strip()
+
     def log_path(self, component: str) -> Path:
         """The log of a component, of one render task (``render-EXEC-N``, as
         the task runner names them) or of a job's stitch (``stitch-JOB``)."""
@@ -352,6 +368,8 @@ class LocalStack:
         port = ports.get(name)
         argv, url = launch.command(name, state, port, data_dirs=self.data_dirs, logs=self.logs)
         env = launch.child_env(state, gcloud=name in ("firestore", "pubsub"))
+        if name == "job_event":
+            env[ENV["notify_secret"]] = self.notify_secret()
         try:
             proc = _procs.spawn(argv, env=env, log_path=self.logs / f"{name}.log")
         except OSError as exc:

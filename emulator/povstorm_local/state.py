@@ -18,11 +18,16 @@ HOST = "127.0.0.1"
 STATE_VERSION = 1
 
 INFRA = ("firestore", "pubsub", "gcs")
-FUNCTION_COMPONENTS = ("submit", "frame_finalized", "frame_failed")
+FUNCTION_COMPONENTS = ("submit", "frame_finalized", "frame_failed", "job_event")
 FARM = (*FUNCTION_COMPONENTS, "tasks", "reconciler", "stitcher")
 COMPONENTS = (*INFRA, *FARM)
 PORTED = (*INFRA, *FUNCTION_COMPONENTS)
-SIGNATURES = {"submit": "http", "frame_finalized": "cloudevent", "frame_failed": "cloudevent"}
+SIGNATURES = {
+    "submit": "http",
+    "frame_finalized": "cloudevent",
+    "frame_failed": "cloudevent",
+    "job_event": "cloudevent",
+}
 
 
 @dataclass(frozen=True)

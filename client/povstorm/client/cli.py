@@ -12,15 +12,20 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import rich.console
+import rich.progress
+
 from povstorm.client import deploy, stacks
-from povstorm.client.watch import Progress
+from povstorm.client.watch import Progress, fmt_clock
+from povstorm.core import cost
 from povstorm.core.errors import PovstormError, UserError, verdict
 from povstorm.core.model import JobState
 from povstorm.core.names import ENV
@@ -34,6 +39,7 @@ from povstorm.core.spec import (
     OutputSpec,
     container_for,
 )
+from povstorm.farm.cleanup import Removal, human_bytes, totals
 
 EPILOG_RENDER = """\
 examples:
@@ -151,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="render every frame, even those the frame cache has from an earlier job",
     )
     r.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="cancel the job once its projected cost at Cloud Run list prices passes this "
+        "many dollars (checked by the farm as each frame lands, once 3 frames or 5 %% of them "
+        "are done, whichever is more)",
+    )
+    r.add_argument(
+        "--notify",
+        metavar="URL",
+        help="when the job ends (done, failed or cancelled), POST a JSON summary to this "
+        "http(s) URL, signed with the deployment's secret (X-Povstorm-Signature)",
+    )
+    r.add_argument(
         "--timeout", type=float, default=None, help="give up watching after this many seconds"
     )
     r.add_argument(
@@ -194,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(lg)
     lg.set_defaults(func=cmd_logs)
 
-    f = sub.add_parser("fetch", help="download a job's video, poster, frames and stats.json")
+    f = sub.add_parser(
+        "fetch", help="download a job's video, poster, contact sheet, frames and stats.json"
+    )
     f.add_argument("job_id", metavar="JOB")
     f.add_argument("-o", "--out", type=Path, default=None, help="directory (default: ./<JOB>)")
     f.add_argument("--no-frames", action="store_true", help="skip the frames")
@@ -281,9 +304,83 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(cc)
     cc.set_defaults(func=cmd_cache_clear)
 
+    _add_cleanup_cli(sub)
+    _add_ui_cli(sub)
     _add_cloud_cli(sub)
     stacks.add_cli(sub)  # `povstorm local ...`, from the local stack's plugin
     return parser
+
+
+def _add_cleanup_cli(sub: argparse._SubParsersAction) -> None:
+    rm = sub.add_parser(
+        "rm",
+        help="delete jobs: their documents and objects, printing what went",
+        description="Delete each job whole: its ledger documents (the job, its units, shards "
+        "and completion markers) and its objects (manifest, frames, logs, segments, videos, "
+        "poster, stats.json, and the inputs no other job names). The frame cache stays. A job "
+        "still submitted, rendering or stitching is refused unless --force; nothing is removed "
+        "if any JOB is unknown.",
+    )
+    rm.add_argument("job_ids", nargs="+", metavar="JOB")
+    _add_removal_options(rm)
+    rm.add_argument(
+        "--force", action="store_true", help="cancel a job that is still active, then remove it"
+    )
+    rm.set_defaults(func=cmd_rm)
+
+    gc = sub.add_parser(
+        "gc",
+        help="delete every job that ended longer ago than an age",
+        description="Delete, as rm does, every job that ended (done, failed or cancelled) "
+        "longer ago than --older-than, and what Firestore's TTL policy left of expired jobs "
+        "(their units, shards and objects).",
+    )
+    gc.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        help="how long ago the jobs ended: 30d, 12h, 90m or 45s",
+    )
+    _add_removal_options(gc)
+    gc.set_defaults(func=cmd_gc)
+
+
+def _add_removal_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--keep-video",
+        action="store_true",
+        help="keep what fetch gives as each job's result: its videos, poster and contact sheet",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end instead of text"
+    )
+    _add_cluster_option(p)
+
+
+def _add_ui_cli(sub: argparse._SubParsersAction) -> None:
+    u = sub.add_parser(
+        "ui",
+        help="a live web view of the jobs: progress, frames, errors, cost, video; cancel, "
+        "retry, re-stitch",
+        description="Serve the web view on this machine until Ctrl-C: the recent jobs and a "
+        "page per job (progress and ETA, a grid of frame thumbnails, render time per frame, "
+        "errors with POV-Ray's output, stats, cost, the video and poster), updated live from "
+        "the ledger's listeners, with buttons to cancel, retry and re-stitch.",
+    )
+    u.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1: this machine only)",
+    )
+    u.add_argument(
+        "--port", type=int, default=8765, help="the port (default 8765; 0: any free one)"
+    )
+    u.add_argument("--open", action="store_true", help="open the jobs page in a web browser")
+    _add_cluster_option(u)
+    u.set_defaults(func=cmd_ui)
 
 
 EPILOG_CLOUD_DEPLOY = """\
@@ -421,37 +518,72 @@ def _cluster(args: argparse.Namespace, start: bool = False) -> Any:
 
 
 class ProgressPrinter:
-    """A live progress line on a terminal; a line every few seconds otherwise."""
+    """A job's progress as it changes: on a terminal, a live bar drawn by rich
+    (state, done of total, failed, frames per second, ETA) that ends as the
+    job's final line; piped, a plain line per change, at most one every
+    ``every`` seconds, and the final one, so a log stays readable."""
 
-    def __init__(self, stream: TextIO = sys.stderr, every: float = 2.0) -> None:
+    def __init__(
+        self, stream: TextIO = sys.stderr, every: float = 2.0, *, tty: bool | None = None
+    ) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.tty = stream.isatty() if tty is None else tty
         self.every = every
         self._last = 0.0
         self._last_line = ""
+        self._bar: rich.progress.Progress | None = None
+        self._task: rich.progress.TaskID | None = None
 
     def __call__(self, p: Progress) -> None:
+        if self.tty:
+            self._draw(p)
+            return
         line = f"{p.job_id}  {p.line()}"
         now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-            if p.finished:
-                self.stream.write("\n")
-        elif p.finished or (line != self._last_line and now - self._last >= self.every):
+        if p.finished or (line != self._last_line and now - self._last >= self.every):
             self.stream.write(line + "\n")
+            self.stream.flush()
             self._last = now
         self._last_line = "" if p.finished else line
-        self.stream.flush()
+
+    def _draw(self, p: Progress) -> None:
+        fields: dict[str, Any] = {
+            "job": p.job_id,
+            "state": p.state.value,
+            "failed": f"{p.failed} failed" if p.failed else "",
+            "rate": f"{p.rate:.2f} frames/s",
+            "eta": f"ETA {fmt_clock(p.eta)}" if p.eta is not None and not p.finished else "",
+        }
+        if self._bar is None:
+            self._bar = rich.progress.Progress(
+                rich.progress.TextColumn("{task.fields[job]}"),
+                rich.progress.TextColumn("{task.fields[state]:<9}"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(),
+                rich.progress.TextColumn("[red]{task.fields[failed]}"),
+                rich.progress.TextColumn("{task.fields[rate]}"),
+                rich.progress.TextColumn("{task.fields[eta]}"),
+                console=rich.console.Console(file=self.stream, force_terminal=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=p.total or None, **fields)
+        assert self._task is not None
+        self._bar.update(self._task, total=p.total or None, completed=p.done, **fields)
+        if p.finished:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def __enter__(self) -> ProgressPrinter:
         return self
 
     def __exit__(self, *_: object) -> None:
-        # A watch that ends early (an error, Ctrl-C) ends the live line first,
+        # A watch that ends early (an error, Ctrl-C) ends the live bar first,
         # so what is printed next starts a line of its own.
-        if self.tty and self._last_line:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._stop()
 
 
 def _fmt_seconds(value: Any) -> str:
@@ -517,7 +649,12 @@ def print_errors(errors: list[dict[str, Any]], out: TextIO = sys.stderr) -> None
 
 def cmd_render(args: argparse.Namespace) -> int:
     from povstorm.client import Job
+    from povstorm.core.schemas import check_notify_url
 
+    if args.notify:
+        check_notify_url(args.notify)  # before a stack starts for it, before any upload
+    if args.budget is not None and not 0 < args.budget < math.inf:
+        raise UserError(f"--budget {args.budget:g}: a positive amount of USD")
     if not args.no_check:
         _check_scene(args)  # before a stack starts for it, before any upload
     cluster = _cluster(args, start=True)
@@ -534,6 +671,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             fail_fast=args.fail_fast,
             frames_per_unit=args.frames_per_unit,
             cache=not args.no_cache,
+            notify=args.notify,
+            budget_usd=args.budget,
             check=False,  # done above
         )
         for warning in job.warnings:
@@ -584,16 +723,22 @@ def _report(result: Any, as_json: bool) -> int:
         print(
             f"job {result.job_id} done: {result.units_done} frame(s)"
             + (f", video {result.video}" if result.video else "")
+            + (f"; {cost.line(result.cost, detail=False)}" if result.cost else "")
         )
         if result.frames_dir:
             print(f"  frames in {result.frames_dir}")
         print_stats(result.stats)
     else:
         print(
-            f"povstorm: job {result.job_id} {result.state.value}: {result.units_failed} of "
-            f"{result.units_expected} frame(s) failed",
+            f"povstorm: job {result.job_id} {result.state.value}: "
+            + (
+                result.cancel_reason
+                or f"{result.units_failed} of {result.units_expected} frame(s) failed"
+            ),
             file=sys.stderr,
         )
+        if result.cost:
+            print(f"  {cost.line(result.cost)}", file=sys.stderr)
         print_errors(result.errors)
         if result.units_failed:
             print(
@@ -656,6 +801,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             "videos",
             "stats",
             "errors",
+            "delivery",
+            "cost",
+            "cancel_reason",
         )
         print(json.dumps({k: status.get(k) for k in keep}, default=str))
         return 0
@@ -666,15 +814,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in ("created_at", "started_at", "finished_at"):
         if status.get(key):
             print(f"  {key.replace('_at', '')}: {status[key]}")
+    if status.get("cancel_reason"):
+        print(f"  cancelled by the farm: {status['cancel_reason']}")
+    print(f"  {cost.line(status['cost'])}")
     if status.get("video"):
         print(f"  video: {status['video']}")
     for v in (status.get("videos") or {}).values():
         settings = f"{v.get('fps')} fps, {v.get('codec')}, crf {v.get('crf')}"
         error = f": {v['error']}" if v.get("error") else ""
         print(f"  video: {v.get('object')} ({settings}; {v.get('state')}{error})")
+    notify = (status.get("spec") or {}).get("notify")
+    if notify:
+        print(f"  notify: {_delivery_line(notify, status.get('delivery'))}")
     print_stats(status.get("stats") or {})
     print_errors(status.get("errors") or [], sys.stdout)
     return 0
+
+
+def _delivery_line(url: str, record: dict[str, Any] | None) -> str:
+    """The job's notification as ``status`` prints it (farm/notify.py)."""
+    if not record:
+        return f"{url} (nothing sent yet)"
+    attempts = int(record.get("attempts") or 0)
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if record.get("state") == "delivered":
+        return f"delivered to {record.get('url')} ({tries}, at {record.get('delivered_at')})"
+    last = record.get("error") or "in flight"
+    return f"{record.get('state')} to {record.get('url')} ({tries}, last: {last})"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -788,6 +954,111 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         removed = cluster.clear_cache(older_than_days=args.older_than, max_bytes=args.max_bytes)
     print(f"removed {removed.entries} cached frame(s), {removed.bytes / 1e6:.1f} MB")
     return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    with _cluster(args) as cluster:
+        return _removing(
+            args,
+            lambda report: cluster.remove(
+                *args.job_ids,
+                keep_video=args.keep_video,
+                force=args.force,
+                dry_run=args.dry_run,
+                on_removed=report,
+            ),
+        )
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    age = _age(args.older_than)
+    with _cluster(args) as cluster:
+        return _removing(
+            args,
+            lambda report: cluster.gc(
+                age, keep_video=args.keep_video, dry_run=args.dry_run, on_removed=report
+            ),
+            nothing=f"nothing to remove: no job ended more than {args.older_than} ago",
+        )
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        from povstorm.ui import create_app, serve
+    except ImportError as exc:  # Flask, waitress or Pillow missing
+        raise PovstormError(
+            f"the web view needs povstorm's ui extra (pip install 'povstorm[ui]'): {exc}"
+        ) from None
+    import webbrowser
+
+    from povstorm.core.settings import povstorm_home
+
+    def ready(url: str) -> None:
+        print(f"povstorm ui: {url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        if args.open:
+            webbrowser.open(url)
+
+    with _cluster(args) as cluster:
+        app = create_app(cluster, povstorm_home() / "ui")
+        try:
+            serve(app, args.host, args.port, ready)
+        except OSError as exc:  # the port is taken, or the address not this machine's
+            raise UserError(
+                f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from None
+    return 0
+
+
+_AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def _age(text: str) -> dt.timedelta:
+    """An age as ``gc --older-than`` takes it: 30d, 12h, 90m, 45s."""
+    try:
+        value = float(text[:-1])
+    except ValueError:
+        value = math.nan
+    if text[-1:] not in _AGE_UNITS or not (math.isfinite(value) and value >= 0):
+        raise UserError(f"--older-than {text}: an age like 30d, 12h, 90m or 45s")
+    return dt.timedelta(seconds=value * _AGE_UNITS[text[-1]])
+
+
+def _removing(
+    args: argparse.Namespace, run: Callable[[Callable[[Removal], None]], object], nothing: str = ""
+) -> int:
+    """Run a removal, printing each job as soon as it is removed (so that one
+    stopped by an error still says what went), then the totals."""
+    removals: list[Removal] = []
+
+    def report(removal: Removal) -> None:
+        removals.append(removal)
+        if not args.json:
+            print("\n".join(removal.lines()), flush=True)
+
+    try:
+        run(report)
+    except BaseException:
+        if removals:  # what went before the error
+            _print_totals(args, removals)
+        raise
+    _print_totals(args, removals, nothing)
+    return 0
+
+
+def _print_totals(args: argparse.Namespace, removals: list[Removal], nothing: str = "") -> None:
+    t = totals(removals)
+    if args.json:
+        jobs = [r.as_dict() for r in removals]
+        print(json.dumps({"dry_run": args.dry_run, "jobs": jobs, "totals": t}))
+    elif len(removals) > 1:
+        keep = "would keep" if args.dry_run else "kept"
+        print(
+            f"{'would remove' if args.dry_run else 'removed'} {t['jobs']} job(s): "
+            f"{t['documents']} document(s), {t['objects']} object(s) of "
+            f"{human_bytes(t['bytes'])}" + (f"; {keep} {t['kept']} object(s)" if t["kept"] else "")
+        )
+    elif not removals and nothing:
+        print(nothing)
 
 
 def split_render_argv(

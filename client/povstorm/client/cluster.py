@@ -1,7 +1,8 @@
 """The Cluster: where jobs run (the local stack or a terraform deployment),
 and what a client does with a job once it exists: submit its spec to the
 submit function, watch it through Firestore listeners, cancel, retry, read
-its logs and fetch its video, frames and stats (``JobResult``).
+its logs, fetch its video, frames and stats (``JobResult``) and remove it
+(``remove``, ``gc``: farm/cleanup.py).
 
 Inputs are content-addressed: each file is uploaded once under its sha256
 and a job names it by hash, so a second job with the same textures uploads
@@ -12,6 +13,7 @@ the local stack and in the cloud.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as dt
 import json
 import os
 import time
@@ -23,9 +25,10 @@ from typing import Any
 import requests
 
 from povstorm.client import stacks
-from povstorm.client.watch import Progress, watch
+from povstorm.client.watch import JobWatcher, Progress, watch
 from povstorm.cloud.blobs import BlobStore
 from povstorm.cloud.clients import Clients
+from povstorm.core import cost
 from povstorm.core.digest import sha256_bytes, sha256_file
 from povstorm.core.errors import (
     NotFound,
@@ -51,6 +54,7 @@ from povstorm.core.spec import (
     container_for,
 )
 from povstorm.farm import cache as frame_cache
+from povstorm.farm import cleanup
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
 from povstorm.stitch import preview
@@ -226,9 +230,34 @@ class Cluster:
             watchdog=self._watchdog,
         )
 
+    def watcher(self, job_id: str, poll_seconds: float = 5.0) -> JobWatcher:
+        """The listeners ``watch`` follows, for a caller that follows the job
+        its own way (the web view: past its end, nudged by its own listeners),
+        with the local stack's watchdog."""
+        return JobWatcher(self.clients.db, job_id, poll_seconds, watchdog=self._watchdog)
+
     def status(self, job_id: str) -> dict[str, Any]:
-        view = self.ledger.view(job_id)
-        return {**view.doc, "units_done": view.done, "units_failed": view.failed}
+        """The job's document with its live counts and its ``cost`` (core/cost.py)."""
+        return self.status_of(self.ledger.view(job_id))
+
+    def status_of(self, view: Any) -> dict[str, Any]:
+        """``status`` of a job already read: a ``ledger.view``, or a
+        JobWatcher's ``view()`` (the web view, on each change it hears)."""
+        return {
+            **view.doc,
+            "units_done": view.done,
+            "units_failed": view.failed,
+            "cost": self.cost_of(view),
+        }
+
+    def cost_of(self, view: Any, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A job's cost at Cloud Run list prices from its document and shards
+        (read by ``ledger.view`` anyway); with the done units' ``records``,
+        each frame's too. On the local stack (an emulated ledger) the figures
+        are what the job would have cost on Cloud Run."""
+        usage = cost.usage_of(view.doc, view.shards)
+        local = bool(self.settings.endpoints.firestore)
+        return cost.summary(view.doc, usage, local=local, records=records)
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         return self.ledger.list_jobs(limit)
@@ -238,6 +267,47 @@ class Cluster:
 
     def retry(self, job_id: str) -> int:
         return farm.retry(self.clients, job_id)
+
+    def remove(
+        self,
+        *job_ids: str,
+        keep_video: bool = False,
+        force: bool = False,
+        dry_run: bool = False,
+        on_removed: cleanup.OnRemoved | None = None,
+    ) -> list[cleanup.Removal]:
+        """Delete jobs whole, documents and objects (``povstorm rm``): inputs
+        another job names stay, and with ``keep_video`` the videos and the
+        poster. A job still active is refused unless ``force`` (cancelled
+        first); an unknown one is UnknownJob; both before anything goes.
+        ``on_removed`` hears of each job as soon as it is removed."""
+        return cleanup.remove_jobs(
+            self.clients,
+            job_ids,
+            keep_video=keep_video,
+            force=force,
+            dry_run=dry_run,
+            on_removed=on_removed,
+        )
+
+    def gc(
+        self,
+        older_than: dt.timedelta,
+        *,
+        keep_video: bool = False,
+        dry_run: bool = False,
+        on_removed: cleanup.OnRemoved | None = None,
+    ) -> list[cleanup.Removal]:
+        """Delete every job that ended (done, failed or cancelled) longer ago
+        than ``older_than``, and what Firestore's TTL left of expired jobs
+        (``povstorm gc``), each as ``remove`` does."""
+        return cleanup.collect_garbage(
+            self.clients,
+            older_than,
+            keep_video=keep_video,
+            dry_run=dry_run,
+            on_removed=on_removed,
+        )
 
     def cache_summary(self) -> frame_cache.CacheSummary:
         """What the deployment's frame cache holds (``povstorm cache ls``)."""
@@ -328,11 +398,12 @@ class Cluster:
         frames_dir: Path | None = None,
         frame_names: Callable[[dict[str, Any]], str] | None = None,
     ) -> JobResult:
-        """Download what a job produced: the video (and poster, stats.json) and,
+        """Download what a job produced: the video (and poster, contact sheet, stats.json) and,
         with ``frames_dir``, every done frame, named as POV-Ray would name it."""
         view = self.ledger.view(job_id)
         job = view.doc
         result = JobResult.from_view(job_id, view)
+        result.cost = self.cost_of(view)
         if not result.stats and view.done:
             # A job that never stitched (failed, cancelled) still gets its numbers.
             from povstorm.stitch.job import summarise
@@ -347,6 +418,11 @@ class Cluster:
             frames_dir = frames_dir or out_dir / "frames"
             if job.get("poster"):
                 self.blobs.download_to(poster_object(job_id), out_dir / "poster.png")
+            if result.stats.get("sheet"):
+                result.sheet = out_dir / "contact.png"
+                self.blobs.download_to(result.stats["sheet"], result.sheet)
+            # stats.json has each frame's cost too: one more query, of the done units.
+            result.cost = self.cost_of(view, self.ledger.unit_records(job_id, (UnitState.DONE,)))
             stats_path = out_dir / "stats.json"
             stats_path.write_text(json.dumps(result.summary(), indent=2, default=str))
             result.stats_path = stats_path
@@ -421,7 +497,11 @@ class Cluster:
         had = {**had, **{str(u): str(records[u].get("generation")) for u in needed}}
         index_path.write_text(json.dumps({"job_id": job_id, "generations": had}))
 
-        sheet = preview.contact_sheet([path_of[u] for u in on_sheet], out_dir / "contact.png")
+        sheet = preview.contact_sheet(
+            [path_of[u] for u in on_sheet],
+            out_dir / "contact.png",
+            labels=[str(records[u].get("frame", u)) for u in on_sheet],
+        )
         video = out_dir / f"preview.{container_for(output)}"
         preview.preview_video(path_of, units, output, video, most=max_frames)
         return Preview(
@@ -493,11 +573,14 @@ class JobResult:
     units_failed: int
     stats: dict[str, Any]
     errors: list[dict[str, Any]]
+    cost: dict[str, Any] = field(default_factory=dict)  # core/cost.py: summary
+    cancel_reason: str | None = None  # why the farm cancelled it (a budget)
     video: Path | None = None
     frames_dir: Path | None = None
     frames: list[Path] = field(default_factory=list)
     stats_path: Path | None = None
     videos: list[Path] = field(default_factory=list)  # made again from its frames
+    sheet: Path | None = None  # the contact sheet, contact.png
 
     @classmethod
     def from_view(cls, job_id: str, view: Any) -> JobResult:
@@ -510,6 +593,7 @@ class JobResult:
             units_failed=view.failed,
             stats=dict(job.get("stats") or {}),
             errors=list(job.get("errors") or []),
+            cancel_reason=job.get("cancel_reason"),
         )
 
     @property
@@ -526,6 +610,8 @@ class JobResult:
             "video": str(self.video) if self.video else None,
             "frames_dir": str(self.frames_dir) if self.frames_dir else None,
             "stats": self.stats,
+            "cost": self.cost,
+            "cancel_reason": self.cancel_reason,
             "errors": [
                 {k: (str(v) if k == "at" else v) for k, v in e.items()} for e in self.errors
             ],

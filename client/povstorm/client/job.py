@@ -30,7 +30,7 @@ from povstorm.core.errors import (
 from povstorm.core.naming import (
     new_job_id,
 )
-from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, load_job_spec
+from povstorm.core.schemas import MAX_INLINE_BYTES_PER_UNIT, check_notify_url, load_job_spec
 from povstorm.core.spec import (
     CRF,
     DEFAULT_CODEC,
@@ -73,6 +73,8 @@ class Job:
         cache: bool = True,
         proof: bool = False,
         keep_going: bool = False,
+        notify: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None
@@ -89,6 +91,14 @@ class Job:
             # another is not cached at all (``warnings`` says why).
             "cache": "use" if cache else "refresh",
         }
+        if budget_usd is not None:
+            # The farm cancels the job once its projected cost at Cloud Run
+            # list prices passes this (core/cost.py); the spec checks it is > 0.
+            self.options["budget_usd"] = budget_usd
+        if notify:
+            # When the job ends (done, failed, cancelled) the farm POSTs a
+            # signed summary here; checked now, before anything is uploaded.
+            self.options["notify"] = check_notify_url(notify)
         # What the client noticed about the job: the POV-Ray options, the
         # scan, the frame cache. One line each; the CLI prints them.
         self.warnings: list[str] = []

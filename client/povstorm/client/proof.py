@@ -93,8 +93,10 @@ def proof_body(body: dict[str, Any], plan: ProofPlan, full_job_id: str) -> dict[
     frames["step"] = int(frames.get("step", 1)) * plan.step
     output = dict(body["output"])
     output["fps"] = max(FPS.low, round(int(output["fps"]) / plan.step))
+    # The proof is the client's own look ahead: only the full job notifies.
+    full = {k: v for k, v in body.items() if k != "notify"}
     return {
-        **body,
+        **full,
         "job_id": new_job_id(),
         "name": f"{body['name']}-proof"[:100],
         "povray": {

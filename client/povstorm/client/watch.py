@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from google.api_core.retry import Retry
 from povstorm.core.errors import StackError, TransientError, UnknownJob
 from povstorm.core.model import JobState
 from povstorm.core.names import COLLECTIONS
+from povstorm.ledger.views import JobView
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Progress:
         return self.state.terminal
 
     def line(self) -> str:
-        eta = f"ETA {_fmt(self.eta)}" if self.eta is not None and not self.finished else ""
+        eta = f"ETA {fmt_clock(self.eta)}" if self.eta is not None and not self.finished else ""
         pct = 100 * (self.done + self.failed) / self.total if self.total else 100
         parts = [
             f"{self.state.value:<9}",
@@ -61,7 +62,7 @@ class Progress:
         return "  ".join(p for p in parts if p)
 
 
-def _fmt(seconds: float | None) -> str:
+def fmt_clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -105,6 +106,7 @@ class JobWatcher:
         self._watches: list[Any] = []
         self._start = time.monotonic()
         self._first: tuple[float, int] | None = None
+        self._ended = False  # the last snapshot's state was terminal
 
     @property
     def _job_ref(self) -> Any:
@@ -190,6 +192,26 @@ class JobWatcher:
             problem = self._watchdog()
         log.warning("the local stack is running again: watching %s on", self._job_id)
 
+    def nudge(self) -> None:
+        """Wake ``follow`` to yield a fresh Progress now: something its caller
+        listens to besides the job and its shards changed (the web view's
+        units of one page of the grid)."""
+        self._events.put("nudge")
+
+    def view(self) -> JobView:
+        """The job document and its shards as last heard: what
+        ``Cluster.cost_of`` reads, with no read of its own."""
+        with self._lock:
+            job = dict(self._job or {})
+            shards = [dict(s) for s in self._shards.values()]
+        return JobView(
+            job_id=self._job_id,
+            doc=job,
+            done=sum(int(s.get("done", 0)) for s in shards),
+            failed=sum(int(s.get("failed", 0)) for s in shards),
+            shards=shards,
+        )
+
     def snapshot(self) -> Progress:
         with self._lock:
             job = dict(self._job or {})
@@ -197,8 +219,12 @@ class JobWatcher:
         total = int(job.get("units_expected", 0))
         done = sum(int(s.get("done", 0)) for s in shards)
         failed = sum(int(s.get("failed", 0)) for s in shards)
+        state = JobState(job.get("state", JobState.SUBMITTED))
         now = time.monotonic()
         elapsed = now - self._start
+        if self._ended and not state.terminal:
+            self._first = None  # a retry: the rate of its frames, not of the wait before it
+        self._ended = state.terminal
         if self._first is None and done + failed > 0:
             self._first = (now, done + failed)
         rate, eta = 0.0, None
@@ -210,7 +236,7 @@ class JobWatcher:
                 eta = (total - done - failed) / rate
         return Progress(
             job_id=self._job_id,
-            state=JobState(job.get("state", JobState.SUBMITTED)),
+            state=state,
             total=total,
             done=done,
             failed=failed,
@@ -223,7 +249,12 @@ class JobWatcher:
     def __iter__(self) -> Iterator[Progress]:
         return self.follow()
 
-    def follow(self, timeout: float | None = None) -> Iterator[Progress]:
+    def follow(
+        self, timeout: float | None = None, *, past_end: bool = False
+    ) -> Generator[Progress, None, None]:
+        """Progress on each change until the job ends; with ``past_end``, on
+        until the caller stops iterating (a page left open sees a retry
+        start the job again, or a new video)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._refresh()
         self._open()
@@ -232,7 +263,7 @@ class JobWatcher:
             while True:
                 progress = self.snapshot()
                 yield progress
-                if progress.finished:
+                if progress.finished and not past_end:
                     return
                 if deadline is not None and time.monotonic() > deadline:
                     raise TransientError(f"timed out watching {self._job_id} ({progress.line()})")

@@ -1,4 +1,5 @@
-"""The publisher: the namespace's Pub/Sub topics (the emulator locally)."""
+"""The publisher: the namespace's Pub/Sub topics (the emulator locally), and
+the one way a job's change of state is announced (``publish_job_event``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import logging
 from typing import Any, Protocol
 
 from povstorm.core.errors import PovstormError, TransientError, translate
+from povstorm.core.model import JobEvent
 from povstorm.core.names import Namespace
+from povstorm.core.schemas import encode_job_event
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +17,28 @@ log = logging.getLogger(__name__)
 class Publisher(Protocol):
     def publish(self, topic_key: str, data: bytes, **attributes: str) -> None: ...
     def publish_many(self, topic_key: str, payloads: list[bytes]) -> None: ...
+
+
+def publish_job_event(publisher: Publisher, event: JobEvent) -> bool:
+    """Announce a job's move on ``job_events``, after the commit that made it.
+
+    Whoever moves a job calls this: submit, the end of rendering (a claim or
+    fail-fast), the stitch, cancel, retry, the reconciler. The move is
+    committed already, so a failed publish must not fail it: it is logged and
+    False returned. The one event that matters, a job's end when it has a
+    ``notify`` URL, is published again by the reconciler if no delivery
+    followed (farm/reconcile.py). The state is an attribute too, so a
+    subscription can filter on it."""
+    try:
+        publisher.publish(
+            "job_events", encode_job_event(event), job_id=event.job_id, state=event.state.value
+        )
+    except PovstormError as exc:
+        log.warning(
+            "job %s is %s, but its event was not published: %s", event.job_id, event.state, exc
+        )
+        return False
+    return True
 
 
 # --- Pub/Sub -----------------------------------------------------------------

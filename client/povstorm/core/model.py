@@ -8,6 +8,7 @@ cloud at all.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,22 @@ VIDEO_TRANSITIONS: dict[VideoState, frozenset[VideoState]] = {
 }
 
 
+class DeliveryState(enum.StrEnum):
+    """The delivery of a finished job's notification (``notify``): the job's
+    ``delivery`` record, one per job end (farm/notify.py)."""
+
+    PENDING = "pending"  # attempted, not accepted yet: Pub/Sub delivers the event again
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # every attempt failed: given up
+
+
+DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
+    DeliveryState.PENDING: frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED}),
+    DeliveryState.DELIVERED: frozenset(),
+    DeliveryState.FAILED: frozenset(),
+}
+
+
 def can_move(table: dict, old: enum.Enum, new: enum.Enum) -> bool:
     return new in table.get(old, frozenset())
 
@@ -148,6 +165,20 @@ class WorkMessage:
     @property
     def units(self) -> range:
         return range(self.unit, self.unit + self.count)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A job changed state (the ``job_events`` topic): published after the
+    commit that moved it, by whoever moved it (cloud/pubsub.py:
+    publish_job_event). ``previous`` is None where the mover did not read it.
+    At least once, and in order only as the moves were: a consumer reads the
+    job for what is true now (farm/notify.py does)."""
+
+    job_id: str
+    state: JobState
+    previous: JobState | None = None
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 @dataclass(frozen=True)

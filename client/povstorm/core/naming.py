@@ -21,6 +21,10 @@ videos/<job>/poster.png, stats.json      the stitch's poster frame and statistic
 cache/<key>.png                          a frame rendered before, by the hash of everything
                                          that decides its pixels (core.framekey): a job's
                                          frame with that key is a copy of it
+
+Every prefix but inputs/ and cache/ holds one job's objects under <job>/
+(``job_prefixes``): what ``povstorm rm`` lists and deletes. Inputs are
+shared by content and the cache by every job.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ _SEGMENT_RE = re.compile(
 )
 _MANIFEST_RE = re.compile(
     "^" + re.escape(PREFIXES["jobs"]) + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/job\.json$"
+)
+_RESULT_RE = re.compile(
+    "^"
+    + re.escape(PREFIXES["videos"])
+    + r"(?P<job>[a-z0-9][a-z0-9-]{2,62})/"
+    + r"(?:poster\.png|contact\.png|video(?:-[a-z0-9-]+)?\.[a-z0-9]{1,8})$"
 )
 _CACHE_RE = re.compile("^" + re.escape(PREFIXES["cache"]) + r"(?P<key>[0-9a-f]{64})\.png$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
@@ -162,6 +172,11 @@ def poster_object(job_id: str) -> str:
     return f"{PREFIXES['videos']}{job_id}/poster.png"
 
 
+def sheet_object(job_id: str) -> str:
+    """The contact sheet the stitch makes beside the poster."""
+    return f"{PREFIXES['videos']}{job_id}/contact.png"
+
+
 def stats_object(job_id: str) -> str:
     return f"{PREFIXES['videos']}{job_id}/stats.json"
 
@@ -189,6 +204,29 @@ def restitch_object(job_id: str, key: str) -> str:
     """The object of the re-stitched video ``key`` (``video_key``) of a job."""
     m = _video_key_match(key)
     return f"{PREFIXES['videos']}{job_id}/video-{m['settings']}.{m['ext']}"
+
+
+def job_prefixes(job_id: str) -> dict[str, str]:
+    """The prefix of each kind of object that belongs to this job alone, by
+    kind: its manifest and cancel marker, frames, logs, segments, and its
+    videos (the video, the videos made again, the poster and stats.json)."""
+    check_job_id(job_id)
+    return {
+        "manifest": f"{PREFIXES['jobs']}{job_id}/",
+        "frames": frames_prefix(job_id),
+        "logs": f"{PREFIXES['logs']}{job_id}/",
+        "segments": segments_prefix(job_id),
+        "videos": f"{PREFIXES['videos']}{job_id}/",
+    }
+
+
+def is_result_object(job_id: str, name: str) -> bool:
+    """Whether ``name`` is what ``fetch`` gives as the job's result, and
+    ``rm --keep-video`` keeps: its video, a video made again from its
+    frames, its poster or its contact sheet (not stats.json: ``fetch``
+    writes the ledger's stats)."""
+    m = _RESULT_RE.match(name or "")
+    return bool(m and m["job"] == job_id)
 
 
 def parse_frame_object(name: str) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from marshmallow import (
 )
 
 from povstorm.core.errors import PoisonMessage, SpecError
-from povstorm.core.model import FailureReport, FrameEvent, WorkMessage
+from povstorm.core.model import FailureReport, FrameEvent, JobEvent, JobState, WorkMessage
 from povstorm.core.naming import JOB_ID_RE, SHA256_RE, check_relpath
 from povstorm.core.spec import (
     CACHE_MODES,
@@ -53,6 +53,15 @@ MAX_ARG_LEN = 4_096
 MAX_INLINE_BYTES_PER_UNIT = 256 * 1024
 MAX_INLINE_BYTES_PER_JOB = 8 * 1024 * 1024
 MAX_FRAME_NUMBER = 999_999_999
+MAX_URL_LEN = 2_000
+
+# Where a job's end is announced (JobSpec.notify): a URL the farm POSTs to.
+_NOTIFY_URL = validate.URL(
+    relative=False,
+    schemes={"http", "https"},
+    require_tld=False,  # a receiver on localhost or an IP address is fine
+    error="not an http or https URL",
+)
 
 
 def _bounded(option: Bounded) -> fields.Integer:
@@ -194,8 +203,19 @@ class JobSpecSchema(_Strict):
     timeout_seconds = _bounded(TIMEOUT_SECONDS)
     frames_per_unit = _bounded(FRAMES_PER_UNIT)
     cache = fields.String(load_default=DEFAULT_CACHE, validate=validate.OneOf(CACHE_MODES))
+    budget_usd = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, error="a positive amount of USD"),
+    )
     frame_digits = fields.Integer(load_default=0, validate=validate.Range(0, 9))
     extra = fields.Dict(keys=fields.String(), load_default=dict)
+    notify = fields.String(load_default="")
+
+    @validates("notify")
+    def _notify(self, value: str, **_: Any) -> None:
+        if value:
+            _check_notify(value)
 
     @validates("inputs")
     def _inputs(self, value: dict, **_: Any) -> None:
@@ -224,6 +244,22 @@ class JobSpecSchema(_Strict):
     def _make(self, data: dict, **_: Any) -> JobSpec:
         data["units"] = tuple(data["units"])
         return JobSpec(**data)
+
+
+def _check_notify(url: str) -> None:
+    if len(url) > MAX_URL_LEN:
+        raise ValidationError(f"longer than {MAX_URL_LEN} characters")
+    _NOTIFY_URL(url)
+
+
+def check_notify_url(url: str) -> str:
+    """``url`` if a job may notify it (http or https, absolute), else a
+    SpecError of one line: the client checks it before anything is uploaded."""
+    try:
+        _check_notify(url)
+    except ValidationError as exc:
+        raise SpecError(f"--notify {url}: {' '.join(map(str, exc.messages))}") from None
+    return url
 
 
 def _first_message(messages: Any, path: str = "") -> str:
@@ -273,6 +309,10 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
     }
     if spec.job_id:
         out["job_id"] = spec.job_id
+    if spec.budget_usd is not None:  # absent when unset, as notify: the spec hash stays
+        out["budget_usd"] = spec.budget_usd
+    if spec.notify:  # absent when unset: the spec hash of a job without it is as before
+        out["notify"] = spec.notify
     if spec.povray:
         out["povray"] = {
             "args": list(spec.povray.args),
@@ -335,6 +375,31 @@ class FailureReportSchema(Schema):
         data["error"] = data["error"][:4000]
         data["log_tail"] = data["log_tail"][-8000:]
         return FailureReport(**data)
+
+
+class JobEventSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID_RE))
+    state = fields.Enum(JobState, by_value=True, required=True)
+    previous = fields.Enum(JobState, by_value=True, load_default=None, allow_none=True)
+    at = fields.AwareDateTime(required=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> JobEvent:
+        return JobEvent(**data)
+
+
+def encode_job_event(event: JobEvent) -> bytes:
+    return json.dumps(JobEventSchema().dump(event), separators=(",", ":")).encode()
+
+
+def load_job_event(data: bytes | str) -> JobEvent:
+    try:
+        return JobEventSchema().load(_decode_json(data))
+    except ValidationError as exc:
+        raise PoisonMessage(f"malformed job event: {_first_message(exc.messages)}") from None
 
 
 def encode_message(obj: WorkMessage | FailureReport) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,22 @@ class Settings:
     # days, then the oldest past this many bytes, are deleted; 0: no limit.
     frame_cache_days: float = 30.0
     frame_cache_bytes: int = 10 << 30
+    # A job that ends expires this many days later: the ledger writes its
+    # ``expire_at``, the field of Firestore's TTL policy on jobs (terraform
+    # ``jobs_retention_days``); 0: jobs never expire (the local stack).
+    jobs_retention_days: float = 0.0
+    # The size of a render task and of the stitch's (terraform's
+    # render_service_cpus/_ram, stitch_job_cpus/_ram; memory in Cloud Run's
+    # syntax): a job records them at submit, and its cost (core/cost.py) is
+    # computed with them. The local stack keeps the defaults, terraform's.
+    render_cpus: float = 2.0
+    render_memory: str = "2Gi"
+    stitch_cpus: float = 2.0
+    stitch_memory: str = "4Gi"
+    # The deployment's key for signing job notifications (farm/notify.py):
+    # only the job_event function is given it (terraform from Secret Manager,
+    # the local stack from its state directory), so to_env leaves it out.
+    notify_secret: str = field(default="", repr=False)
     endpoints: Endpoints = Endpoints()
 
     @classmethod
@@ -123,6 +139,12 @@ class Settings:
             povray_threads=max(0, int(get("povray_threads", d.povray_threads))),
             frame_cache_days=max(0.0, float(get("frame_cache_days", d.frame_cache_days))),
             frame_cache_bytes=max(0, int(get("frame_cache_bytes", d.frame_cache_bytes))),
+            jobs_retention_days=max(0.0, float(get("jobs_retention_days", d.jobs_retention_days))),
+            render_cpus=float(get("render_cpus", d.render_cpus)),
+            render_memory=get("render_memory", d.render_memory),
+            stitch_cpus=float(get("stitch_cpus", d.stitch_cpus)),
+            stitch_memory=get("stitch_memory", d.stitch_memory),
+            notify_secret=get("notify_secret", ""),
             endpoints=Endpoints.from_env(env),
         )
 
@@ -147,5 +169,10 @@ class Settings:
             ENV["povray_threads"]: str(self.povray_threads),
             ENV["frame_cache_days"]: f"{self.frame_cache_days:g}",
             ENV["frame_cache_bytes"]: str(self.frame_cache_bytes),
+            ENV["jobs_retention_days"]: f"{self.jobs_retention_days:g}",
+            ENV["render_cpus"]: f"{self.render_cpus:g}",
+            ENV["render_memory"]: self.render_memory,
+            ENV["stitch_cpus"]: f"{self.stitch_cpus:g}",
+            ENV["stitch_memory"]: self.stitch_memory,
             **self.endpoints.to_env(),
         }

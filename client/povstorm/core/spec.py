@@ -118,10 +118,16 @@ class JobSpec:
     timeout_seconds: int = TIMEOUT_SECONDS.default
     frames_per_unit: int = FRAMES_PER_UNIT.default
     cache: str = DEFAULT_CACHE
+    # The most the job may cost at Cloud Run list prices (core/cost.py): the
+    # farm cancels it once its projected cost passes this. None: no limit.
+    budget_usd: float | None = None
     job_id: str | None = None
     # POV-Ray's own numbering of the frames, for names on download (scene form).
     frame_digits: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # An http(s) URL that gets a signed JSON summary when the job ends
+    # (farm/notify.py); "" for none.
+    notify: str = ""
 
     @property
     def unit_count(self) -> int:

@@ -1,5 +1,6 @@
 """The farm's operations: each one a ledger transaction followed, after
-commit, by its side effects (publish, launch). Called by the thin shells in
+commit, by its side effects (publish, launch, announce the job's move on
+``job_events``). Called by the thin shells in
 functions/, render_container/, stitch_container/ and the reconciler.
 
 A side effect that fails after commit is left for the reconciler (a claimed
@@ -18,6 +19,8 @@ from typing import Any
 from marshmallow import ValidationError
 
 from povstorm.cloud.clients import Clients
+from povstorm.cloud.pubsub import publish_job_event
+from povstorm.core import cost
 from povstorm.core.chunks import (
     MAX_FRAMES_PER_UNIT,
     chunkable,
@@ -26,7 +29,7 @@ from povstorm.core.chunks import (
     runs,
 )
 from povstorm.core.errors import PoisonMessage, PovstormError, SpecError, UnknownJob
-from povstorm.core.model import FailureReport, FrameEvent, JobState, WorkMessage
+from povstorm.core.model import FailureReport, FrameEvent, JobEvent, JobState, WorkMessage
 from povstorm.core.naming import (
     cancel_marker,
     frames_prefix,
@@ -39,7 +42,7 @@ from povstorm.core.naming import (
 from povstorm.core.schemas import OutputSchema, dump_job_spec, encode_message, load_job_spec
 from povstorm.core.spec import CODECS, CONTAINERS, JobSpec, OutputSpec, container_for
 from povstorm.ledger.docs import JobDoc, scene_family, scene_key
-from povstorm.ledger.ledger import Ledger, Outcome, now
+from povstorm.ledger.ledger import Ledger, Outcome, OutcomeKind, now
 from povstorm.ledger.views import spec_of
 
 log = logging.getLogger(__name__)
@@ -61,11 +64,23 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
             plan["frame_profile"] = profile["seconds"]
     at = now()
     write_manifest(clients, job_id, spec, plan, at)
-    job, created = ledger.create_job(spec, job_id, plan, at)
+    job, created = ledger.create_job(
+        spec,
+        job_id,
+        plan,
+        at,
+        cost.resources(clients.settings),
+        retention_days=clients.settings.jobs_retention_days,
+    )
+    if created:
+        publish_job_event(clients.publisher, JobEvent(job_id, JobState.SUBMITTED, at=at))
     if created or job.state == JobState.SUBMITTED:
         messages = chunk_messages(job, spec)
         publish_work(clients, messages)
         ledger.mark_dispatched(job_id)
+        publish_job_event(
+            clients.publisher, JobEvent(job_id, JobState.RENDERING, JobState.SUBMITTED)
+        )
         start_tasks(clients, ledger, job_id, len(messages))
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
 
@@ -103,7 +118,14 @@ def rebuild_job(clients: Clients, ledger: Ledger, job_id: str) -> bool:
         created = dt.datetime.fromisoformat(manifest["created_at"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PoisonMessage(f"unreadable manifest of job {job_id}: {exc}") from None
-    _, rebuilt = ledger.create_job(spec, job_id, manifest.get("plan") or {}, created)
+    _, rebuilt = ledger.create_job(
+        spec,
+        job_id,
+        manifest.get("plan") or {},
+        created,
+        cost.resources(clients.settings),
+        retention_days=clients.settings.jobs_retention_days,
+    )
     ledger.mark_dispatched(job_id)
     return rebuilt
 
@@ -185,6 +207,13 @@ def launch_stitch(clients: Clients, ledger: Ledger, job_id: str) -> None:
     ledger.mark_launched(job_id)
 
 
+def announce_end(clients: Clients, outcome: Outcome) -> None:
+    """A count that ended the rendering (the claim of the stitch, or a failed
+    job: the last shard folded, or fail-fast) says so on ``job_events``."""
+    if outcome.job_state is not None:
+        publish_job_event(clients.publisher, JobEvent(outcome.job_id, outcome.job_state))
+
+
 def on_frame_event(clients: Clients, event: FrameEvent) -> Outcome | None:
     """A GCS finalize notification. Not a frame of ours: acknowledge and log."""
     if event.bucket != clients.settings.bucket:
@@ -193,11 +222,53 @@ def on_frame_event(clients: Clients, event: FrameEvent) -> Outcome | None:
         log.debug("ignoring %s", event.name)
         return None
     ledger = Ledger(clients.db)
-    outcome = ledger.record_frame(event.name, event.generation, event.metadata)
+    outcome = ledger.record_frame(event.name, event.generation, event.metadata, event.size)
     log.info("frame %s gen %s: %s", event.name, event.generation, outcome.kind)
+    announce_end(clients, outcome)
     if outcome.launch_stitch:
         launch_stitch(clients, ledger, outcome.job_id)
+    if outcome.kind == OutcomeKind.RECORDED and outcome.job_state is None:
+        enforce_budget(clients, ledger, outcome.job_id)
     return outcome
+
+
+# Jobs this process found without a budget: a spec never changes, so their
+# next frames skip the check without reading the job again.
+_UNBUDGETED: set[str] = set()
+_UNBUDGETED_MAX = 10_000
+
+
+def enforce_budget(clients: Clients, ledger: Ledger, job_id: str) -> str | None:
+    """After a frame of a rendering job is counted: cancel the job if its
+    cost so far, or (once enough frames are done to project) its projected
+    cost, passes its spec's ``budget_usd`` (core/cost.py: over_budget).
+    Returns the reason, which the job keeps, or None. Cheap on the frame
+    path: a job without a budget costs one read per process; one with a
+    budget, a read of the job and one aggregation over its shards (billed as
+    one read) per frame; no write unless it cancels. A failure is logged and
+    acknowledged, as any side effect after the count: the next frame checks."""
+    if job_id in _UNBUDGETED:
+        return None
+    try:
+        job = ledger.job(job_id)
+        budget = job.spec.get("budget_usd")
+        if budget is None:
+            if len(_UNBUDGETED) >= _UNBUDGETED_MAX:
+                _UNBUDGETED.clear()
+            _UNBUDGETED.add(job_id)
+            return None
+        if job.state not in (JobState.SUBMITTED, JobState.RENDERING):
+            return None
+        render, stitch = cost.shapes(job.resources)
+        usage = cost.Usage(*ledger.usage(job_id))
+        reason = cost.over_budget(usage, job.units_expected, float(budget), render, stitch)
+        if reason is None or cancel(clients, job_id, reason=reason) != JobState.CANCELLED:
+            return None
+    except PovstormError as exc:
+        log.warning("budget check of %s failed; the next frame checks again: %s", job_id, exc)
+        return None
+    log.warning("job %s cancelled: %s", job_id, reason)
+    return reason
 
 
 def on_failure(clients: Clients, report: FailureReport) -> Outcome:
@@ -214,6 +285,7 @@ def on_failure(clients: Clients, report: FailureReport) -> Outcome:
     log.info(
         "failure %s/%s attempt %s: %s", report.job_id, report.unit, report.attempt, outcome.kind
     )
+    announce_end(clients, outcome)
     if outcome.requeue:
         publish_work(clients, [outcome.requeue])
         ledger.mark_queued(outcome.requeue)
@@ -310,16 +382,20 @@ def restitch(
     return key, entry
 
 
-def cancel(clients: Clients, job_id: str) -> str:
+def cancel(clients: Clients, job_id: str, reason: str | None = None) -> str:
     """Cancel the job; once the ledger says so, leave a marker beside its
     manifest, so that a ledger restored from before the cancel cancels it
     again, and stop the render executions launched for it. (Their tasks may
     hold another job's chunk: Pub/Sub gives it to another task once its
-    lease lapses, and it resumes after the frames already in the bucket.)"""
+    lease lapses, and it resumes after the frames already in the bucket.)
+    ``reason``: why the farm cancels it (``enforce_budget``), kept on the job."""
     ledger = Ledger(clients.db)
-    state = ledger.cancel(job_id)
+    before = ledger.job(job_id).state
+    state = ledger.cancel(job_id, reason)
     if state != JobState.CANCELLED:
         return state.value
+    if not before.terminal:  # else it was cancelled before: nothing moved
+        publish_job_event(clients.publisher, JobEvent(job_id, JobState.CANCELLED, before))
     clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
     if clients.render is not None:
         for execution in (ledger.get_job(job_id) or {}).get("executions") or ():
@@ -334,6 +410,8 @@ def retry(clients: Clients, job_id: str) -> int:
     """Requeue the failed units of a failed job; returns how many."""
     ledger = Ledger(clients.db)
     messages = ledger.retry(job_id)
+    if messages:
+        publish_job_event(clients.publisher, JobEvent(job_id, JobState.RENDERING, JobState.FAILED))
     chunks = coalesce(messages, ledger.get_spec(job_id)) if messages else []
     publish_work(clients, chunks)
     for m in chunks:
@@ -344,9 +422,11 @@ def retry(clients: Clients, job_id: str) -> int:
 
 __all__ = [
     "UnknownJob",
+    "announce_end",
     "cancel",
     "chunk_messages",
     "coalesce",
+    "enforce_budget",
     "launch_stitch",
     "on_dead_letter",
     "on_failure",

@@ -18,7 +18,11 @@ twice at once:
 * a job with open units while no render task runs (a launch that failed,
   tasks that gave up or exited idle as a requeue came), or with units
   pending past the dispatch deadline while render slots are free: start
-  tasks.
+  tasks;
+* a job that ended with a ``notify`` URL and no delivery under way minutes
+  later (its end's event was never published, or lost: a restarted Pub/Sub
+  emulator keeps no message): publish the event again (farm/notify.py
+  delivers it once).
 
 ``resume`` is the same pass after a restart of the stack (the local stack's
 ``up``), with nothing left to wait for: the ledger came back from a snapshot
@@ -33,8 +37,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from povstorm.cloud.clients import Clients
+from povstorm.cloud.pubsub import publish_job_event
 from povstorm.core.errors import PoisonMessage, PovstormError
-from povstorm.core.model import JobState, UnitState, WorkMessage
+from povstorm.core.model import DeliveryState, JobEvent, JobState, UnitState, WorkMessage
 from povstorm.core.naming import (
     cancel_marker,
     frames_prefix,
@@ -44,6 +49,7 @@ from povstorm.core.naming import (
 )
 from povstorm.farm.cache import trim_if_due
 from povstorm.farm.operations import (
+    announce_end,
     chunk_messages,
     coalesce,
     launch_stitch,
@@ -65,6 +71,13 @@ class Deadlines:
     render_margin: dt.timedelta = dt.timedelta(seconds=120)
     stitch_launch: dt.timedelta = dt.timedelta(seconds=30)
     stitch_run: dt.timedelta = dt.timedelta(minutes=30)
+    # An ended job to notify whose delivery has not begun this long after.
+    notify: dt.timedelta = dt.timedelta(minutes=5)
+    # ...or whose pending delivery has had no attempt for this long: longer
+    # than the push subscription's longest backoff (600 s), so its event is lost.
+    notify_stalled: dt.timedelta = dt.timedelta(minutes=15)
+    # ...among the jobs that ended this recently (one query's worth).
+    notify_window: dt.timedelta = dt.timedelta(hours=1)
 
 
 @dataclass
@@ -76,6 +89,7 @@ class Report:
     recovered: list[tuple[str, int]] = field(default_factory=list)
     relaunched: list[str] = field(default_factory=list)
     tasks_started: list[str] = field(default_factory=list)  # jobs given render tasks
+    renotified: list[str] = field(default_factory=list)  # ends whose event went out again
     cache_trimmed: int = 0  # frame cache entries deleted past its limits
     errors: list[str] = field(default_factory=list)
 
@@ -88,6 +102,7 @@ class Report:
             "recovered": [f"{j}/{u}" for j, u in self.recovered],
             "relaunched": self.relaunched,
             "tasks_started": self.tasks_started,
+            "renotified": self.renotified,
             "cache_trimmed": self.cache_trimmed,
             "errors": self.errors,
         }
@@ -125,6 +140,10 @@ def reconcile(clients: Clients, deadlines: Deadlines | None = None) -> Report:
             report.errors.append(f"{job.job_id}: {exc}")
             log.warning("reconcile %s: %s", job.job_id, exc)
     _start_tasks(clients, ledger, jobs, deadlines, report)
+    try:
+        _renotify(clients, ledger, deadlines, report)
+    except PovstormError as exc:
+        report.errors.append(f"notifications: {exc}")
     settings = clients.settings
     try:
         removed = trim_if_due(
@@ -181,6 +200,28 @@ def _start_tasks(
         report.errors.append(f"render tasks: {exc}")
 
 
+def _renotify(clients: Clients, ledger: Ledger, d: Deadlines, report: Report) -> None:
+    """The end of a job with a ``notify`` URL whose delivery never began
+    (no record for this end ``d.notify`` after it), or stopped while pending
+    (no attempt for ``d.notify_stalled``): its event was not published (a
+    publish that failed after the commit) or was lost. Publish it again; the
+    delivery's own record keeps it to one accepted POST."""
+    at = now()
+    for job in ledger.finished_since(at - d.notify_window):
+        if not (job.state.terminal and job.spec.get("notify")):
+            continue
+        record = job.delivery or {}
+        if record.get("id") == job.delivery_id:
+            due = record.get("state") == DeliveryState.PENDING and _older(
+                record.get("last_at"), d.notify_stalled, at
+            )
+        else:
+            due = _older(job.finished_at, d.notify, at)
+        if due:
+            publish_job_event(clients.publisher, JobEvent(job.job_id, job.state))
+            report.renotified.append(job.job_id)
+
+
 def resume(clients: Clients, restart: Restart) -> Report:
     """The reconciler's pass right after a restart: every job whose manifest
     the bucket holds and the ledger lost made again, every job cancelled
@@ -211,7 +252,9 @@ def resume(clients: Clients, restart: Restart) -> Report:
         lost = restart if job.job_id not in rebuilt else replace(restart, work_lost=True)
         try:
             if clients.blobs.exists(cancel_marker(job.job_id)):
-                ledger.cancel(job.job_id)
+                if ledger.cancel(job.job_id) == JobState.CANCELLED:
+                    event = JobEvent(job.job_id, JobState.CANCELLED, job.state)
+                    publish_job_event(clients.publisher, event)
                 report.cancelled.append(job.job_id)
                 continue
             _reconcile_job(clients, ledger, job, IMMEDIATE, report, lost)
@@ -251,6 +294,9 @@ def _reconcile_job(
         publish_work(clients, messages)
         ledger.mark_dispatched(job_id)
         start_tasks(clients, ledger, job_id, len(messages))  # as submit does
+        publish_job_event(
+            clients.publisher, JobEvent(job_id, JobState.RENDERING, JobState.SUBMITTED)
+        )
         report.redispatched.append(job_id)
         return
 
@@ -264,6 +310,7 @@ def _reconcile_job(
         if not shard.complete and shard.full:
             outcome = ledger.complete_shard(job_id, shard.shard)
             report.recovered.append((job_id, -1 - shard.shard))
+            announce_end(clients, outcome)
             if outcome.launch_stitch:
                 launch_stitch(clients, ledger, job_id)
                 return
@@ -278,8 +325,11 @@ def _reconcile_job(
         for unit in open_units:
             found = frames.get(unit.unit)
             if found is not None and _older(unit.updated_at, d.lost_event, at):
-                outcome = ledger.record_frame(found.name, found.generation, found.metadata)
+                outcome = ledger.record_frame(
+                    found.name, found.generation, found.metadata, found.size
+                )
                 report.recovered.append((job_id, unit.unit))
+                announce_end(clients, outcome)
                 if outcome.launch_stitch:
                     launch_stitch(clients, ledger, job_id)
     timeout = dt.timedelta(seconds=int(job.spec.get("timeout_seconds", 600)))

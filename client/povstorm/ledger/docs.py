@@ -43,6 +43,8 @@ from povstorm.core.schemas import dump_job_spec
 from povstorm.core.spec import JobSpec
 
 Fields = dict[str, Any]
+# The job document's field of Firestore's TTL policy (terraform firestore.tf).
+TTL_FIELD = "expire_at"
 
 
 def now() -> dt.datetime:
@@ -171,6 +173,7 @@ class UnitDoc(_Doc):
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
     cached: str | None = None  # the frame cache key its frame was copied from
+    frame_bytes: int | None = None  # the size of the frame object counted
     spec: dict[str, Any] | None = None  # generated units only
 
     _LATER = frozenset(
@@ -184,6 +187,7 @@ class UnitDoc(_Doc):
             "cpu_seconds",
             "peak_memory_bytes",
             "cached",
+            "frame_bytes",
             "spec",
         }
     )
@@ -239,10 +243,15 @@ class ShardDoc(_Doc):
     done: int = 0
     failed: int = 0
     complete: bool = False  # folded into the job
+    # What the frames it counted took and weigh, summed as they are counted
+    # (the cost of core/cost.py, read from the shards, never from the units);
+    # absent until the first count.
+    render_seconds: float | None = None
+    frame_bytes: int | None = None
     updated_at: dt.datetime | None = None
 
-    _LATER = frozenset({"updated_at"})
-    _INTS = frozenset({"shard", "expected", "done", "failed"})
+    _LATER = frozenset({"updated_at", "render_seconds", "frame_bytes"})
+    _INTS = frozenset({"shard", "expected", "done", "failed", "frame_bytes"})
 
     def _what(self) -> str:
         return f"shard {self.shard}"
@@ -309,9 +318,39 @@ class JobDoc(_Doc):
     # The render executions launched for the job's work (Cloud Run execution
     # names; locally the task runner's), which cancelling the job stops.
     executions: list[str] | None = None
+    # Why it was cancelled, if the farm did it (a budget passed); None for a
+    # user's cancel.
+    cancel_reason: str | None = None
+    # The task sizes of the deployment at submit, {render, stitch: {vcpus,
+    # memory_gib}} (core/cost.py: resources): what its cost is computed with.
+    resources: dict[str, Any] | None = None
+    # The notification of the job's end to its spec's ``notify`` URL
+    # (farm/notify.py): {id (``delivery_id``), url, state
+    # (core.model.DeliveryState), attempts, status, error, sending_until,
+    # first_at, last_at, delivered_at}. Absent until the first attempt.
+    delivery: dict[str, Any] | None = None
+    # How many days the job is kept once it ends (the deployment's
+    # jobs_retention_days at submit; None: for ever), and when that is:
+    # Firestore's TTL policy on ``expire_at`` (TTL_FIELD, terraform
+    # firestore.tf) deletes the job document then. ``moved`` sets it with
+    # ``finished_at``.
+    retention_days: float | None = None
+    expire_at: dt.datetime | None = None
 
     _LATER = frozenset(
-        {"stats_object", "stitch_error", "cache_filled", "failed_by", "videos", "executions"}
+        {
+            "retention_days",
+            "expire_at",
+            "stats_object",
+            "stitch_error",
+            "cache_filled",
+            "failed_by",
+            "videos",
+            "executions",
+            "delivery",
+            "cancel_reason",
+            "resources",
+        }
     )
     _INTS = frozenset(
         {
@@ -338,6 +377,8 @@ class JobDoc(_Doc):
         shards: int,
         created: dt.datetime,
         plan: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        retention_days: float | None = None,
     ) -> JobDoc:
         """A new job: submitted, nothing counted."""
         body = dump_job_spec(spec)
@@ -356,6 +397,8 @@ class JobDoc(_Doc):
             created_at=created,
             updated_at=created,
             plan=dict(plan or {}),
+            resources=resources,
+            retention_days=retention_days or None,
             scene_key=scene_key(spec),
             scene_family=scene_family(spec),
         )
@@ -363,10 +406,30 @@ class JobDoc(_Doc):
     def _what(self) -> str:
         return f"job {self.job_id}"
 
+    @property
+    def delivery_id(self) -> str:
+        """The notification of this end of the job: the same for every
+        attempt (a receiver dedupes on it), another after a retry ends it again."""
+        return f"{self.job_id}.{self.state.value}.{self.retries}"
+
     def moved(self, new: JobState, **changes: Any) -> Fields:
         """The fields of a move to ``new`` (JOB_TRANSITIONS)."""
-        return self._move(JOB_TRANSITIONS, self.state, new, changes)
+        return self._move(JOB_TRANSITIONS, self.state, new, self._expiry(changes))
 
     def retried(self, new: JobState, **changes: Any) -> Fields:
         """The fields of the user's retry (JOB_RETRY: failed -> rendering)."""
-        return self._move(JOB_RETRY, self.state, new, changes)
+        return self._move(JOB_RETRY, self.state, new, self._expiry(changes))
+
+    def _expiry(self, changes: Fields) -> Fields:
+        """``changes`` with the ``expire_at`` its ``finished_at`` implies: a
+        job that ends expires ``retention_days`` later; one that no longer
+        has ended (a retry) does not expire. Here, so that every way a job
+        ends (the claim, the stitch, fail-fast, cancel) sets it alike."""
+        if "finished_at" not in changes:
+            return changes
+        end = changes["finished_at"]
+        if end is None:
+            return {**changes, "expire_at": None} if self.expire_at is not None else changes
+        if not self.retention_days:
+            return changes
+        return {**changes, "expire_at": end + dt.timedelta(days=self.retention_days)}

@@ -41,7 +41,9 @@ from google.cloud import firestore
 
 from povstorm.core.errors import SpecError, TransientError, UnknownJob, translate
 from povstorm.core.model import (
+    DELIVERY_TRANSITIONS,
     VIDEO_TRANSITIONS,
+    DeliveryState,
     JobState,
     RenderStats,
     UnitState,
@@ -60,6 +62,7 @@ from povstorm.ledger.views import (
     JobView,
     Outcome,
     OutcomeKind,
+    StoredDoc,
     UnitTicket,
     spec_hash,
     spec_of,
@@ -170,6 +173,9 @@ class Ledger:
         job_id: str,
         plan: dict[str, Any] | None = None,
         created: dt.datetime | None = None,
+        resources: dict[str, Any] | None = None,
+        *,
+        retention_days: float = 0.0,
     ) -> tuple[JobDoc, bool]:
         """Write the units and shards, then the job document (state submitted).
 
@@ -178,6 +184,9 @@ class Ledger:
         spec under a taken id is a SpecError. Units are written first, so a
         job document never exists without its units. ``created``: when the
         job was submitted, if not now (a job rebuilt from its manifest).
+        ``resources``: the deployment's task sizes, which the job's cost is
+        computed with (core/cost.py). ``retention_days``: how long the job is kept once it ends (0: for
+        ever), its ``expire_at`` then.
         """
         check_job_id(job_id)
         digest = spec_hash(spec)
@@ -205,12 +214,14 @@ class Ledger:
                     batch.set(ref, doc)
                 batch.commit()
 
-        job = JobDoc.first(spec, job_id, digest, shards, created, plan)
+        job = JobDoc.first(spec, job_id, digest, shards, created, plan, resources, retention_days)
         with translate("firestore"):
             try:
                 self.job_ref(job_id).create(job.to_fields())
             except gexc.AlreadyExists:
-                return self.create_job(spec, job_id, plan, created)
+                return self.create_job(
+                    spec, job_id, plan, created, resources, retention_days=retention_days
+                )
         return job, True
 
     def mark_dispatched(self, job_id: str) -> None:
@@ -262,6 +273,29 @@ class Ledger:
             done=sum(int(s.get("done", 0)) for s in shards),
             failed=sum(int(s.get("failed", 0)) for s in shards),
             shards=shards,
+        )
+
+    def usage(self, job_id: str) -> tuple[int, float, int]:
+        """(frames done, their render seconds, their bytes) summed over the
+        job's shards by one aggregation query, which Firestore bills as one
+        read: the budget check after each counted frame reads this, not the
+        shards (up to 64) or the units."""
+        shards = self.job_ref(job_id).collection(COLLECTIONS["shards"])
+        query = (
+            shards.sum("done", alias="done")
+            .sum("render_seconds", alias="seconds")
+            .sum("frame_bytes", alias="bytes")
+        )
+        with translate("firestore"):
+            try:
+                rows = query.get(retry=RPC_RETRY, timeout=RPC_TIMEOUT)
+            except gexc.RetryError as exc:
+                raise TransientError(f"Firestore unavailable: {exc}") from exc
+        found = {r.alias: r.value for row in rows for r in row}
+        return (
+            int(found.get("done") or 0),
+            float(found.get("seconds") or 0.0),
+            int(found.get("bytes") or 0),
         )
 
     def unit_records(self, job_id: str, states: tuple[UnitState, ...] = ()) -> list[dict[str, Any]]:
@@ -591,9 +625,10 @@ class Ledger:
         return Outcome(kind, job_id, unit)
 
     def record_frame(
-        self, name: str, generation: int, metadata: dict[str, str] | None = None
+        self, name: str, generation: int, metadata: dict[str, str] | None = None, size: int = 0
     ) -> Outcome:
-        """A frame object was finalized: count its unit done, once."""
+        """A frame object was finalized: count its unit done, once. Its shard
+        also sums the frame's render seconds and ``size`` (core/cost.py)."""
         job_id, unit = parse_frame_object(name)
         uref = self.unit_ref(job_id, unit)
         stats = RenderStats.from_metadata(metadata)
@@ -622,12 +657,18 @@ class Ledger:
                     generation=generation,
                     finished_at=now(),
                     updated_at=now(),
+                    frame_bytes=size,
                     **_stats(stats),
                 ),
             )
             transaction.update(
                 self.shard_ref(job_id, doc.shard),
-                ShardDoc.update_fields(done=firestore.Increment(1), updated_at=now()),
+                ShardDoc.update_fields(
+                    done=firestore.Increment(1),
+                    render_seconds=firestore.Increment(stats.render_seconds),
+                    frame_bytes=firestore.Increment(size),
+                    updated_at=now(),
+                ),
             )
             return OutcomeKind.RECORDED, doc.shard
 
@@ -937,18 +978,110 @@ class Ledger:
 
         return self._video_update(job_id, key, change)
 
+    # --- notifications (farm/notify.py) ------------------------------------------------
+    #
+    # The job's ``delivery`` record: one per end of the job (``delivery_id``),
+    # moved by DELIVERY_TRANSITIONS. An attempt is claimed before its POST and
+    # holds the record until ``sending_until``, so two deliveries of the same
+    # event never POST at once; the job's state is never written here.
+
+    def begin_delivery(
+        self, job_id: str, delivery_id: str, url: str, *, lease: float
+    ) -> dict[str, Any] | None:
+        """Claim the next attempt at notifying the end ``delivery_id`` of the
+        job: its record, with ``attempts`` counting this one, or None when
+        there is nothing to send (delivered or given up already, or the job
+        is no longer at that end: retried since). TransientError while
+        another attempt holds it (its POST may still succeed: ask again later)."""
+
+        def tx(transaction: Any) -> dict[str, Any] | None:
+            job = self._job(job_id, transaction)
+            if job is None:
+                raise UnknownJob(job_id)
+            if not job.state.terminal or job.delivery_id != delivery_id:
+                return None
+            at = now()
+            record = dict(job.delivery or {})
+            if record.get("id") == delivery_id:
+                if DeliveryState(record["state"]) != DeliveryState.PENDING:
+                    return None
+                held = record.get("sending_until")
+                if held is not None and held > at:
+                    raise TransientError(f"{delivery_id}: another attempt is in flight")
+            else:
+                record = {"id": delivery_id, "url": url, "attempts": 0, "first_at": at}
+            record.update(
+                state=DeliveryState.PENDING.value,
+                attempts=int(record["attempts"]) + 1,
+                sending_until=at + dt.timedelta(seconds=lease),
+                last_at=at,
+            )
+            transaction.update(self.job_ref(job_id), job.update_fields(delivery=record))
+            return record
+
+        return self._run(tx)
+
+    def end_delivery(
+        self,
+        job_id: str,
+        delivery_id: str,
+        state: DeliveryState,
+        *,
+        status: int | None,
+        error: str | None = None,
+    ) -> None:
+        """Record how the attempt ``begin_delivery`` claimed ended: delivered,
+        given up, or still pending (the event comes again after a backoff).
+        Releases the record for the next attempt."""
+
+        def tx(transaction: Any) -> None:
+            job = self._job(job_id, transaction)
+            record = dict((job.delivery if job else None) or {})
+            if job is None or record.get("id") != delivery_id:
+                return
+            old = DeliveryState(record["state"])
+            if old != DeliveryState.PENDING:
+                return
+            if state != old:
+                check_move(DELIVERY_TRANSITIONS, old, state)
+            at = now()
+            record.update(
+                state=state.value,
+                status=status,
+                error=None if error is None else error[:500],
+                sending_until=None,
+                last_at=at,
+            )
+            if state == DeliveryState.DELIVERED:
+                record["delivered_at"] = at
+            transaction.update(self.job_ref(job_id), job.update_fields(delivery=record))
+
+        self._run(tx)
+
+    def finished_since(self, since: dt.datetime) -> list[JobDoc]:
+        """Jobs that ended after ``since`` (one range query on ``finished_at``,
+        no composite index): the reconciler looks among them for an end whose
+        notification never started."""
+        query = self._jobs.where(filter=firestore.FieldFilter("finished_at", ">", since))
+        with translate("firestore"):
+            return [JobDoc.from_dict(s.to_dict()) for s in query.stream()]
+
     # --- user controls ------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> JobState:
+    def cancel(self, job_id: str, reason: str | None = None) -> JobState:
+        """Cancel a job that has not ended; ``reason``, when the farm cancels
+        it (a budget), is kept on it. Returns the job's state after."""
+
         def tx(transaction: Any) -> JobState:
             job = self._job(job_id, transaction)
             if job is None:
                 raise UnknownJob(job_id)
             if job.state.terminal:
                 return job.state
+            why = {"cancel_reason": reason} if reason else {}
             transaction.update(
                 self.job_ref(job_id),
-                job.moved(JobState.CANCELLED, finished_at=now(), updated_at=now()),
+                job.moved(JobState.CANCELLED, finished_at=now(), updated_at=now(), **why),
             )
             return JobState.CANCELLED
 
@@ -1037,6 +1170,77 @@ class Ledger:
             return out
 
         return self._run(tx)
+
+    # --- removal (farm/cleanup.py: ``povstorm rm``, ``gc``) -------------------------
+    #
+    # Firestore's TTL policy deletes an expired job document alone, never its
+    # subcollections: these find a job's documents whether or not its job
+    # document is still there.
+
+    def job_documents(self, job_id: str) -> list[StoredDoc]:
+        """Every document of a job: those of each of its subcollections
+        (units, shards, completions: whichever there are), then the job
+        document if it exists, so that deleting them in this order removes
+        the job document last."""
+        ref = self.job_ref(job_id)
+        with translate("firestore"):
+            found = [
+                StoredDoc(collection.id, snap.reference.path, snap.update_time.timestamp())
+                for collection in ref.collections()
+                for snap in collection.select([]).stream()
+            ]
+            job = ref.get(retry=RPC_RETRY, timeout=RPC_TIMEOUT)
+        found.sort(key=lambda d: d.path)
+        if job.exists:
+            found.append(StoredDoc("job", ref.path, job.update_time.timestamp()))
+        return found
+
+    def delete_documents(self, paths: list[str]) -> None:
+        """Delete these documents in their order, BATCH_LIMIT to a batch (a
+        document already gone is no error)."""
+        with translate("firestore"):
+            for i in range(0, len(paths), BATCH_LIMIT):
+                batch = self.db.batch()
+                for path in paths[i : i + BATCH_LIMIT]:
+                    batch.delete(self.db.document(path))
+                batch.commit()
+
+    def finished_before(self, cutoff: dt.datetime) -> list[JobDoc]:
+        """The jobs that ended (done, failed or cancelled) before ``cutoff``."""
+        query = self._jobs.where(filter=firestore.FieldFilter("finished_at", "<", cutoff))
+        with translate("firestore"):
+            docs = [JobDoc.from_dict(snap.to_dict()) for snap in query.stream()]
+        return [d for d in docs if d.state.terminal]
+
+    def leftover_job_ids(self) -> set[str]:
+        """The ids under jobs/ with documents in a subcollection and no job
+        document: what Firestore's TTL policy leaves of an expired job (and,
+        for a moment, a job being created: its units are written first)."""
+        with translate("firestore"):
+            listed = {ref.id for ref in self._jobs.list_documents()}
+        return listed - self.job_ids()
+
+    def input_references(self) -> dict[str, set[str]]:
+        """sha256 -> the jobs whose spec names it as an input: each job's own
+        inputs and, for a job of generated units, its units'. One query of
+        every job's inputs, and one of the units of each generated job."""
+        users: dict[str, set[str]] = {}
+
+        def add(job_id: str, doc: dict[str, Any]) -> None:
+            for sha in ((doc.get("spec") or {}).get("inputs") or {}).values():
+                users.setdefault(sha, set()).add(job_id)
+
+        with translate("firestore"):
+            jobs = [
+                (s.id, s.to_dict()) for s in self._jobs.select(["kind", "spec.inputs"]).stream()
+            ]
+            for job_id, doc in jobs:
+                add(job_id, doc)
+                if doc.get("kind") == "units":
+                    units = self.job_ref(job_id).collection(COLLECTIONS["units"])
+                    for unit in units.select(["spec.inputs"]).stream():
+                        add(job_id, unit.to_dict())
+        return users
 
 
 def _stats(stats: RenderStats) -> dict[str, Any]:

@@ -85,6 +85,17 @@ class JobView:
         return int(self.doc.get("units_expected", 0))
 
 
+@dataclass(frozen=True)
+class StoredDoc:
+    """One document of a job, as ``povstorm rm`` lists it: ``kind`` is
+    "job" for jobs/{job}, else its subcollection (units, shards,
+    completions); ``updated`` the POSIX time of its last write."""
+
+    kind: str
+    path: str
+    updated: float
+
+
 def spec_hash(spec: JobSpec) -> str:
     body = dump_job_spec(spec)
     body.pop("job_id", None)

@@ -1,5 +1,5 @@
 """The Cloud Functions (2nd gen) handlers: submit, frame_finalized,
-frame_failed and reconcile. Cloud Functions loads them through the source
+frame_failed, job_event and reconcile. Cloud Functions loads them through the source
 root ``functions/main.py``; locally functions-framework serves the same.
 
 Each one parses its event, calls ``povstorm.farm`` and lets
@@ -24,10 +24,12 @@ from povstorm.core.logs import setup_logging
 from povstorm.core.schemas import (
     load_failure_report,
     load_frame_event,
+    load_job_event,
     load_work_message,
     pubsub_data,
 )
 from povstorm.core.settings import Settings
+from povstorm.farm import notify
 from povstorm.farm import operations as farm
 from povstorm.farm.reconcile import reconcile as run_reconcile
 
@@ -104,6 +106,17 @@ def frame_failed(cloud_event: Any) -> None:
         farm.on_failure(clients(), load_failure_report(data))
     else:
         farm.on_dead_letter(clients(), load_work_message(data))
+
+
+@functions_framework.cloud_event
+@_ack_or_retry
+def job_event(cloud_event: Any) -> None:
+    """A job changed state (``job_events``): notify its end if it asks to.
+    A receiver that did not accept makes this answer 500, and Pub/Sub
+    delivers the event again after the subscription's backoff."""
+    data, _ = pubsub_data(cloud_event.data)
+    event = load_job_event(data)
+    log.info("job %s %s: %s", event.job_id, event.state, notify.on_job_event(clients(), event))
 
 
 @functions_framework.http

@@ -3,7 +3,8 @@
 Where it sits in the event flow: the ledger claims the stitch when the last
 unit lands (job state ``stitching``) and launches ``povstorm.shells.stitch_job``
 (a Cloud Run Job execution, locally a process); it runs this, which records
-exactly one result with ``ledger.finish_stitch`` or ``ledger.fail_stitch``.
+exactly one result with ``ledger.finish_stitch`` or ``ledger.fail_stitch``,
+and the run that records it announces the job's end on ``job_events``.
 
 How the video is made (``povstorm.stitch.segments`` says why it is exact):
 when the codec joins exactly (not gif) and the render workers uploaded
@@ -12,7 +13,10 @@ encodes what they do not cover from its frames (a gap), and joins the pieces
 without re-encoding; it downloads only the segments, the gaps' frames and the
 poster frame. Otherwise, or if the join fails (a segment ffmpeg cannot read),
 it downloads every frame and encodes the video in one pass. A frame it needs
-that is missing fails the stitch with the missing units listed.
+that is missing fails the stitch with the missing units listed. Beside the
+poster, while the video is made, a contact sheet (``contact.png``): at most
+64 frames sampled evenly, each labelled with its frame number; a sheet that
+cannot be made is logged and left out, never failing the stitch.
 
 Idempotent, because a launch can be repeated (the reconciler relaunches a
 stitch that never finished, and run_job has no idempotency key): a job not in
@@ -50,9 +54,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from povstorm.cloud.clients import Clients
+from povstorm.cloud.pubsub import publish_job_event
 from povstorm.core.chunks import frame_profile
 from povstorm.core.errors import NotFound, PoisonMessage, PovstormError, StitchFailed, UnknownJob
-from povstorm.core.model import JobState, VideoState
+from povstorm.core.model import JobEvent, JobState, VideoState
 from povstorm.core.naming import (
     cache_object,
     check_job_id,
@@ -63,10 +68,12 @@ from povstorm.core.naming import (
     poster_object,
     restitch_object,
     segments_prefix,
+    sheet_object,
     stats_object,
     video_object,
 )
 from povstorm.core.spec import OutputSpec, container_for
+from povstorm.stitch import preview
 from povstorm.stitch.encode import CONTENT_TYPES, encode
 from povstorm.stitch.segments import cover, encode_segment, join_segments, segment_ext
 
@@ -175,6 +182,8 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         recorded = ledger.finish_stitch(
             job_id, video=video, poster=poster, stats=kept, stats_object=stats_object(job_id)
         )
+        if recorded:
+            _announce(clients, job_id, JobState.DONE)
         status = StitchStatus.DONE if recorded else StitchStatus.DUPLICATE
         return StitchOutcome(
             status, job_id, "kept the video made before of the same frames", video, poster, kept
@@ -182,16 +191,22 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
 
     video = poster = None
     tmp = Path(tempfile.mkdtemp(prefix=f"povstorm-stitch-{job_id}-"))
-    # The stats read every unit's record: one query, made while the video is.
-    with cf.ThreadPoolExecutor(1) as background:
+    # The stats read every unit's record: one query, made while the video is;
+    # the contact sheet is made from it, also while the video is.
+    with cf.ThreadPoolExecutor(2) as background:
         records = background.submit(ledger.unit_records, job_id)
+        sheet = (
+            background.submit(_contact_sheet, clients, job_id, records, tmp / "sheet")
+            if spec.output.video
+            else None
+        )
         try:
             made = _Video()
             if spec.output.video:
                 try:
                     made = _make_video(clients, job_id, spec.output, units, tmp)
                 except StitchFailed as exc:
-                    return _fail(ledger, job_id, str(exc))
+                    return _fail(clients, ledger, job_id, str(exc))
                 ext = container_for(spec.output)
                 video = video_object(job_id, ext)
                 clients.blobs.upload_file(video, made.path, content_type=CONTENT_TYPES[ext])
@@ -202,7 +217,10 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
             stats["frames_digest"] = frames_digest(records.result())
             stats["stitch_seconds"] = round(time.monotonic() - started, 3)
             stats["video"] = video
+            # What the video weighs in the bucket: part of the job's cost (core/cost.py).
+            stats["video_bytes"] = made.path.stat().st_size if video else 0
             stats["poster"] = poster
+            stats["sheet"] = sheet.result() if sheet is not None else None
             stats["segments_joined"] = made.joined
             stats["segments_encoded"] = made.encoded
             stats_name = stats_object(job_id)
@@ -225,6 +243,7 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
             poster,
             stats,
         )
+    _announce(clients, job_id, JobState.DONE)
     # Then the rendered frames go into the frame cache: after the video, so
     # they cost it no time; the job says when they are there (``cache_filled``).
     ledger.note_cache_filled(job_id, store_frames(clients, job_id))
@@ -385,6 +404,36 @@ def _make_video(
     return _encoded(clients, job_id, output, units, tmp / "encode")
 
 
+def _contact_sheet(
+    clients: Clients, job_id: str, records: cf.Future[list[dict[str, Any]]], work: Path
+) -> str | None:
+    """The job's contact sheet, uploaded beside its poster: at most
+    SHEET_FRAMES frames sampled evenly, labelled with their frame numbers;
+    its object name, or None (logged) if it cannot be made."""
+    units = sorted(records.result(), key=lambda r: int(r["unit"]))
+    picked = [units[i] for i in preview.sample(len(units), preview.SHEET_FRAMES)]
+    if not picked:
+        return None
+    work.mkdir(parents=True)
+    paths = {
+        frame_object(job_id, int(r["unit"])): work / f"{int(r['unit']):06d}.png" for r in picked
+    }
+    try:
+        if absent := _download(clients, paths):
+            raise StitchFailed(f"{len(absent)} frames are missing, {sorted(absent)[0]} first")
+        dest = preview.contact_sheet(
+            list(paths.values()),
+            work / "contact.png",
+            labels=[str(r.get("frame", r["unit"])) for r in picked],
+        )
+        name = sheet_object(job_id)
+        clients.blobs.upload_file(name, dest, content_type="image/png")
+    except (StitchFailed, OSError) as exc:
+        log.warning("stitch %s: no contact sheet: %s", job_id, exc)
+        return None
+    return name
+
+
 def _download(clients: Clients, wanted: dict[str, Path]) -> set[str]:
     """Download every object, several at once; the names of those not there."""
 
@@ -470,7 +519,15 @@ def _encoded(clients: Clients, job_id: str, output: OutputSpec, units: int, work
     return _Video(dest, frames / f"{units // 2:06d}.png")
 
 
-def _fail(ledger: Ledger, job_id: str, error: str) -> StitchOutcome:
-    if not ledger.fail_stitch(job_id, error):
+def _announce(clients: Clients, job_id: str, state: JobState) -> None:
+    """This run ended the job: said on ``job_events`` at once (before the
+    frame cache is filled, which may take a while)."""
+    publish_job_event(clients.publisher, JobEvent(job_id, state, JobState.STITCHING))
+
+
+def _fail(clients: Clients, ledger: Ledger, job_id: str, error: str) -> StitchOutcome:
+    if ledger.fail_stitch(job_id, error):
+        _announce(clients, job_id, JobState.FAILED)
+    else:
         error += " (not recorded: the job was already settled)"
     return StitchOutcome(StitchStatus.FAILED, job_id, error)

@@ -31,24 +31,55 @@ def sample(count: int, most: int) -> list[int]:
     return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
 
 
-def contact_sheet(frames: Sequence[Path], dest: Path, *, most: int = SHEET_FRAMES) -> Path:
+def contact_sheet(
+    frames: Sequence[Path],
+    dest: Path,
+    *,
+    most: int = SHEET_FRAMES,
+    labels: Sequence[str] = (),
+) -> Path:
     """``frames`` (in order) as one PNG grid of thumbnails, at most ``most``
-    of them sampled evenly; StitchFailed with ffmpeg's error line."""
+    of them sampled evenly, each with its label (``labels``, one per frame:
+    the frame numbers) in a corner; StitchFailed with ffmpeg's error line.
+
+    One ffmpeg run with one input per thumbnail: each is scaled, labelled and
+    framed on its own, then the thumbnails are concatenated and tiled."""
     if not frames:
         raise ValueError("a contact sheet needs at least one frame")
-    picked = [frames[i] for i in sample(len(frames), most)]
+    if labels and len(labels) != len(frames):
+        raise ValueError("a contact sheet needs one label per frame")
+    picked = sample(len(frames), most)
     columns = min(8, len(picked))
     rows = math.ceil(len(picked) / columns)
-    with tempfile.TemporaryDirectory(prefix="povstorm-sheet-") as tmp:
-        for i, frame in enumerate(picked):
-            (Path(tmp) / f"{i:06d}.png").symlink_to(Path(frame).resolve())
-        scale = f"scale='min({THUMB_WIDTH},iw)':-2"
-        run_ffmpeg(
-            [FFMPEG, *GLOBAL_OPTIONS, "-start_number", "0", "-i", str(Path(tmp) / "%06d.png"),
-             "-vf", f"{scale},pad=iw+4:ih+4:2:2,tile={columns}x{rows}",
-             "-frames:v", "1", "-update", "1", str(dest)]
-        )  # fmt: skip
+    inputs: list[str] = []
+    chains: list[str] = []
+    for i, index in enumerate(picked):
+        inputs += ["-i", str(frames[index])]
+        steps = [f"scale='min({THUMB_WIDTH},iw)':-2"]
+        if labels:
+            steps.append(_label(labels[index]))
+        steps.append("pad=iw+4:ih+4:2:2:color=0x303030")
+        chains.append(f"[{i}:v]{','.join(steps)}[t{i}]")
+    joined = "".join(f"[t{i}]" for i in range(len(picked)))
+    graph = ";".join(
+        [*chains, f"{joined}concat=n={len(picked)}:v=1:a=0,tile={columns}x{rows}[sheet]"]
+    )
+    run_ffmpeg(
+        [FFMPEG, *GLOBAL_OPTIONS, *inputs, "-filter_complex", graph, "-map", "[sheet]",
+         "-frames:v", "1", "-update", "1", str(dest)]
+    )  # fmt: skip
     return dest
+
+
+def _label(text: str) -> str:
+    """A drawtext step writing ``text`` (a frame number: digits and signs) in
+    the thumbnail's top left corner, white on a dark box, sized to the
+    thumbnail; the font is fontconfig's default sans."""
+    safe = "".join(c for c in text if c.isalnum() or c in "-+.")
+    return (
+        f"drawtext=text='{safe}':x=3:y=3:fontsize='max(9,h/9)':fontcolor=white"
+        ":box=1:boxcolor=black@0.6:boxborderw=2"
+    )
 
 
 def nearest(known: Sequence[int], unit: int) -> int:

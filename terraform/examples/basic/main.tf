@@ -18,6 +18,10 @@ terraform {
       source  = "hashicorp/local"
       version = ">= 2.4"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.5"
+    }
   }
 }
 
@@ -39,6 +43,8 @@ module "povstorm" {
 
   image_tag            = var.image_tag
   frame_lifecycle_days = var.frame_lifecycle_days
+  logs_lifecycle_days  = var.logs_lifecycle_days
+  jobs_retention_days  = var.jobs_retention_days
   operators            = var.operators
 
   outputs_file = "${path.root}/povstorm-outputs.json"

@@ -40,9 +40,21 @@ variable "image_tag" {
 }
 
 variable "frame_lifecycle_days" {
-  description = "Days before frames/, segments/ and logs/ objects are deleted."
+  description = "Days before frames/ and segments/ objects are deleted (0: kept until their job is)."
   type        = number
   default     = 7
+}
+
+variable "logs_lifecycle_days" {
+  description = "Days before logs/ objects are deleted (0: kept until their job is; null: as frame_lifecycle_days)."
+  type        = number
+  default     = null
+}
+
+variable "jobs_retention_days" {
+  description = "Days after its end before a job's ledger document expires (Firestore TTL; 0: never). `povstorm gc` removes the rest."
+  type        = number
+  default     = 90
 }
 
 variable "operators" {

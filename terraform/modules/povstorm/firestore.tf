@@ -58,3 +58,25 @@ resource "google_firestore_index" "units_by_shard_state" {
 
   depends_on = [google_firestore_database.default]
 }
+
+# Firestore's TTL policy on jobs: a job document is deleted once its
+# expire_at has passed (usually within a day). The ledger writes expire_at
+# when a job ends, jobs_retention_days later (POVSTORM_JOBS_RETENTION_DAYS on
+# the functions; client/povstorm/ledger/docs.py: TTL_FIELD). TTL deletes the
+# document alone, never its subcollections (units, shards, completions):
+# `povstorm gc` removes those and the job's objects.
+resource "google_firestore_field" "jobs_expire_at" {
+  count = var.jobs_retention_days > 0 ? 1 : 0
+
+  project    = local.project
+  database   = local.firestore_database
+  collection = local.names.collections.jobs
+  field      = "expire_at"
+
+  # A timestamp only ever compared by the TTL policy: no single-field
+  # indexes (which would also make it a write hotspot).
+  index_config {}
+  ttl_config {}
+
+  depends_on = [google_firestore_database.default]
+}

@@ -1,5 +1,6 @@
 # The Cloud Functions (gen 2): submit and reconcile over HTTP, frame_finalized
-# and frame_failed on Pub/Sub through Eventarc. All four run functions/main.py
+# and frame_failed on Pub/Sub through Eventarc (job_event, pushed to by a
+# subscription of its own, is in notify.tf). All five run functions/main.py
 # from one source archive staged by `make functions-zip`:
 #
 #   build/functions/main.py            functions/main.py
@@ -14,7 +15,8 @@ locals {
   # runs) and the reconciler start render tasks; the last frame's event and
   # the reconciler start the stitch. The render slots are the most render
   # tasks at once: the chunk plan's width (client/povstorm/core/chunks.py) and
-  # what a launch may add to the tasks still active.
+  # what a launch may add to the tasks still active. The task sizes are what
+  # submit records on each job, to compute its cost with (core/cost.py).
   function_env = {
     (local.env.project)           = local.project
     (local.env.namespace)         = local.ns
@@ -27,6 +29,14 @@ locals {
     (local.env.render_slots)      = tostring(var.render_service_max_instance_count)
     (local.env.frame_cache_days)  = tostring(var.frame_cache_days)
     (local.env.frame_cache_bytes) = tostring(var.frame_cache_max_bytes)
+    (local.env.render_cpus)       = tostring(var.render_service_cpus)
+    (local.env.render_memory)     = var.render_service_ram
+    (local.env.stitch_cpus)       = tostring(var.stitch_job_cpus)
+    (local.env.stitch_memory)     = var.stitch_job_ram
+
+    # How long after its end a job expires: submit records it on the job,
+    # whose expire_at the TTL policy of firestore.tf acts on.
+    (local.env.jobs_retention_days) = tostring(var.jobs_retention_days)
   }
 
   pubsub_event_type = "google.cloud.pubsub.topic.v1.messagePublished"

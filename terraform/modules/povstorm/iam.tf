@@ -374,7 +374,8 @@ resource "google_cloud_run_v2_service_iam_member" "operators_run_submit" {
   member   = each.value
 }
 
-# Follow progress (Firestore listeners), cancel and retry through the ledger.
+# Follow progress (Firestore listeners), cancel and retry through the ledger;
+# `povstorm rm` and `gc` delete jobs' documents.
 resource "google_project_iam_member" "operators_use_firestore" {
   for_each = toset(var.operators)
 
@@ -383,7 +384,8 @@ resource "google_project_iam_member" "operators_use_firestore" {
   member  = each.value
 }
 
-# Upload inputs, download frames, logs and videos.
+# Upload inputs, download frames, logs and videos; `povstorm rm` and `gc`
+# delete jobs' objects.
 resource "google_storage_bucket_iam_member" "operators_use_objects" {
   for_each = toset(var.operators)
 
@@ -433,4 +435,78 @@ resource "google_cloud_run_v2_job_iam_member" "operators_view_render" {
   name     = google_cloud_run_v2_job.render.name
   role     = "roles/run.viewer"
   member   = each.value
+}
+
+# --- notifications (notify.tf) ---------------------------------------------------------
+
+resource "google_service_account" "notify" {
+  project      = local.project
+  account_id   = "${local.ns}-notify"
+  display_name = "povstorm job_event function"
+  description  = "Reads finished jobs, POSTs their signed summaries to their notify URLs, records the deliveries."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "notify_uses_firestore" {
+  project = local.project
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.notify.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "notify_reads_secret" {
+  project   = local.project
+  secret_id = google_secret_manager_secret.notify.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.notify.email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "invoker_runs_job_event" {
+  project  = local.project
+  location = local.region
+  name     = google_cloudfunctions2_function.job_event.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.invoker.email}"
+}
+
+# Whoever moves a job announces it on job-events (cloud/pubsub.py:
+# publish_job_event): submit (submitted, rendering), the event functions (the
+# end of rendering), the reconciler (the moves it repairs, and a finished
+# job's event again), the stitch (done, failed) and the operators' cancel
+# and retry.
+resource "google_pubsub_topic_iam_member" "submit_publishes_job_events" {
+  project = local.project
+  topic   = google_pubsub_topic.job_events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.submit.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "events_publishes_job_events" {
+  project = local.project
+  topic   = google_pubsub_topic.job_events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.events.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "reconciler_publishes_job_events" {
+  project = local.project
+  topic   = google_pubsub_topic.job_events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.reconciler.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "stitch_publishes_job_events" {
+  project = local.project
+  topic   = google_pubsub_topic.job_events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.stitch.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "operators_publish_job_events" {
+  for_each = toset(var.operators)
+
+  project = local.project
+  topic   = google_pubsub_topic.job_events.name
+  role    = "roles/pubsub.publisher"
+  member  = each.value
 }

@@ -5,11 +5,13 @@
 #   work-dead-letter  work messages Pub/Sub gave up on -> frame_failed
 #   frame-events      GCS OBJECT_FINALIZE on frames/ -> frame_finalized
 #   failures          render tasks' failure reports -> frame_failed
+#   job-events        every job state change, from whoever made it -> job_event
 #
 # The render tasks pull the work subscription below. The function consumers
 # subscribe through Eventarc (functions.tf), which creates and names its own
 # push subscriptions; the local stack names its subscriptions from names.json
-# instead.
+# instead. job_event is pushed to by a subscription of this module's own
+# (below), whose backoff paces the retries of a notification.
 
 resource "google_pubsub_topic" "work" {
   # checkov:skip=CKV_GCP_83: Google-managed encryption; CMEK for a queue of work references (job id, unit, attempt) is not worth a KMS key.
@@ -80,4 +82,51 @@ resource "google_pubsub_subscription" "work" {
   }
 
   depends_on = [google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters]
+}
+
+resource "google_pubsub_topic" "job_events" {
+  # checkov:skip=CKV_GCP_83: Google-managed encryption; the messages hold a job id, its state and a time.
+  project = local.project
+  name    = "${local.ns}-${local.names.topics.job_events}"
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Every job state change reaches job_event, which notifies a finished job's
+# `notify` URL (client/povstorm/farm/notify.py). A receiver that does not
+# answer 2xx makes the function answer 500, and this subscription delivers the
+# event again after its backoff (10 s doubling to 600 s): the function gives up
+# after 8 attempts, about 20 minutes, and acknowledges, so no dead-letter
+# topic is needed. The push carries an OIDC token of the invoker account,
+# as Eventarc's pushes to the other event functions do.
+resource "google_pubsub_subscription" "job_events" {
+  project = local.project
+  name    = "${local.ns}-${local.names.subscriptions.job_events}"
+  topic   = google_pubsub_topic.job_events.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "86400s"
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  push_config {
+    # The topic in the path, as the local stack's pushes: functions-framework
+    # names the CloudEvent's source from it.
+    push_endpoint = "${google_cloudfunctions2_function.job_event.service_config[0].uri}/projects/${local.project}/topics/${google_pubsub_topic.job_events.name}"
+    oidc_token {
+      service_account_email = google_service_account.invoker.email
+      audience              = google_cloudfunctions2_function.job_event.service_config[0].uri
+    }
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.invoker_runs_job_event]
 }

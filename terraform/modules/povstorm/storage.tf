@@ -1,10 +1,15 @@
+locals {
+  # POV-Ray's logs expire with the frames unless logs_lifecycle_days says otherwise.
+  logs_lifecycle_days = coalesce(var.logs_lifecycle_days, var.frame_lifecycle_days)
+}
+
 # The work bucket: inputs/ (content-addressed, uploaded once), frames/ (one
 # object per done unit; its OBJECT_FINALIZE event counts the unit), logs/
 # (POV-Ray output per attempt), segments/ (runs of frames a worker encoded as
 # video, which the stitch joins) and videos/ (the stitch's results).
 resource "google_storage_bucket" "work" {
   # checkov:skip=CKV_GCP_62: access logs would double the writes of a bucket that takes one object per frame; Cloud Audit Logs (Data Access) can be enabled for the project instead.
-  # checkov:skip=CKV_GCP_78: versioning is off on purpose: frames, segments and logs are rewritten by retries and expire after frame_lifecycle_days; old generations would only cost storage.
+  # checkov:skip=CKV_GCP_78: versioning is off on purpose: frames, segments and logs are rewritten by retries and expire by their lifecycle rules; old generations would only cost storage.
   project  = local.project
   name     = local.bucket_name
   location = local.bucket_location
@@ -24,26 +29,49 @@ resource "google_storage_bucket" "work" {
     retention_duration_seconds = 0
   }
 
-  lifecycle_rule {
-    condition {
-      age            = var.frame_lifecycle_days
-      matches_prefix = [local.names.prefixes.frames, local.names.prefixes.segments, local.names.prefixes.logs]
+  # Retention by age, one rule per variable; a variable of 0 keeps its
+  # objects until `povstorm rm` / `povstorm gc` deletes their job. No rule
+  # touches inputs/, jobs/ (manifests: what rebuilds a job) or videos/: those
+  # go with their job (client/povstorm/farm/cleanup.py).
+  dynamic "lifecycle_rule" {
+    for_each = var.frame_lifecycle_days > 0 ? [var.frame_lifecycle_days] : []
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [local.names.prefixes.frames, local.names.prefixes.segments]
+      }
+      action {
+        type = "Delete"
+      }
     }
-    action {
-      type = "Delete"
+  }
+
+  dynamic "lifecycle_rule" {
+    for_each = local.logs_lifecycle_days > 0 ? [local.logs_lifecycle_days] : []
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [local.names.prefixes.logs]
+      }
+      action {
+        type = "Delete"
+      }
     }
   }
 
   # The frame cache (cache/<key>.png, client/povstorm/farm/cache.py): an
   # entry lives frame_cache_days after it was rendered; the reconciler trims
   # the oldest past frame_cache_max_bytes.
-  lifecycle_rule {
-    condition {
-      age            = var.frame_cache_days
-      matches_prefix = [local.names.prefixes.cache]
-    }
-    action {
-      type = "Delete"
+  dynamic "lifecycle_rule" {
+    for_each = var.frame_cache_days > 0 ? [var.frame_cache_days] : []
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [local.names.prefixes.cache]
+      }
+      action {
+        type = "Delete"
+      }
     }
   }
 

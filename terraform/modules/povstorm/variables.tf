@@ -223,24 +223,46 @@ variable "bucket_location" {
 }
 
 variable "frame_lifecycle_days" {
-  description = "Frames (frames/), video segments (segments/) and POV-Ray logs (logs/) are deleted this many days after upload; inputs and videos are kept."
+  description = "Frames (frames/) and video segments (segments/) are deleted this many days after upload (a bucket lifecycle rule); 0 keeps them until `povstorm rm` or `povstorm gc` deletes their job. Inputs, manifests and videos are never deleted by age."
   type        = number
   default     = 7
 
   validation {
-    condition     = var.frame_lifecycle_days >= 1
-    error_message = "frame_lifecycle_days: at least 1 (a running job still needs its frames for the stitch)."
+    condition     = var.frame_lifecycle_days == 0 || var.frame_lifecycle_days >= 1
+    error_message = "frame_lifecycle_days: 0 (keep) or at least 1 (a running job still needs its frames for the stitch)."
+  }
+}
+
+variable "logs_lifecycle_days" {
+  description = "POV-Ray's logs (logs/, what `povstorm logs` shows) are deleted this many days after upload; 0 keeps them until their job is deleted. null: frame_lifecycle_days."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = coalesce(var.logs_lifecycle_days, 0) >= 0
+    error_message = "logs_lifecycle_days: 0 (keep) or more, or null (as frame_lifecycle_days)."
   }
 }
 
 variable "frame_cache_days" {
-  description = "Frames in the frame cache (cache/) are deleted this many days after they were rendered; a job that needs one later renders it again."
+  description = "Frames in the frame cache (cache/) are deleted this many days after they were rendered (a bucket lifecycle rule, POVSTORM_FRAME_CACHE_DAYS); a job that needs one later renders it again. 0: no age limit (frame_cache_max_bytes still trims)."
   type        = number
   default     = 30
 
   validation {
-    condition     = var.frame_cache_days >= 1
-    error_message = "frame_cache_days: at least 1."
+    condition     = var.frame_cache_days >= 0
+    error_message = "frame_cache_days: 0 (no age limit) or more."
+  }
+}
+
+variable "jobs_retention_days" {
+  description = "A job's ledger document is deleted this many days after the job ended (done, failed or cancelled): the ledger writes its expire_at (POVSTORM_JOBS_RETENTION_DAYS) and a Firestore TTL policy deletes it, usually within a day after. TTL deletes the job document alone: `povstorm gc` removes its units, shards and objects. 0: no TTL policy, jobs are kept."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.jobs_retention_days >= 0
+    error_message = "jobs_retention_days: 0 (keep) or more."
   }
 }
 

@@ -17,5 +17,10 @@ terraform {
       source  = "hashicorp/local"
       version = ">= 2.4"
     }
+    random = {
+      # The notifications' signing secret (notify.tf).
+      source  = "hashicorp/random"
+      version = ">= 3.5"
+    }
   }
 }
