@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.common import POVSTORM_CLI, render_execution, video_frames, wait_until
+from fixtures.common import (
+    POVSTORM_CLI,
+    povray_of_frame,
+    render_execution,
+    video_frames,
+    wait_until,
+)
 from fixtures.common import run_cli as run
 
 from povstorm.client import Cluster, Job, WorkUnit
@@ -118,21 +124,6 @@ def test_cancel_stops_a_job(stack_env: dict[str, str], tmp_path: Path) -> None:
     assert wait_until(stopped, 30, "the execution to stop")["cancelled"] >= 1
 
 
-def _povray_of_frame(scene: str, frame: int) -> int | None:
-    """The pid of the POV-Ray process rendering ``frame`` of ``scene`` alone."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        named = any(a.endswith(scene.encode()) for a in argv)
-        if b"povray" in argv and f"+SF{frame}".encode() in argv and named:
-            return int(entry.name)
-    return None
-
-
 def test_retry_requeues_failed_frames_and_completes_the_same_job(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -149,7 +140,7 @@ def test_retry_requeues_failed_frames_and_completes_the_same_job(
         cwd=tmp_path, env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        pid = wait_until(lambda: _povray_of_frame("flaky.pov", 2), 120, "frame 2's POV-Ray")
+        pid = wait_until(lambda: povray_of_frame("flaky.pov", 2), 120, "frame 2's POV-Ray")
         os.kill(pid, signal.SIGKILL)
         _out, err = render.communicate(timeout=120)
     finally:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import requests
-from fixtures.common import POVSTORM_CLI, job_doc, run_cli, wait_until
+from fixtures.common import POVSTORM_CLI, job_doc, povray_of_frame, run_cli, wait_until
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
@@ -466,22 +466,6 @@ def test_the_job_page_fills_live_and_reaches_done_without_a_reload(
     shot(browser, "4-jobs")
 
 
-def _povray_of_frame(scene: str, frame: int) -> int | None:
-    """The pid of the POV-Ray process rendering ``frame`` of ``scene`` alone
-    (as tests/test_cli.py finds it)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        named = any(a.endswith(scene.encode()) for a in argv)
-        if b"povray" in argv and f"+SF{frame}".encode() in argv and named:
-            return int(entry.name)
-    return None
-
-
 @pytest.mark.e2e
 def test_a_failed_frame_shows_its_log_and_retry_from_the_page_completes_the_job(
     browser: WebDriver, served: Served, stack_env: dict[str, str], tmp_path: Path
@@ -497,7 +481,7 @@ def test_a_failed_frame_shows_its_log_and_retry_from_the_page_completes_the_job(
     one_try = ("--max-attempts", "1", "--frames-per-unit", "1")
     job_id = submit(stack_env, tmp_path, name, SLOW_SCENE + slow, "+KFI1", "+KFF4", *one_try)
     open_page(browser, f"{served.url}/jobs/{job_id}")
-    os.kill(wait_until(lambda: _povray_of_frame(name, 2), 120, "frame 2's POV-Ray"), 9)
+    os.kill(wait_until(lambda: povray_of_frame(name, 2), 120, "frame 2's POV-Ray"), 9)
 
     failed = wait_for(browser, "the job failed", lambda s: s["state"] == "failed")
     assert failed["cells"] == ["done", "failed", "done", "done"], failed
