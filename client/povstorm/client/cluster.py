@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -403,14 +404,21 @@ class Cluster:
         view = self.ledger.view(job_id)
         job = view.doc
         result = JobResult.from_view(job_id, view)
-        result.cost = self.cost_of(view)
+
+        @functools.cache
+        def done_records() -> list[dict[str, Any]]:
+            """The done units' records: one query, for whichever of the stats,
+            stats.json's per-frame cost and the frames needs them."""
+            return self.ledger.unit_records(job_id, (UnitState.DONE,))
+
+        # stats.json has each frame's cost too.
+        result.cost = self.cost_of(view, done_records() if out_dir is not None else None)
         if not result.stats and view.done:
             # A job that never stitched (failed, cancelled) still gets its numbers.
             from povstorm.stitch.job import summarise
 
-            records = self.ledger.unit_records(job_id, (UnitState.DONE,))
             result.stats = summarise(
-                records, job.get("created_at"), job.get("finished_at") or now()
+                done_records(), job.get("created_at"), job.get("finished_at") or now()
             )
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,8 +429,6 @@ class Cluster:
             if result.stats.get("sheet"):
                 result.sheet = out_dir / "contact.png"
                 self.blobs.download_to(result.stats["sheet"], result.sheet)
-            # stats.json has each frame's cost too: one more query, of the done units.
-            result.cost = self.cost_of(view, self.ledger.unit_records(job_id, (UnitState.DONE,)))
             stats_path = out_dir / "stats.json"
             stats_path.write_text(json.dumps(result.summary(), indent=2, default=str))
             result.stats_path = stats_path
@@ -438,7 +444,7 @@ class Cluster:
                     result.videos.append(dest)
         if frames_dir is not None:
             frames_dir.mkdir(parents=True, exist_ok=True)
-            records = self.ledger.unit_records(job_id, (UnitState.DONE,))
+            records = done_records()
             name_of = frame_names or _default_frame_name(job)
 
             def get(record: dict[str, Any]) -> Path:

@@ -213,12 +213,9 @@ class JobWatcher:
         )
 
     def snapshot(self) -> Progress:
-        with self._lock:
-            job = dict(self._job or {})
-            shards = list(self._shards.values())
+        view = self.view()
+        job, done, failed = view.doc, view.done, view.failed
         total = int(job.get("units_expected", 0))
-        done = sum(int(s.get("done", 0)) for s in shards)
-        failed = sum(int(s.get("failed", 0)) for s in shards)
         state = JobState(job.get("state", JobState.SUBMITTED))
         now = time.monotonic()
         elapsed = now - self._start

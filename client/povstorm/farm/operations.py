@@ -390,12 +390,11 @@ def cancel(clients: Clients, job_id: str, reason: str | None = None) -> str:
     lease lapses, and it resumes after the frames already in the bucket.)
     ``reason``: why the farm cancels it (``enforce_budget``), kept on the job."""
     ledger = Ledger(clients.db)
-    before = ledger.job(job_id).state
-    state = ledger.cancel(job_id, reason)
+    state, moved_from = ledger.cancel_move(job_id, reason)
     if state != JobState.CANCELLED:
         return state.value
-    if not before.terminal:  # else it was cancelled before: nothing moved
-        publish_job_event(clients.publisher, JobEvent(job_id, JobState.CANCELLED, before))
+    if moved_from is not None:  # else it was cancelled before: nothing moved
+        publish_job_event(clients.publisher, JobEvent(job_id, JobState.CANCELLED, moved_from))
     clients.blobs.upload_bytes(cancel_marker(job_id), b"", content_type="text/plain")
     if clients.render is not None:
         for execution in (ledger.get_job(job_id) or {}).get("executions") or ():

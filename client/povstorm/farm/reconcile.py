@@ -252,8 +252,9 @@ def resume(clients: Clients, restart: Restart) -> Report:
         lost = restart if job.job_id not in rebuilt else replace(restart, work_lost=True)
         try:
             if clients.blobs.exists(cancel_marker(job.job_id)):
-                if ledger.cancel(job.job_id) == JobState.CANCELLED:
-                    event = JobEvent(job.job_id, JobState.CANCELLED, job.state)
+                _, moved_from = ledger.cancel_move(job.job_id)
+                if moved_from is not None:
+                    event = JobEvent(job.job_id, JobState.CANCELLED, moved_from)
                     publish_job_event(clients.publisher, event)
                 report.cancelled.append(job.job_id)
                 continue

@@ -1071,19 +1071,26 @@ class Ledger:
     def cancel(self, job_id: str, reason: str | None = None) -> JobState:
         """Cancel a job that has not ended; ``reason``, when the farm cancels
         it (a budget), is kept on it. Returns the job's state after."""
+        return self.cancel_move(job_id, reason)[0]
 
-        def tx(transaction: Any) -> JobState:
+    def cancel_move(
+        self, job_id: str, reason: str | None = None
+    ) -> tuple[JobState, JobState | None]:
+        """``cancel``, saying also the state this call moved the job from
+        (None when it had ended already): what its job event announces."""
+
+        def tx(transaction: Any) -> tuple[JobState, JobState | None]:
             job = self._job(job_id, transaction)
             if job is None:
                 raise UnknownJob(job_id)
             if job.state.terminal:
-                return job.state
+                return job.state, None
             why = {"cancel_reason": reason} if reason else {}
             transaction.update(
                 self.job_ref(job_id),
                 job.moved(JobState.CANCELLED, finished_at=now(), updated_at=now(), **why),
             )
-            return JobState.CANCELLED
+            return JobState.CANCELLED, job.state
 
         return self._run(tx)
 
