@@ -78,6 +78,8 @@ def test_render_then_jobs_status_watch_fetch_logs(
     assert watched.returncode == 0 and "3/3 done" in watched.stderr
 
     out = tmp_path / "fetched"
+    with Cluster.local(start=False) as cluster:  # made after the video: it may lag
+        wait_until(lambda: cluster.ledger.require_job(job_id).get("sheet"), 60, "the sheet")
     fetched = run(stack_env, "fetch", job_id, "-o", str(out), cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(p.name for p in (out / "frames").iterdir()) == [

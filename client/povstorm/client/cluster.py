@@ -426,9 +426,9 @@ class Cluster:
             frames_dir = frames_dir or out_dir / "frames"
             if job.get("poster"):
                 self.blobs.download_to(poster_object(job_id), out_dir / "poster.png")
-            if result.stats.get("sheet"):
+            if job.get("sheet"):  # made once the job is done: it may not be yet
                 result.sheet = out_dir / "contact.png"
-                self.blobs.download_to(result.stats["sheet"], result.sheet)
+                self.blobs.download_to(job["sheet"], result.sheet)
             stats_path = out_dir / "stats.json"
             stats_path.write_text(json.dumps(result.summary(), indent=2, default=str))
             result.stats_path = stats_path

@@ -302,6 +302,9 @@ class JobDoc(_Doc):
     # Frames the stitch stored in the frame cache once the job was done
     # (stitch/job.py: store_frames); None until it has.
     cache_filled: int | None = None
+    # The contact sheet the stitch made once the job was done (stitch/job.py:
+    # _contact_sheet), its object name; None until it has, or if it could not.
+    sheet: str | None = None
     failed_by: int | None = None  # the unit that ended a fail-fast job
     # What the chunk plan was made from (core/chunks.py): the deployment's
     # render slots and the scene's expected seconds a frame, if known.
@@ -344,6 +347,7 @@ class JobDoc(_Doc):
             "stats_object",
             "stitch_error",
             "cache_filled",
+            "sheet",
             "failed_by",
             "videos",
             "executions",

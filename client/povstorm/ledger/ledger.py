@@ -851,6 +851,12 @@ class Ledger:
         with translate("firestore"):
             self.job_ref(job_id).update(JobDoc.update_fields(cache_filled=frames, updated_at=now()))
 
+    def note_sheet(self, job_id: str, sheet: str) -> None:
+        """The stitch made a done job's contact sheet: a blind write of one
+        field, like ``note_cache_filled``."""
+        with translate("firestore"):
+            self.job_ref(job_id).update(JobDoc.update_fields(sheet=sheet, updated_at=now()))
+
     def note_execution(self, job_id: str, execution: str) -> None:
         """A render execution was launched for the job's work: a blind append
         to ``executions`` (the job's state is not read or written)."""

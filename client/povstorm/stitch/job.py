@@ -14,9 +14,9 @@ without re-encoding; it downloads only the segments, the gaps' frames and the
 poster frame. Otherwise, or if the join fails (a segment ffmpeg cannot read),
 it downloads every frame and encodes the video in one pass. A frame it needs
 that is missing fails the stitch with the missing units listed. Beside the
-poster, while the video is made, a contact sheet (``contact.png``): at most
-64 frames sampled evenly, each labelled with its frame number; a sheet that
-cannot be made is logged and left out, never failing the stitch.
+poster, once the job is done, a contact sheet (``contact.png``): at most
+64 frames sampled evenly, each labelled with its frame number, named by the
+job's ``sheet``; a sheet that cannot be made is logged and left out.
 
 Idempotent, because a launch can be repeated (the reconciler relaunches a
 stitch that never finished, and run_job has no idempotency key): a job not in
@@ -184,6 +184,8 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         )
         if recorded:
             _announce(clients, job_id, JobState.DONE)
+            if clients.blobs.exists(sheet_object(job_id)):
+                ledger.note_sheet(job_id, sheet_object(job_id))
         status = StitchStatus.DONE if recorded else StitchStatus.DUPLICATE
         return StitchOutcome(
             status, job_id, "kept the video made before of the same frames", video, poster, kept
@@ -191,16 +193,10 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
 
     video = poster = None
     tmp = Path(tempfile.mkdtemp(prefix=f"povstorm-stitch-{job_id}-"))
-    # The stats read every unit's record: one query, made while the video is;
-    # the contact sheet is made from it, also while the video is.
-    with cf.ThreadPoolExecutor(2) as background:
-        records = background.submit(ledger.unit_records, job_id)
-        sheet = (
-            background.submit(_contact_sheet, clients, job_id, records, tmp / "sheet")
-            if spec.output.video
-            else None
-        )
-        try:
+    try:
+        # The stats read every unit's record: one query, made while the video is.
+        with cf.ThreadPoolExecutor(1) as background:
+            records = background.submit(ledger.unit_records, job_id)
             made = _Video()
             if spec.output.video:
                 try:
@@ -214,39 +210,45 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
                 clients.blobs.upload_file(poster, made.poster, content_type="image/png")
 
             stats = summarise(records.result(), job.get("created_at"), dt.datetime.now(dt.UTC))
-            stats["frames_digest"] = frames_digest(records.result())
-            stats["stitch_seconds"] = round(time.monotonic() - started, 3)
-            stats["video"] = video
-            # What the video weighs in the bucket: part of the job's cost (core/cost.py).
-            stats["video_bytes"] = made.path.stat().st_size if video else 0
-            stats["poster"] = poster
-            stats["sheet"] = sheet.result() if sheet is not None else None
-            stats["segments_joined"] = made.joined
-            stats["segments_encoded"] = made.encoded
-            stats_name = stats_object(job_id)
-            clients.blobs.upload_bytes(
-                stats_name,
-                json.dumps({"job_id": job_id, **stats}, indent=2).encode(),
-                content_type="application/json",
-            )
-            recorded = ledger.finish_stitch(
-                job_id, video=video, poster=poster, stats=stats, stats_object=stats_name
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not recorded:
-        return StitchOutcome(
-            StitchStatus.DUPLICATE,
-            job_id,
-            "another stitch recorded the result first",
-            video,
-            poster,
-            stats,
+        stats["frames_digest"] = frames_digest(records.result())
+        stats["stitch_seconds"] = round(time.monotonic() - started, 3)
+        stats["video"] = video
+        # What the video weighs in the bucket: part of the job's cost (core/cost.py).
+        stats["video_bytes"] = made.path.stat().st_size if video else 0
+        stats["poster"] = poster
+        stats["segments_joined"] = made.joined
+        stats["segments_encoded"] = made.encoded
+        stats_name = stats_object(job_id)
+        clients.blobs.upload_bytes(
+            stats_name,
+            json.dumps({"job_id": job_id, **stats}, indent=2).encode(),
+            content_type="application/json",
         )
-    _announce(clients, job_id, JobState.DONE)
-    # Then the rendered frames go into the frame cache: after the video, so
-    # they cost it no time; the job says when they are there (``cache_filled``).
-    ledger.note_cache_filled(job_id, store_frames(clients, job_id))
+        recorded = ledger.finish_stitch(
+            job_id, video=video, poster=poster, stats=stats, stats_object=stats_name
+        )
+        if not recorded:
+            return StitchOutcome(
+                StitchStatus.DUPLICATE,
+                job_id,
+                "another stitch recorded the result first",
+                video,
+                poster,
+                stats,
+            )
+        _announce(clients, job_id, JobState.DONE)
+        # Then, at once, what the video does not wait for, so it costs it no
+        # time: the contact sheet (the job's ``sheet`` says when it is there)
+        # and the rendered frames into the frame cache (``cache_filled``).
+        with cf.ThreadPoolExecutor(1) as background:
+            filled = background.submit(store_frames, clients, job_id)
+            if spec.output.video and (
+                sheet := _contact_sheet(clients, job_id, records.result(), tmp)
+            ):
+                ledger.note_sheet(job_id, sheet)
+            ledger.note_cache_filled(job_id, filled.result())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return StitchOutcome(
         StitchStatus.DONE, job_id, video or "no video (units are not frames)", video, poster, stats
     )
@@ -405,15 +407,16 @@ def _make_video(
 
 
 def _contact_sheet(
-    clients: Clients, job_id: str, records: cf.Future[list[dict[str, Any]]], work: Path
+    clients: Clients, job_id: str, records: list[dict[str, Any]], tmp: Path
 ) -> str | None:
     """The job's contact sheet, uploaded beside its poster: at most
     SHEET_FRAMES frames sampled evenly, labelled with their frame numbers;
     its object name, or None (logged) if it cannot be made."""
-    units = sorted(records.result(), key=lambda r: int(r["unit"]))
+    units = sorted(records, key=lambda r: int(r["unit"]))
     picked = [units[i] for i in preview.sample(len(units), preview.SHEET_FRAMES)]
     if not picked:
         return None
+    work = tmp / "sheet"
     work.mkdir(parents=True)
     paths = {
         frame_object(job_id, int(r["unit"])): work / f"{int(r['unit']):06d}.png" for r in picked
