@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import render_execution, wait_until
+from fixtures.common import render_execution, running_tasks, wait_tasks_ended, wait_until
 from fixtures.common import run_cli as run
 
 from povstorm.client import Cluster
 from povstorm.cloud.blobs import storage_client
 from povstorm.cloud.clients import Clients
-from povstorm.cloud.launchers import tasks_request
 from povstorm.core.digest import sha256_bytes
 from povstorm.core.errors import SpecError, TransientError, UnknownJob
 from povstorm.core.naming import (
@@ -207,15 +206,10 @@ def test_rm_refuses_a_job_still_rendering_and_force_cancels_it_first(
 
     # Its execution is cancelled. A task of another execution may hold one
     # of its chunks: it sees the job gone within 5 s, and uploads the frames
-    # it wrote then; rm again removes whatever landed after the removal.
+    # it wrote then; rm again removes whatever landed after the removal. A
+    # task started since can only acknowledge the job's chunks (unknown job).
     wait_until(lambda: render_execution(f"{execution}/0")["cancelled"], 30, "the cancel")
-
-    def idle() -> bool:  # no task runs: nothing more can land
-        return all(
-            e["running"] == e["pending"] == 0 for e in tasks_request({"op": "list"})["executions"]
-        )
-
-    wait_until(idle, 90, "every render task to exit")
+    wait_tasks_ended(running_tasks(), 90, "the render tasks running at the removal to exit")
     again = run(stack_env, "rm", job, cwd=tmp_path)
     assert again.returncode == 0 or "unknown job" in one_line_error(again)
     with Cluster.local(start=False) as cluster:

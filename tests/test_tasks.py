@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import subprocess
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,13 +34,29 @@ from povstorm_local.state import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e]
 
-# About 1.3 CPU s a million iterations here: a frame of ~25-30 s.
+# A frame of ``loops`` parse-time iterations (about 1.3 CPU s a million here).
 SLOW_FRAME = """camera {{ location <0,0,-3> look_at 0 }}
 light_source {{ <0,5,-5> rgb 1 }}
 #declare Salt = "{salt}";
 #declare I = 0; #while (I < {loops}) #declare I = I + 1; #end
 sphere {{ 0, 1 pigment {{ rgb <clock, 0.5, 1 - clock> }} }}
 """
+BUDGET = 150  # the task's render budget in the long-frame test, seconds
+
+
+def _loops_for(seconds: float, tmp_path: Path) -> int:
+    """The loop count that makes SLOW_FRAME take about ``seconds`` here, now:
+    measured with a short render, so that neither a faster machine nor a
+    loaded one moves the frame to the wrong side of a deadline."""
+    probe = 2_000_000
+    scene = tmp_path / "probe.pov"
+    scene.write_text(SLOW_FRAME.format(salt="probe", loops=probe))
+    started = time.monotonic()
+    subprocess.run(
+        ["povray", "-D", "+WT1", f"+I{scene}", "+W16", "+H12", f"+O{tmp_path / 'probe.png'}"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return int(probe * seconds / (time.monotonic() - started))
 
 
 def _quiet_runner(settings: Settings) -> None:
@@ -71,15 +90,17 @@ def stack_clients(stack: StackState) -> Clients:
 
 
 def test_a_frame_longer_than_the_ack_deadline_renders_under_the_task_timeout(
-    stack: StackState, stack_clients: Clients
+    stack: StackState, stack_clients: Clients, tmp_path: Path
 ) -> None:
     """A push could hold a frame only for the ack deadline (600 s in the
     cloud); a task holds its chunk with a lease it extends, for as long as
-    its task timeout allows. Scaled down: a frame of ~25 s, longer than the
-    work subscription's 20 s ack deadline, in a task of budget 40 s."""
+    its task timeout allows. Scaled down: a frame of ~45 s, longer than the
+    work subscription's 20 s ack deadline (even should the machine become
+    twice as fast), in a task of budget 150 s (even should it become three
+    times as slow)."""
     _quiet_runner(stack_clients.settings)
-    job_id = _submit(stack_clients, frames=1, loops=20_000_000)
-    budget = stack.settings().with_overrides(render_timeout=40)
+    job_id = _submit(stack_clients, frames=1, loops=_loops_for(45, tmp_path))
+    budget = stack.settings().with_overrides(render_timeout=BUDGET)
     tasks = Clients.from_settings(budget)
     execution = operations.start_tasks(tasks, Ledger(tasks.db), job_id, 1)
     assert execution is not None
@@ -92,7 +113,7 @@ def test_a_frame_longer_than_the_ack_deadline_renders_under_the_task_timeout(
     # Pub/Sub never gave it to another task; the task's own timeout was above it.
     assert record["deliveries"] == 1 and record["worker"] == f"{execution}/0"
     assert record["render_seconds"] > WORK_ACK_DEADLINE
-    assert record["render_seconds"] < 40 + TASK_TIMEOUT_MARGIN
+    assert record["render_seconds"] < BUDGET + TASK_TIMEOUT_MARGIN
     assert render_execution(f"{execution}/0")["retries"] == 0
 
 
