@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         type=Path,
-        help="where to write the video (default: <scene>.<the codec's container>, e.g. .mp4)",
+        help="where to write the video (default: <scene>.<the codec's container>, e.g. .mp4), "
+        "or a still's image (default: <scene>.png)",
     )
     r.add_argument("--frames-dir", type=Path, help="also download every frame into this directory")
     r.add_argument(
@@ -137,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames one POV-Ray process renders in a row (1-"
         f"{FRAMES_PER_UNIT.high}; default: chosen by the farm, large chunks first, "
         "single frames at the end)",
+    )
+    r.add_argument(
+        "--tiles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a still: render it as N horizontal bands, each on its own worker, merged into "
+        "the PNG povray would write (with antialiasing the bands follow POV-Ray's render "
+        "blocks, +BS, 32 rows by default)",
     )
     r.add_argument(
         "--proof",
@@ -655,6 +665,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         check_notify_url(args.notify)  # before a stack starts for it, before any upload
     if args.budget is not None and not 0 < args.budget < math.inf:
         raise UserError(f"--budget {args.budget:g}: a positive amount of USD")
+    if args.tiles:  # refused before a stack starts for it, before any upload
+        from povstorm.client.job import plan_tiles
+        from povstorm.povray import parse_invocation
+
+        plan_tiles(parse_invocation([args.scene, *args.povray_args], Path.cwd()), args.tiles)
     if not args.no_check:
         _check_scene(args)  # before a stack starts for it, before any upload
     cluster = _cluster(args, start=True)
@@ -673,11 +688,13 @@ def cmd_render(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             notify=args.notify,
             budget_usd=args.budget,
+            tiles=args.tiles,
             check=False,  # done above
         )
         for warning in job.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)
-        ext = container_for(OutputSpec(codec=args.codec))
+        still = not job.invocation.animated
+        ext = "png" if still else container_for(OutputSpec(codec=args.codec))
         video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
         if args.proof or args.proof_only:
             with ProgressPrinter() as printer:
@@ -698,11 +715,17 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(job_id)
             return 0
         if not args.json:
-            print(f"job {job_id}: {job.invocation.frame_count} frame(s)", file=sys.stderr)
+            what = (
+                f"{args.tiles} tile(s)" if args.tiles else f"{job.invocation.frame_count} frame(s)"
+            )
+            print(f"job {job_id}: {what}", file=sys.stderr)
         with ProgressPrinter() as printer:
             final = job.watch(on_progress=None if args.json else printer, timeout=args.timeout)
+        done = final.state == JobState.DONE
         result = job.result(
-            video=video if final.state == JobState.DONE else None, frames_dir=args.frames_dir
+            video=video if done and not still else None,
+            image=video if done and still else None,
+            frames_dir=args.frames_dir,
         )
         return _report(result, args.json)
 
@@ -723,6 +746,7 @@ def _report(result: Any, as_json: bool) -> int:
         print(
             f"job {result.job_id} done: {result.units_done} frame(s)"
             + (f", video {result.video}" if result.video else "")
+            + (f", image {result.image}" if result.image else "")
             + (f"; {cost.line(result.cost, detail=False)}" if result.cost else "")
         )
         if result.frames_dir:

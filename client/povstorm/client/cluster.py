@@ -396,11 +396,13 @@ class Cluster:
         out_dir: Path | None = None,
         *,
         video: Path | None = None,
+        image: Path | None = None,
         frames_dir: Path | None = None,
         frame_names: Callable[[dict[str, Any]], str] | None = None,
     ) -> JobResult:
         """Download what a job produced: the video (and poster, contact sheet, stats.json) and,
-        with ``frames_dir``, every done frame, named as POV-Ray would name it."""
+        with ``frames_dir``, every done frame, named as POV-Ray would name it.
+        ``image``: where a still's image goes (its poster: the tiles merged)."""
         view = self.ledger.view(job_id)
         job = view.doc
         result = JobResult.from_view(job_id, view)
@@ -435,6 +437,9 @@ class Cluster:
         if video is not None and job.get("video"):
             self.blobs.download_to(job["video"], video)
             result.video = video
+        if image is not None and job.get("poster"):
+            self.blobs.download_to(job["poster"], image)
+            result.image = image
         if out_dir is not None:
             # The videos made again from its frames (``restitch``), beside it.
             for entry in (job.get("videos") or {}).values():
@@ -553,10 +558,13 @@ class Restitched:
 
 
 def _default_frame_name(job: dict[str, Any]) -> Callable[[dict[str, Any]], str]:
-    """POV-Ray's own numbering for scene jobs (scene07.png), the unit otherwise."""
+    """POV-Ray's own numbering for scene jobs (scene07.png), the unit otherwise
+    (a tiled still's bands: scene-tile0.png, ...)."""
     spec = job.get("spec") or {}
     stem = (spec.get("extra") or {}).get("output_stem")
     digits = int(spec.get("frame_digits") or 0)
+    if (spec.get("povray") or {}).get("tiles"):
+        return lambda r: f"{stem or 'still'}-tile{int(r['unit'])}.png"
     if job.get("kind") == "scene" and stem:
         animated = (spec.get("povray") or {}).get("animated", True)
         return lambda r: f"{stem}{int(r['frame']):0{digits}d}.png" if animated else f"{stem}.png"
@@ -587,6 +595,7 @@ class JobResult:
     stats_path: Path | None = None
     videos: list[Path] = field(default_factory=list)  # made again from its frames
     sheet: Path | None = None  # the contact sheet, contact.png
+    image: Path | None = None  # a still's image (its poster)
 
     @classmethod
     def from_view(cls, job_id: str, view: Any) -> JobResult:
@@ -614,6 +623,7 @@ class JobResult:
             "units_done": self.units_done,
             "units_failed": self.units_failed,
             "video": str(self.video) if self.video else None,
+            "image": str(self.image) if self.image else None,
             "frames_dir": str(self.frames_dir) if self.frames_dir else None,
             "stats": self.stats,
             "cost": self.cost,

@@ -135,19 +135,26 @@ class Job:
         cwd: Path | None = None,
         include: Sequence[Path] = (),
         check: bool = True,
+        tiles: int = 0,
         **options: Any,
     ) -> Job:
         """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
         ``povray`` would read it; a missing include fails here, before upload.
         ``check``: parse the first and last frames with the local ``povray``
         first (povray/check.py): a scene it cannot parse fails here with
-        POV-Ray's error (SceneError); skipped where there is no ``povray``."""
+        POV-Ray's error (SceneError); skipped where there is no ``povray``.
+        A still's result is its image (the job's poster), not a video;
+        ``tiles``: render it as that many horizontal bands, each on its own
+        worker, merged by the stitch into the PNG ``povray`` would write."""
         from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
         inv = parse_invocation(list(argv), cwd or Path.cwd())
+        planned = plan_tiles(inv, tiles) if tiles else None  # before any upload, as the check
         inputs = collect_inputs(inv, extra=list(include))
         if check:
             check_parse(inv, inputs.files)
+        if not inv.animated:
+            options["video"] = False  # its image is the result
         job = cls(cluster, name=options.pop("name", None) or inv.scene.stem, **options)
         first, last = inv.frames
         job._scene = {
@@ -155,6 +162,8 @@ class Job:
             "frames": {"first": first, "last": last, "step": inv.frame_step},
             "animated": inv.animated,
         }
+        if planned:
+            job._scene["tiles"] = planned
         job._scene_files = dict(inputs.files)
         job._extra = {"output_stem": _output_stem(inv)}
         job.options["frame_digits"] = inv.frame_digits
@@ -251,16 +260,42 @@ class Job:
         return self.result()
 
     def result(
-        self, *, video: Path | str | None = None, frames_dir: Path | str | None = None
+        self,
+        *,
+        video: Path | str | None = None,
+        image: Path | str | None = None,
+        frames_dir: Path | str | None = None,
     ) -> JobResult:
+        """What the job made, downloaded: its video to ``video``, a still's
+        image to ``image``, its frames into ``frames_dir``."""
         return self.cluster.fetch(
             self._require_id(),
             video=Path(video) if video else None,
+            image=Path(image) if image else None,
             frames_dir=Path(frames_dir) if frames_dir else None,
         )
 
     def cancel(self) -> str:
         return self.cluster.cancel(self._require_id())
+
+
+def plan_tiles(inv: Any, tiles: int) -> dict[str, Any]:
+    """The spec's ``tiles`` for a still cut in ``tiles`` bands (core/tiles.py),
+    their edges on POV-Ray's render blocks when it antialiases; UserError or
+    SpecError, one line, for an animation, a row or column subset of the
+    user's own, or more bands than the image can be cut in."""
+    from povstorm.core.tiles import plan_bands
+    from povstorm.povray.tiles import band_alignment, subset_options
+
+    if inv.animated:
+        first, last = inv.frames
+        raise UserError(
+            f"--tiles is for a still: this scene is an animation (frames {first}-{last})"
+        )
+    if subset := subset_options(inv):
+        raise UserError(f"--tiles cuts the image itself: drop {', '.join(subset)}")
+    bands = plan_bands(inv.height, tiles, align=band_alignment(inv))
+    return {"edges": [0, *(b.bottom for b in bands)]}
 
 
 def _output_stem(inv: Any) -> str | None:

@@ -100,7 +100,8 @@ def proof_body(body: dict[str, Any], plan: ProofPlan, full_job_id: str) -> dict[
         "job_id": new_job_id(),
         "name": f"{body['name']}-proof"[:100],
         "povray": {
-            **scene,
+            # A still's proof is rendered whole: its tiles are the full size's.
+            **{k: v for k, v in scene.items() if k != "tiles"},
             "args": [*scene["args"], f"+W{plan.width}", f"+H{plan.height}", "-A"],
             "frames": frames,
         },

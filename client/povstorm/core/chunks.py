@@ -233,7 +233,8 @@ def _cut(times: list[float], first: int, target: float) -> int:
 
 def chunkable(spec: JobSpec) -> bool:
     """Whether a job's units may share a POV-Ray process: the frames of an
-    animation. A still is one unit; each generated unit has its own files."""
+    animation. A still is one unit (or one per band, each its own process);
+    each generated unit has its own files."""
     return spec.povray is not None and spec.povray.animated
 
 

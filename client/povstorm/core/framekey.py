@@ -13,7 +13,8 @@ A frame is a pure function of
   size, quality, antialiasing, declares, the animation's frame and clock
   settings; without output names, display options or the frame subset, which
   never change a frame);
-* the frame number (with the arguments, the clock value);
+* the frame number (with the arguments, the clock value), or for a band of
+  a tiled still its rows;
 * the POV-Ray build that renders it (its version line: a different build may
   render different pixels), which also stands for POV-Ray's own include files
   and fonts.
@@ -55,6 +56,8 @@ def frame_key(
         body["args"] = list(spec.povray.args)
         body["animated"] = spec.povray.animated
         body["frame"] = spec.povray.frames.frame(unit) if spec.povray.animated else None
+        if spec.povray.tiles:  # a band of a still: its own rows (absent untiled: keys stay)
+            body["band"] = spec.povray.tiles.options(unit)
     else:
         own = unit_spec if unit_spec is not None else spec.units[unit]
         body["args"] = list(own.args)

@@ -8,6 +8,7 @@ frozen dataclass from ``povstorm.core.spec`` / ``povstorm.core.model``, or as a
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from typing import Any
 
@@ -45,6 +46,7 @@ from povstorm.core.spec import (
     PovraySpec,
     UnitSpec,
 )
+from povstorm.core.tiles import Band, Tiles
 
 MAX_UNITS = 100_000
 MAX_INPUTS = 5_000
@@ -54,6 +56,8 @@ MAX_INLINE_BYTES_PER_UNIT = 256 * 1024
 MAX_INLINE_BYTES_PER_JOB = 8 * 1024 * 1024
 MAX_FRAME_NUMBER = 999_999_999
 MAX_URL_LEN = 2_000
+MAX_IMAGE_ROWS = 65_536
+MAX_TILES = 1_000
 
 # Where a job's end is announced (JobSpec.notify): a URL the farm POSTs to.
 _NOTIFY_URL = validate.URL(
@@ -118,6 +122,29 @@ class FrameRangeSchema(_Strict):
         return FrameRange(**data)
 
 
+class TilesSchema(_Strict):
+    """A tiled still's bands, as their edges: band ``n`` is rows ``edges[n]``
+    to ``edges[n + 1] - 1`` (0-based), from row 0 to the image's last, in
+    order. (Edges, not pairs: Firestore stores no array in an array.)"""
+
+    edges = fields.List(
+        fields.Integer(validate=validate.Range(0, MAX_IMAGE_ROWS)),
+        required=True,
+        validate=validate.Length(min=2, max=MAX_TILES + 1),
+    )
+
+    @validates("edges")
+    def _in_order(self, value: list[int], **_: Any) -> None:
+        if value[0] != 0 or any(a >= b for a, b in itertools.pairwise(value)):
+            raise ValidationError("the band edges must rise from row 0")
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> Tiles:
+        edges = data["edges"]
+        bands = tuple(Band(i, t, b) for i, (t, b) in enumerate(itertools.pairwise(edges)))
+        return Tiles(edges[-1], bands)
+
+
 class PovraySchema(_Strict):
     args = fields.List(
         fields.String(validate=validate.Length(max=MAX_ARG_LEN)),
@@ -126,11 +153,20 @@ class PovraySchema(_Strict):
     )
     frames = fields.Nested(FrameRangeSchema, required=True)
     animated = fields.Boolean(load_default=True)
+    tiles = fields.Nested(TilesSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _still(self, data: dict, **_: Any) -> None:
+        if data.get("tiles") is not None and data["animated"]:
+            raise ValidationError("tiles are for a still, not an animation", "tiles")
 
     @post_load
     def _make(self, data: dict, **_: Any) -> PovraySpec:
         return PovraySpec(
-            args=tuple(data["args"]), frames=data["frames"], animated=data["animated"]
+            args=tuple(data["args"]),
+            frames=data["frames"],
+            animated=data["animated"],
+            tiles=data["tiles"],
         )
 
 
@@ -323,6 +359,9 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
             },
             "animated": spec.povray.animated,
         }
+        if spec.povray.tiles:  # absent when untiled: the spec hash stays
+            tiles = spec.povray.tiles
+            out["povray"]["tiles"] = {"edges": [0, *(b.bottom for b in tiles.bands)]}
     else:
         out["units"] = [
             {

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from povstorm.core.tiles import Tiles
+
 
 @dataclass(frozen=True)
 class Bounded:
@@ -84,8 +86,10 @@ class FrameRange:
 class PovraySpec:
     args: tuple[str, ...]
     frames: FrameRange
-    # A still image is one unit with no subset options.
+    # A still image is one unit with no subset options...
     animated: bool = True
+    # ...or, tiled, one unit per band (core/tiles.py), merged by the stitch.
+    tiles: Tiles | None = None
 
 
 @dataclass(frozen=True)
@@ -131,14 +135,18 @@ class JobSpec:
 
     @property
     def unit_count(self) -> int:
-        return len(self.povray.frames) if self.povray else len(self.units)
+        if self.povray:
+            tiles = self.povray.tiles
+            return len(tiles.bands) if tiles else len(self.povray.frames)
+        return len(self.units)
 
     def unit_args(self, unit: int, count: int = 1) -> tuple[str, ...]:
         """The POV-Ray arguments of one unit, or of the chunk of ``count``
         frames from it (without the farm's output option)."""
         if self.povray:
             if not self.povray.animated:
-                return self.povray.args
+                tiles = self.povray.tiles
+                return (*self.povray.args, *tiles.options(unit)) if tiles else self.povray.args
             frames = self.povray.frames
             first, last = frames.frame(unit), frames.frame(unit + count - 1)
             step = (f"+STP{frames.step}",) if frames.step > 1 else ()
@@ -147,8 +155,10 @@ class JobSpec:
 
     def unit_spec(self, unit: int) -> UnitSpec:
         if self.povray:
+            tiles = self.povray.tiles
             return UnitSpec(
-                args=self.unit_args(unit), label=f"frame {self.povray.frames.frame(unit)}"
+                args=self.unit_args(unit),
+                label=tiles.label(unit) if tiles else f"frame {self.povray.frames.frame(unit)}",
             )
         return self.units[unit]
 

@@ -13,7 +13,9 @@ encodes what they do not cover from its frames (a gap), and joins the pieces
 without re-encoding; it downloads only the segments, the gaps' frames and the
 poster frame. Otherwise, or if the join fails (a segment ffmpeg cannot read),
 it downloads every frame and encodes the video in one pass. A frame it needs
-that is missing fails the stitch with the missing units listed. Beside the
+that is missing fails the stitch with the missing units listed. A still has
+no video: its image (its one frame, or its bands merged by ``stitch/still.py``)
+is its poster. Beside the
 poster, once the job is done, a contact sheet (``contact.png``): at most
 64 frames sampled evenly, each labelled with its frame number, named by the
 job's ``sheet``; a sheet that cannot be made is logged and left out.
@@ -73,9 +75,11 @@ from povstorm.core.naming import (
     video_object,
 )
 from povstorm.core.spec import OutputSpec, container_for
+from povstorm.core.tiles import Tiles
 from povstorm.stitch import preview
 from povstorm.stitch.encode import CONTENT_TYPES, encode
 from povstorm.stitch.segments import cover, encode_segment, join_segments, segment_ext
+from povstorm.stitch.still import merge
 
 if TYPE_CHECKING:
     from povstorm.ledger.ledger import Ledger
@@ -198,7 +202,16 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         with cf.ThreadPoolExecutor(1) as background:
             records = background.submit(ledger.unit_records, job_id)
             made = _Video()
-            if spec.output.video:
+            scene = spec.povray
+            if scene and not scene.animated and (scene.tiles or not spec.output.video):
+                # A still: its image (its bands merged) is the job's poster.
+                try:
+                    image = _still(clients, job_id, scene.tiles, units, tmp)
+                except StitchFailed as exc:
+                    return _fail(clients, ledger, job_id, str(exc))
+                poster = poster_object(job_id)
+                clients.blobs.upload_file(poster, image, content_type="image/png")
+            elif spec.output.video:
                 try:
                     made = _make_video(clients, job_id, spec.output, units, tmp)
                 except StitchFailed as exc:
@@ -435,6 +448,21 @@ def _contact_sheet(
         log.warning("stitch %s: no contact sheet: %s", job_id, exc)
         return None
     return name
+
+
+def _still(clients: Clients, job_id: str, tiles: Tiles | None, units: int, tmp: Path) -> Path:
+    """A still's image: its one frame, or its bands merged (stitch/still.py)
+    into the PNG ``povray`` would have written. StitchFailed for a missing
+    band, or bands that do not merge (not the renders of their rows)."""
+    parts = {frame_object(job_id, u): tmp / f"part-{u:06d}.png" for u in range(units)}
+    if absent := _download(clients, parts):
+        raise _missing(units, sorted(parse_frame_object(n)[1] for n in absent))
+    if tiles is None:
+        return next(iter(parts.values()))
+    try:
+        return merge(list(parts.values()), tiles.bands, tmp / "still.png")
+    except ValueError as exc:
+        raise StitchFailed(f"the tiles do not merge: {exc}") from None
 
 
 def _download(clients: Clients, wanted: dict[str, Path]) -> set[str]:
