@@ -1,9 +1,10 @@
-"""The client: the Python API (Cluster, Job, WorkUnit, JobResult), live
-progress from Firestore listeners, and the ``povstorm`` command."""
+"""The client: the Python API (Cluster, Job, WorkUnit, JobResult, Sweep),
+live progress from Firestore listeners, and the ``povstorm`` command."""
 
 from povstorm.client.cluster import Cluster, JobResult, Preview
 from povstorm.client.job import Job, WorkUnit
 from povstorm.client.proof import Proof, ProofFailed
+from povstorm.client.sweep import Sweep, SweepResult
 from povstorm.farm.cleanup import Removal
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     "Proof",
     "ProofFailed",
     "Removal",
+    "Sweep",
+    "SweepResult",
     "WorkUnit",
 ]

@@ -89,36 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or a still's image (default: <scene>.png)",
     )
     r.add_argument("--frames-dir", type=Path, help="also download every frame into this directory")
-    r.add_argument(
-        "--fps", type=int, default=FPS.default, help=f"video frame rate ({FPS.describe()})"
-    )
-    r.add_argument(
-        "--codec",
-        default=DEFAULT_CODEC,
-        choices=CODECS,
-        help=f"video codec (default {DEFAULT_CODEC})",
-    )
-    r.add_argument(
-        "--crf",
-        type=int,
-        default=CRF.default,
-        help=f"video quality, lower is better ({CRF.describe()})",
+    _add_job_options(
+        r,
+        "frames one POV-Ray process renders in a row (1-"
+        f"{FRAMES_PER_UNIT.high}; default: chosen by the farm, large chunks first, "
+        "single frames at the end)",
     )
     r.add_argument("--name", help="job name (default: the scene's name)")
-    r.add_argument(
-        "--include",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="PATH",
-        help="upload this file or directory too (for what a scan cannot see)",
-    )
-    r.add_argument(
-        "--max-attempts",
-        type=int,
-        default=MAX_ATTEMPTS.default,
-        help=f"attempts per frame before it fails ({MAX_ATTEMPTS.describe()})",
-    )
     r.add_argument(
         "--fail-fast",
         action="store_true",
@@ -129,15 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the local parse check (the local povray parses the first and last "
         "frames before anything is uploaded)",
-    )
-    r.add_argument(
-        "--frames-per-unit",
-        type=int,
-        default=FRAMES_PER_UNIT.default,
-        metavar="N",
-        help="frames one POV-Ray process renders in a row (1-"
-        f"{FRAMES_PER_UNIT.high}; default: chosen by the farm, large chunks first, "
-        "single frames at the end)",
     )
     r.add_argument(
         "--tiles",
@@ -162,11 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the full job even if the proof failed",
     )
     r.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="render every frame, even those the frame cache has from an earlier job",
-    )
-    r.add_argument(
         "--budget",
         type=float,
         default=None,
@@ -182,19 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         "http(s) URL, signed with the deployment's secret (X-Povstorm-Signature)",
     )
     r.add_argument(
-        "--timeout", type=float, default=None, help="give up watching after this many seconds"
-    )
-    r.add_argument(
         "--no-wait", action="store_true", help="submit and print the job id, do not watch"
     )
     r.add_argument(
         "--json", action="store_true", help="print one JSON object at the end instead of text"
-    )
-    r.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="render workers if a local stack is started (default: two per core)",
     )
     _add_cluster_option(r)
     r.set_defaults(func=cmd_render)
@@ -314,11 +268,132 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_option(cc)
     cc.set_defaults(func=cmd_cache_clear)
 
+    _add_sweep_cli(sub)
     _add_cleanup_cli(sub)
     _add_ui_cli(sub)
     _add_cloud_cli(sub)
     stacks.add_cli(sub)  # `povstorm local ...`, from the local stack's plugin
     return parser
+
+
+EPILOG_SWEEP = """\
+examples:
+  povstorm sweep ball.pov --declare R=0.5,1,2 --declare Metal=0,1 +W320 +H240
+  povstorm sweep ball.pov --declare Roughness=0.01,0.05,0.2 +W320 +H240 +KFF24 -o rough/
+The scene reads each NAME as an identifier (POV-Ray's own Declare=NAME=value,
+put before each combination's options: it wins over a Declare of the same
+name in the options or an INI file). Writes DIR/sweep.png (a grid of the
+stills, or of the animations' middle frames, each captioned NAME=value ...),
+DIR/sweep.mp4 for an animation (the grid of the videos), DIR/sweep.json and
+one directory per combination with its image or video. Exit 1 if any
+combination failed (the grid shows the others).
+Any option starting with + or - that povstorm does not know is POV-Ray's.
+"""
+
+
+def _add_job_options(p: argparse.ArgumentParser, frames_per_unit: str) -> None:
+    """The options of a job that `render` and `sweep` share."""
+    p.add_argument(
+        "--fps", type=int, default=FPS.default, help=f"video frame rate ({FPS.describe()})"
+    )
+    p.add_argument(
+        "--codec",
+        default=DEFAULT_CODEC,
+        choices=CODECS,
+        help=f"video codec (default {DEFAULT_CODEC})",
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=CRF.default,
+        help=f"video quality, lower is better ({CRF.describe()})",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="upload this file or directory too (for what a scan cannot see)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=MAX_ATTEMPTS.default,
+        help=f"attempts per frame before it fails ({MAX_ATTEMPTS.describe()})",
+    )
+    p.add_argument(
+        "--frames-per-unit",
+        type=int,
+        default=FRAMES_PER_UNIT.default,
+        metavar="N",
+        help=frames_per_unit,
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="render every frame, even those the frame cache has from an earlier job",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="give up watching after this many seconds"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="render workers if a local stack is started (default: two per core)",
+    )
+
+
+def _add_sweep_cli(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser(
+        "sweep",
+        help="render a scene once per combination of declared values, side by side in a grid",
+        description="A parameter sweep (wedge): one job per combination of the --declare\n"
+        "values (their cartesian product, at most 64), all on the farm at once, followed\n"
+        "as one progress line, then a captioned grid of their images (and videos).",
+        epilog=EPILOG_SWEEP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    sw.add_argument("scene", metavar="SCENE.ini|SCENE.pov", help="the INI file or scene to render")
+    sw.add_argument(
+        "povray_args",
+        nargs="*",
+        metavar="POVRAY_OPTION",
+        help="POV-Ray options, e.g. +W320 +H240 +KFF24, the same for every combination",
+    )
+    sw.add_argument(
+        "--declare",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a POV-Ray identifier and the numbers it takes, one combination per value; "
+        "repeat for more names (required)",
+    )
+    sw.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the directory for sweep.png, sweep.mp4, sweep.json and the combinations "
+        "(default: ./<scene>-sweep)",
+    )
+    _add_job_options(
+        sw, "frames one POV-Ray process renders in a row (default: chosen by the farm)"
+    )
+    sw.add_argument("--name", help="the jobs' name, before each label (default: the scene's name)")
+    sw.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the local parse check (of the first and the last combination)",
+    )
+    sw.add_argument(
+        "--json", action="store_true", help="print sweep.json's object at the end instead of text"
+    )
+    _add_cluster_option(sw)
+    sw.set_defaults(func=cmd_sweep)
 
 
 def _add_cleanup_cli(sub: argparse._SubParsersAction) -> None:
@@ -952,6 +1027,73 @@ def cmd_stitch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``povstorm sweep``: every declaration checked, and the first and last
+    combinations parsed by the local povray, before a stack starts for it or
+    anything is uploaded; then client/sweep.py's Sweep, step by step."""
+    from povstorm.client import Sweep
+    from povstorm.client.sweep import check_ends, combinations, parse_declares
+
+    argv = [args.scene, *args.povray_args]
+    combos = combinations(parse_declares(args.declare))
+    if not args.no_check:
+        check_ends(argv, combos, include=args.include)
+    out = args.out or Path(f"{Path(args.scene).stem}-sweep")
+    with _cluster(args, start=True) as cluster:
+        sweep = Sweep.from_ini(
+            cluster,
+            argv,
+            args.declare,
+            include=args.include,
+            name=args.name,
+            fps=args.fps,
+            codec=args.codec,
+            crf=args.crf,
+            max_attempts=args.max_attempts,
+            frames_per_unit=args.frames_per_unit,
+            cache=not args.no_cache,
+            check=False,  # done above
+        )
+        for warning in sweep.warnings:
+            print(f"povstorm: warning: {warning}", file=sys.stderr)
+        ids = sweep.submit()
+        if not args.json:
+            print(
+                f"{sweep.label}: {sweep.invocation.frame_count} frame(s) each: {', '.join(ids)}",
+                file=sys.stderr,
+            )
+        with ProgressPrinter() as printer:
+            sweep.watch(on_progress=None if args.json else printer, timeout=args.timeout)
+        result = sweep.result(out)
+    return _report_sweep(result, args.json)
+
+
+def _report_sweep(result: Any, as_json: bool) -> int:
+    """The sweep's outputs, a line per combination; those that failed, why."""
+    if as_json:
+        print(json.dumps(result.summary(), default=str))
+        return 0 if result.ok else 1
+    print(result.line())
+    width = max(len(c.combination.label) for c in result.cells)
+    for cell in result.cells:
+        where = cell.image or cell.video or f"{cell.dir}/"
+        print(f"  {cell.combination.label:<{width}}  {cell.job_id}  {cell.state.value:<9}  {where}")
+    if result.failed:
+        print(
+            f"povstorm: sweep {result.name}: {len(result.failed)} of {len(result.cells)} "
+            "combination(s) failed",
+            file=sys.stderr,
+        )
+        for cell in result.failed:
+            print(f"  {cell.combination.label} ({cell.job_id}): {cell.error()}", file=sys.stderr)
+        print(
+            "  povstorm logs JOB   shows POV-Ray's output; povstorm retry JOB requeues its "
+            "failed frames",
+            file=sys.stderr,
+        )
+    return 0 if result.ok else 1
+
+
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
 
@@ -1086,11 +1228,12 @@ def _print_totals(args: argparse.Namespace, removals: list[Removal], nothing: st
 
 
 def split_render_argv(
-    parser: argparse.ArgumentParser, argv: list[str]
+    parser: argparse.ArgumentParser, argv: list[str], command: str = "render"
 ) -> tuple[list[str], list[str]]:
-    """Split ``render``'s arguments into povstorm's options and POV-Ray's, in
-    their order: POV-Ray reads options left to right, so order must survive."""
-    render = parser._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr,index]
+    """Split ``render``'s (or ``sweep``'s) arguments into povstorm's options
+    and POV-Ray's, in their order: POV-Ray reads options left to right, so
+    order must survive."""
+    render = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr,index]
     ours = render._option_string_actions
     mine: list[str] = []
     povray: list[str] = []
@@ -1101,7 +1244,7 @@ def split_render_argv(
         action = ours.get(flag)
         if action is None:
             if token.startswith("--"):
-                raise UserError(f"unknown option {token} (see povstorm render --help)")
+                raise UserError(f"unknown option {token} (see povstorm {command} --help)")
             povray.append(token)
         else:
             mine.append(token)
@@ -1112,15 +1255,19 @@ def split_render_argv(
     return mine, povray
 
 
+# The commands that take POV-Ray's options after povstorm's own.
+POVRAY_COMMANDS = ("render", "sweep")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "render" and not {"-h", "--help"} & set(argv):
-            mine, povray = split_render_argv(parser, argv[1:])
+        if argv and argv[0] in POVRAY_COMMANDS and not {"-h", "--help"} & set(argv):
+            mine, povray = split_render_argv(parser, argv[1:], argv[0])
             if not povray:
-                parser.parse_args(["render"])  # argparse's own "scene is required"
-            args = parser.parse_args(["render", *mine, "--", povray[0]])
+                parser.parse_args(argv[:1])  # argparse's own "scene is required"
+            args = parser.parse_args([argv[0], *mine, "--", povray[0]])
             args.povray_args = povray[1:]
         else:
             args = parser.parse_args(argv)

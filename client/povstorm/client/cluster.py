@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -59,6 +59,9 @@ from povstorm.farm import cleanup
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
 from povstorm.stitch import preview
+
+if TYPE_CHECKING:
+    from povstorm.client.sweep import SweepResult
 
 UPLOAD_THREADS = 8
 RESTITCH_TIMEOUT = 3600.0  # how long ``restitch`` waits for the farm's stitch by default
@@ -461,6 +464,28 @@ class Cluster:
                 result.frames = list(pool.map(get, records))
             result.frames_dir = frames_dir
         return result
+
+    def sweep(
+        self,
+        argv: list[str],
+        declares: list[str] | Mapping[str, list[float | str]],
+        out_dir: Path,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> SweepResult:
+        """A parameter sweep in one call (``povstorm sweep``, client/sweep.py):
+        ``argv`` rendered once per combination of ``declares``
+        (``["R=0.5,1", "Metal=0,1"]``), all at once, followed to their end
+        and composed in ``out_dir`` (sweep.png, sweep.<ext> for an animation,
+        sweep.json, a directory per combination). ``options`` are
+        ``Sweep.from_ini``'s; ``Sweep`` takes it step by step."""
+        from povstorm.client.sweep import Sweep
+
+        sweep = Sweep.from_ini(self, argv, declares, **options)
+        sweep.submit()
+        return sweep.wait(out_dir, on_progress=on_progress, timeout=timeout)
 
     def preview(self, job_id: str, out_dir: Path, *, max_frames: int = PREVIEW_FRAMES) -> Preview:
         """What a job has rendered so far, at any time (rendering, done,
