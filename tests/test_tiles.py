@@ -406,6 +406,7 @@ def test_a_tiled_still_renders_on_the_farm_as_povray_renders_it_and_a_lost_band_
     # fetch: the image as the poster, the bands as frames of their own names.
     fetched = run_cli(stack_env, "fetch", job_id, "-o", "out", cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr
+    assert "image poster.png, 3 frame(s)" in fetched.stdout
     assert pixels(tmp_path / "out" / "poster.png") == pixels(direct)
     assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == [
         f"{pov.stem}-tile{u}.png" for u in range(3)

@@ -963,16 +963,19 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    cluster.ledger.require_job(args.job_id)
+    job = cluster.ledger.require_job(args.job_id)
     out = args.out or Path(args.job_id)
     result = cluster.fetch(args.job_id, out, frames_dir=None if args.no_frames else out / "frames")
+    # A still has no video: its image (its tiles merged) is the poster.
+    still = not ((job.get("spec") or {}).get("output") or {}).get("video", True)
+    image = "image poster.png" if still and job.get("poster") else "no video"
     print(
         f"fetched {args.job_id} into {out}/: "
         + ", ".join(
             filter(
                 None,
                 [
-                    f"video {result.video.name}" if result.video else "no video",
+                    f"video {result.video.name}" if result.video else image,
                     ", ".join(f"video {v.name}" for v in result.videos),
                     f"{len(result.frames)} frame(s)" if result.frames else "",
                     "stats.json",
