@@ -23,7 +23,7 @@ from fixtures.common import render_execution, wait_until
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
-from povstorm.cloud.launchers import TASK_TIMEOUT_MARGIN, LocalRenderLauncher
+from povstorm.cloud.launchers import TASK_TIMEOUT_MARGIN, LocalRenderLauncher, tasks_request
 from povstorm.core.naming import input_object
 from povstorm.core.settings import Settings
 from povstorm.farm import operations
@@ -60,8 +60,15 @@ def _loops_for(seconds: float, tmp_path: Path) -> int:
 
 
 def _quiet_runner(settings: Settings) -> None:
-    """Wait until no render task runs (those of earlier tests exit when idle)."""
+    """Stop the render tasks earlier tests left, as Cloud Run cancels an
+    execution, and wait until none runs. Waiting for them to exit idle is not
+    enough: every submit starts at least one task, so a sweep's jobs leave a
+    queue of single-task executions that start two at a time, each idle for
+    10 s (measured: over 40 s of them after tests/test_sweep.py)."""
     launcher = LocalRenderLauncher(settings)
+    for e in tasks_request({"op": "list"})["executions"]:
+        if e["running"] or e["pending"]:
+            launcher.cancel(e["name"])
     wait_until(lambda: launcher.active() == 0, 40, "earlier render tasks to end")
 
 
