@@ -74,13 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    r.add_argument("scene", metavar="SCENE.ini|SCENE.pov", help="the INI file or scene to render")
-    r.add_argument(
-        "povray_args",
-        nargs="*",
-        metavar="POVRAY_OPTION",
-        help="POV-Ray options, e.g. +W320 +H240 +KFF24",
-    )
+    _add_scene_arguments(r, "POV-Ray options, e.g. +W320 +H240 +KFF24")
     r.add_argument(
         "-o",
         "--output",
@@ -291,6 +285,12 @@ Any option starting with + or - that povstorm does not know is POV-Ray's.
 """
 
 
+def _add_scene_arguments(p: argparse.ArgumentParser, povray_help: str) -> None:
+    """The scene and its POV-Ray options, as `render` and `sweep` take them."""
+    p.add_argument("scene", metavar="SCENE.ini|SCENE.pov", help="the INI file or scene to render")
+    p.add_argument("povray_args", nargs="*", metavar="POVRAY_OPTION", help=povray_help)
+
+
 def _add_job_options(p: argparse.ArgumentParser, frames_per_unit: str) -> None:
     """The options of a job that `render` and `sweep` share."""
     p.add_argument(
@@ -356,12 +356,8 @@ def _add_sweep_cli(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    sw.add_argument("scene", metavar="SCENE.ini|SCENE.pov", help="the INI file or scene to render")
-    sw.add_argument(
-        "povray_args",
-        nargs="*",
-        metavar="POVRAY_OPTION",
-        help="POV-Ray options, e.g. +W320 +H240 +KFF24, the same for every combination",
+    _add_scene_arguments(
+        sw, "POV-Ray options, e.g. +W320 +H240 +KFF24, the same for every combination"
     )
     sw.add_argument(
         "--declare",

@@ -15,10 +15,10 @@ poster frame. Otherwise, or if the join fails (a segment ffmpeg cannot read),
 it downloads every frame and encodes the video in one pass. A frame it needs
 that is missing fails the stitch with the missing units listed. A still has
 no video: its image (its one frame, or its bands merged by ``stitch/still.py``)
-is its poster. Beside the
-poster, once the job is done, a contact sheet (``contact.png``): at most
-64 frames sampled evenly, each labelled with its frame number, named by the
-job's ``sheet``; a sheet that cannot be made is logged and left out.
+is its poster. Beside the poster, once the job is done, a contact sheet
+(``contact.png``): at most 64 frames sampled evenly, each labelled with its
+frame number, named by the job's ``sheet``; a sheet that cannot be made is
+logged and left out.
 
 Idempotent, because a launch can be repeated (the reconciler relaunches a
 stitch that never finished, and run_job has no idempotency key): a job not in
