@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import render_execution, running_tasks, wait_tasks_ended, wait_until
+from fixtures.common import (
+    quiet_render_tasks,
+    render_execution,
+    running_tasks,
+    wait_tasks_ended,
+    wait_until,
+)
 from fixtures.common import run_cli as run
 
 from povstorm.client import Cluster
@@ -189,6 +195,7 @@ def test_rm_refuses_a_job_still_rendering_and_force_cancels_it_first(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "long.pov").write_text(f"// {uuid.uuid4().hex}\n{SCENE}")
+    quiet_render_tasks()  # so that the job gets an execution of its own
     submitted = run(
         stack_env, "render", "long.pov", "+W32", "+H24", "+KFI1", "+KFF200", "--no-wait",
         cwd=tmp_path,

@@ -14,6 +14,7 @@ import pytest
 from fixtures.common import (
     POVSTORM_CLI,
     povray_of_frame,
+    quiet_render_tasks,
     render_execution,
     video_frames,
     wait_until,
@@ -97,6 +98,7 @@ def test_render_then_jobs_status_watch_fetch_logs(
 
 def test_cancel_stops_a_job(stack_env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "ball.pov").write_text(SCENE)
+    quiet_render_tasks()  # so that the job gets an execution of its own
     result = run(
         stack_env,
         "render",

@@ -333,6 +333,26 @@ def test_resume_publishes_open_units_again_only_when_the_queue_lost_them(
     assert farm.work(job, expect=2) == [(1, 1), (2, 1)]
 
 
+def test_a_submit_starts_tasks_only_for_free_slots(farm: Farm) -> None:
+    """As many tasks as chunks and free slots; none while every slot is
+    taken, so many jobs submitted at once (a sweep) queue no idle tasks: the
+    running ones pull the new chunks as they finish their own."""
+    render = RecordingRenderLauncher()
+    clients = replace(
+        farm.clients, settings=farm.settings.with_overrides(render_slots=4), render=render
+    )
+    first, second, third = (farm.make_job(8) for _ in range(3))
+    assert farm_ops.start_tasks(clients, farm.ledger, first, 3) == "execution-1"
+    assert farm_ops.start_tasks(clients, farm.ledger, second, 3) == "execution-2"
+    assert farm_ops.start_tasks(clients, farm.ledger, third, 3) is None
+    assert render.launched == [(first, 3), (second, 1)] and render.running == 4
+    assert farm.ledger.require_job(third).get("executions", []) == []
+    render.running = 2  # one task idled out, one requeued frame waits
+    assert farm_ops.start_tasks(clients, farm.ledger, third, 1, only_if_idle=True) is None
+    assert farm_ops.start_tasks(clients, farm.ledger, third, 3) == "execution-3"
+    assert render.launched[-1] == (third, 2)
+
+
 def test_the_reconciler_starts_tasks_for_work_nobody_pulls_and_fills_free_slots(
     farm: Farm,
 ) -> None:

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import render_execution, wait_until
+from fixtures.common import quiet_render_tasks, render_execution, wait_until
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
-from povstorm.cloud.launchers import TASK_TIMEOUT_MARGIN, LocalRenderLauncher, tasks_request
+from povstorm.cloud.launchers import TASK_TIMEOUT_MARGIN
 from povstorm.core.naming import input_object
-from povstorm.core.settings import Settings
 from povstorm.farm import operations
 from povstorm.farm.reconcile import Deadlines, reconcile
 from povstorm.ledger.ledger import Ledger
@@ -57,19 +56,6 @@ def _loops_for(seconds: float, tmp_path: Path) -> int:
         capture_output=True, check=True,
     )  # fmt: skip
     return int(probe * seconds / (time.monotonic() - started))
-
-
-def _quiet_runner(settings: Settings) -> None:
-    """Stop the render tasks earlier tests left, as Cloud Run cancels an
-    execution, and wait until none runs. Waiting for them to exit idle is not
-    enough: every submit starts at least one task, so a sweep's jobs leave a
-    queue of single-task executions that start two at a time, each idle for
-    10 s (measured: over 40 s of them after tests/test_sweep.py)."""
-    launcher = LocalRenderLauncher(settings)
-    for e in tasks_request({"op": "list"})["executions"]:
-        if e["running"] or e["pending"]:
-            launcher.cancel(e["name"])
-    wait_until(lambda: launcher.active() == 0, 40, "earlier render tasks to end")
 
 
 def _submit(clients: Clients, frames: int, loops: int) -> str:
@@ -105,7 +91,7 @@ def test_a_frame_longer_than_the_ack_deadline_renders_under_the_task_timeout(
     work subscription's 20 s ack deadline (even should the machine become
     twice as fast), in a task of budget 150 s (even should it become three
     times as slow)."""
-    _quiet_runner(stack_clients.settings)
+    quiet_render_tasks()
     job_id = _submit(stack_clients, frames=1, loops=_loops_for(45, tmp_path))
     budget = stack.settings().with_overrides(render_timeout=BUDGET)
     tasks = Clients.from_settings(budget)
@@ -129,7 +115,7 @@ def test_the_reconciler_starts_tasks_for_a_job_nobody_renders(
 ) -> None:
     """Chunks published while no task runs (a launch that failed, tasks
     that gave up): the reconciler's pass starts an execution for them."""
-    _quiet_runner(stack_clients.settings)
+    quiet_render_tasks()
     job_id = _submit(stack_clients, frames=3, loops=1)
     ledger = Ledger(stack_clients.db)
     assert (ledger.get_job(job_id) or {}).get("executions") is None
@@ -148,7 +134,7 @@ def test_the_reconciler_starts_tasks_for_a_job_nobody_renders(
 def test_tasks_exit_once_the_work_is_done(stack: StackState, stack_clients: Clients) -> None:
     """A task serves while there is work and ends by itself (exit 0) once a
     pull has found none for the idle time: nothing of an execution is left."""
-    _quiet_runner(stack_clients.settings)
+    quiet_render_tasks()
     job_id = _submit(stack_clients, frames=2, loops=1)
     tasks = Clients.from_settings(stack.settings().with_overrides(task_idle=2))
     execution = operations.start_tasks(tasks, Ledger(tasks.db), job_id, 2)

@@ -175,22 +175,23 @@ def start_tasks(
 ) -> str | None:
     """After ``chunks`` chunks of a job are published: start render tasks for
     them, as many as there are chunks and free slots (``render_slots`` less
-    the tasks already running, which pull any job's chunks), and at least
-    one, so a job never waits on tasks that are about to exit idle; none with
-    ``only_if_idle`` while any task runs (a requeued frame). Records the
-    execution on the job, for cancel. A failed launch is logged and left to
-    the reconciler, which starts tasks for a job with open units and none
-    running; returns the execution, or None."""
+    the tasks already running, which pull any job's chunks); none when every
+    slot is taken (the running tasks pull the chunks as they finish theirs:
+    a task exits idle only right after a pull found nothing, and a chunk
+    published as one exits is the reconciler's, which starts tasks for units
+    left pending while slots are free), and none with ``only_if_idle``
+    while any task runs (a requeued frame). Records the execution on the
+    job, for cancel. A failed launch is logged and left to the reconciler;
+    returns the execution, or None."""
     render = clients.render
     if render is None or chunks <= 0:
         return None
     try:
         active = render.active()
-        if only_if_idle and active > 0:
+        free = clients.settings.render_slots - active
+        if free <= 0 or (only_if_idle and active > 0):
             return None
-        execution = render.launch(
-            job_id, min(chunks, max(1, clients.settings.render_slots - active))
-        )
+        execution = render.launch(job_id, min(chunks, free))
     except PovstormError as exc:
         log.error("render launch for %s failed, the reconciler will retry: %s", job_id, exc)
         return None

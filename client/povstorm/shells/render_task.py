@@ -156,11 +156,13 @@ class Worker:
             # timeout could cut short (the slowest frame so far must fit).
             if self.budget_left() <= self.slowest_frame:
                 return "budget spent"
-            if time.monotonic() - idle_since >= self.clients.settings.task_idle:
-                return f"no work for {self.clients.settings.task_idle:g}s"
             asked = time.monotonic()
             received = self.pull_one()
             if received is None:
+                # Exit only straight after a pull found nothing: a submit
+                # that found every slot taken started no task of its own.
+                if asked - idle_since >= self.clients.settings.task_idle:
+                    return f"no work for {self.clients.settings.task_idle:g}s"
                 self.stopping.wait(max(0.0, IDLE_WAIT - (time.monotonic() - asked)))
                 continue
             if self.stopping.is_set():  # pulled as the stop came: give it back
