@@ -20,7 +20,7 @@ from typing import Any
 from povstorm.core.names import ENV
 from povstorm.core.settings import EMULATOR_VARS
 
-from . import cloud, coldstart, fill, iteration, ledger_load, overhead, validate
+from . import cloud, coldstart, fill, iteration, ledger_load, overhead, still, validate
 from ._util import machine, mean, percentile
 from .report import render_table
 
@@ -523,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({it['again_ratio']:.3f}), proof {it['proof_seconds']:.2f} s "
                 f"({it['proof_ratio']:.3f}), check {it['check_seconds']:.2f} s"
             )
+        _say("a still in tiles on the farm against povray direct")
+        results["still"] = still.run(cluster, work / "still")
+        _say(still.line(results["still"]))
         results["overhead"], results["latency"] = {}, {}
         for anim in anims:
             mine = [r for r in runs if r.size == anim.size]

@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         "blocks, +BS, 32 rows by default)",
     )
     r.add_argument(
+        "--radiosity-prepass",
+        action="store_true",
+        help="render one radiosity pretrace first (the whole image at a quarter size; of an "
+        "animation, up to 5 frames across it) and have every tile or frame load its samples: "
+        "no steps between tiles, less flicker between frames",
+    )
+    r.add_argument(
         "--proof",
         action="store_true",
         help="first render a quick proof (every Nth frame, a quarter of the size, no "
@@ -760,6 +767,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             notify=args.notify,
             budget_usd=args.budget,
             tiles=args.tiles,
+            radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
         )
         for warning in job.warnings:
@@ -781,6 +789,10 @@ def cmd_render(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                 return 0 if proof.ok else 1
+        if args.radiosity_prepass:
+            with ProgressPrinter() as printer:
+                prepass = job.run_prepass(on_progress=None if args.json else printer)
+            print(prepass.line(), file=sys.stderr)
         job_id = job.submit()
         if args.no_wait:
             print(job_id)

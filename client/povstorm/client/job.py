@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from povstorm.client.cluster import Cluster, JobResult
+from povstorm.client.prepass import Prepass, load_prepass, render_prepass
 from povstorm.client.proof import Proof, ProofFailed, run_proof
 from povstorm.client.watch import Progress
 from povstorm.core.errors import (
@@ -75,6 +76,7 @@ class Job:
         keep_going: bool = False,
         notify: str | None = None,
         budget_usd: float | None = None,
+        radiosity_prepass: bool = False,
     ) -> None:
         self.cluster = cluster
         self.shared = Path(shared) if shared else None
@@ -107,6 +109,10 @@ class Job:
         self.proof_first = proof
         self.keep_going = keep_going
         self.proof: Proof | None = None
+        # A radiosity pre-pass (client/prepass.py): submit() renders it after
+        # any proof, and every unit of the job loads its samples.
+        self.radiosity_prepass = radiosity_prepass
+        self.prepass: Prepass | None = None
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None
         self._planned_id: str | None = None
@@ -186,7 +192,9 @@ class Job:
         body["extra"] = dict(self._extra)
         if self._scene is not None:
             body["inputs"] = self.cluster.upload_inputs(self._scene_files)
-            body["povray"] = self._scene
+            body["povray"] = dict(self._scene)
+            if self.prepass is not None:
+                load_prepass(body["povray"], body["inputs"], self.prepass)
         else:
             if not self.units:
                 raise UserError("the job has no units: add WorkUnit(...) first")
@@ -232,6 +240,17 @@ class Job:
         self.proof = run_proof(self, dest=dest, on_progress=on_progress, timeout=timeout)
         return self.proof
 
+    def run_prepass(
+        self,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+    ) -> Prepass:
+        """Render this scene job's radiosity pre-pass and wait for it
+        (client/prepass.py): every unit of the job then loads its samples."""
+        self.prepass = render_prepass(self, on_progress=on_progress, timeout=timeout)
+        return self.prepass
+
     def submit(self) -> str:
         if self.job_id is not None:
             raise UserError(f"job {self.job_id} is already submitted")
@@ -239,6 +258,8 @@ class Job:
             self.run_proof()
         if self.proof is not None and not self.proof.ok and not self.keep_going:
             raise ProofFailed(self.proof)
+        if self.radiosity_prepass and self.prepass is None:
+            self.run_prepass()
         body = self.spec()
         self.job_id = self.cluster.submit(body)
         return self.job_id

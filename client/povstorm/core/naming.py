@@ -177,6 +177,12 @@ def sheet_object(job_id: str) -> str:
     return f"{PREFIXES['videos']}{job_id}/contact.png"
 
 
+def radiosity_object(job_id: str) -> str:
+    """The radiosity samples a pre-pass job wrote (client/prepass.py), with
+    their sha256 in the object's metadata."""
+    return f"{PREFIXES['videos']}{job_id}/radiosity.rca"
+
+
 def stats_object(job_id: str) -> str:
     return f"{PREFIXES['videos']}{job_id}/stats.json"
 

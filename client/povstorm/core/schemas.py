@@ -154,11 +154,14 @@ class PovraySchema(_Strict):
     frames = fields.Nested(FrameRangeSchema, required=True)
     animated = fields.Boolean(load_default=True)
     tiles = fields.Nested(TilesSchema, load_default=None, allow_none=True)
+    prepass = fields.Boolean(load_default=False)
 
     @validates_schema
     def _still(self, data: dict, **_: Any) -> None:
         if data.get("tiles") is not None and data["animated"]:
             raise ValidationError("tiles are for a still, not an animation", "tiles")
+        if data.get("tiles") is not None and data.get("prepass"):
+            raise ValidationError("a radiosity pre-pass renders the whole image", "prepass")
 
     @post_load
     def _make(self, data: dict, **_: Any) -> PovraySpec:
@@ -167,6 +170,7 @@ class PovraySchema(_Strict):
             frames=data["frames"],
             animated=data["animated"],
             tiles=data["tiles"],
+            prepass=data["prepass"],
         )
 
 
@@ -362,6 +366,8 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
         if spec.povray.tiles:  # absent when untiled: the spec hash stays
             tiles = spec.povray.tiles
             out["povray"]["tiles"] = {"edges": [0, *(b.bottom for b in tiles.bands)]}
+        if spec.povray.prepass:  # absent when false: the spec hash stays
+            out["povray"]["prepass"] = True
     else:
         out["units"] = [
             {

@@ -82,6 +82,16 @@ class FrameRange:
         return self.first + unit * self.step
 
 
+# The radiosity pre-pass (client/prepass.py): the file of samples a pre-pass
+# job's POV-Ray writes in its working directory (appending frame after
+# frame), and the input name by which every unit of the job it serves loads
+# it. POV-Ray 3.7: ``+RF<file>`` names it, ``+RFO`` writes, ``+RFI`` reads.
+RADIOSITY_OUT = "_prepass.rca"
+RADIOSITY_IN = "_prepass/radiosity.rca"
+PREPASS_OPTIONS = ("+RFI", "+RFO", f"+RF{RADIOSITY_OUT}")
+LOAD_RADIOSITY = ("+RFI", f"+RF{RADIOSITY_IN}")
+
+
 @dataclass(frozen=True)
 class PovraySpec:
     args: tuple[str, ...]
@@ -90,6 +100,8 @@ class PovraySpec:
     animated: bool = True
     # ...or, tiled, one unit per band (core/tiles.py), merged by the stitch.
     tiles: Tiles | None = None
+    # A radiosity pre-pass job: its units write their samples (PREPASS_OPTIONS).
+    prepass: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,13 +156,14 @@ class JobSpec:
         """The POV-Ray arguments of one unit, or of the chunk of ``count``
         frames from it (without the farm's output option)."""
         if self.povray:
+            args = (*self.povray.args, *(PREPASS_OPTIONS if self.povray.prepass else ()))
             if not self.povray.animated:
                 tiles = self.povray.tiles
-                return (*self.povray.args, *tiles.options(unit)) if tiles else self.povray.args
+                return (*args, *tiles.options(unit)) if tiles else args
             frames = self.povray.frames
             first, last = frames.frame(unit), frames.frame(unit + count - 1)
             step = (f"+STP{frames.step}",) if frames.step > 1 else ()
-            return (*self.povray.args, f"+SF{first}", f"+EF{last}", *step)
+            return (*args, f"+SF{first}", f"+EF{last}", *step)
         return self.units[unit].args
 
     def unit_spec(self, unit: int) -> UnitSpec:

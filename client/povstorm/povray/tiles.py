@@ -37,9 +37,10 @@ examples (tests/test_tiles.py asserts what the plan relies on):
   are the same as ``+AM2``'s, so it merges identically. (The per-block
   seeded method 3 is in later POV-Rays: the test that asserts this fails
   first there.)
-* Radiosity does not tile: its pretrace covers the band only, and a test
-  scene in 4 bands differed from the direct render by up to 35/255 with one
-  thread; with two threads two direct renders already differ.
+* Radiosity's pretrace covers the band only, and a test scene in 4 bands
+  differed from the direct render by up to 35/255 with one thread; with two
+  threads two direct renders already differ. The radiosity pre-pass
+  (client/prepass.py) has every band load one shared set of samples.
 """
 
 from __future__ import annotations

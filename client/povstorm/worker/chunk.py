@@ -38,10 +38,12 @@ from typing import TYPE_CHECKING
 
 from povstorm.cloud.clients import Clients
 from povstorm.core.chunks import chunkable, runs
+from povstorm.core.digest import sha256_file
 from povstorm.core.errors import StitchFailed
 from povstorm.core.model import FailureReport, JobState, RenderStats, WorkMessage
-from povstorm.core.naming import frame_object, log_object, segment_object
+from povstorm.core.naming import frame_object, log_object, radiosity_object, segment_object
 from povstorm.core.schemas import encode_message
+from povstorm.core.spec import RADIOSITY_OUT
 from povstorm.ledger.views import UnitTicket
 from povstorm.povray import (
     GrowingOutput,
@@ -230,6 +232,8 @@ class ChunkRender:
                 proc.kill()
         run = proc.finish()
         self._longest = max([self._longest, *walls])
+        if self.spec.povray and self.spec.povray.prepass and stop != "cancelled":
+            self._upload_radiosity()  # before the run's last frame can end the job
         if self.stream:
             for path in self._new_images(outdir, landed):
                 if len(landed) < len(run_units):
@@ -368,6 +372,19 @@ class ChunkRender:
     def _submit(self, upload: Callable[[], None]) -> None:
         assert self._pool is not None, "uploads happen inside render()"
         self._uploads.append(self._pool.submit(upload))
+
+    def _upload_radiosity(self) -> None:
+        """A radiosity pre-pass's samples (client/prepass.py), the file its
+        POV-Ray appended to frame after frame, with their sha256: the client
+        copies them to an input once the job is done."""
+        path = self.workdir / RADIOSITY_OUT
+        if path.is_file():
+            self.clients.blobs.upload_file(
+                radiosity_object(self.job_id),
+                path,
+                "application/octet-stream",
+                metadata={"sha256": sha256_file(path)},
+            )
 
     def _upload_log(self, unit: int, output: str) -> None:
         name = log_object(self.job_id, unit, self.attempt)
