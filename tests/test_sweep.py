@@ -327,6 +327,36 @@ def test_a_combination_that_fails_leaves_a_failed_cell_and_exit_1(
     assert cells_of(rgb(expected), grid)[1] == cells_of(rgb(failed), grid)[1]
 
 
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_a_sweep_of_tiled_stills_renders_each_combination_in_bands_as_povray_does(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "ball.pov").write_text(SCENE)
+    swept = run(stack_env, "sweep", "ball.pov", "--declare", "R=0.5,1", "--declare", "Metal=0", "+W32", "+H24",
+                "--tiles", "2", "-o", "wedge", "--json", cwd=tmp_path)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    cells = json.loads(swept.stdout)["cells"]
+    with Cluster.local(start=False) as cluster:
+        units = [cluster.ledger.require_job(c["job_id"])["units_expected"] for c in cells]
+    assert units == [2, 2]
+    for cell, r in zip(cells, ("0.5", "1"), strict=True):
+        direct = tmp_path / f"direct-{r}.png"
+        subprocess.run(
+            ["povray", "-D", "-GA", "+WT1", "ball.pov", "+W32", "+H24", f"Declare=R={r}",
+             "Declare=Metal=0", f"+O{direct.name}"],
+            cwd=tmp_path, check=True,
+        )  # fmt: skip
+        assert rgb(tmp_path / "wedge" / cell["outputs"]["image"]) == rgb(direct), cell["label"]
+    # More bands than the image has rows: one line before anything starts.
+    refused = run(stack_env, "sweep", "ball.pov", "--declare", "R=0.5,1", "--declare", "Metal=0", "+W32", "+H24",
+                  "--tiles", "25", cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "povstorm: error: --tiles 25 is more than the image's 24 rows"
+    )
+
+
 @pytest.mark.skipif(shutil.which("povray") is None, reason="needs the local povray")
 def test_the_sweeps_declare_wins_over_one_in_an_ini_file(tmp_path: Path) -> None:
     """POV-Ray 3.7 keeps the first Declare of a name: the combination's go

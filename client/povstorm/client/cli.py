@@ -101,22 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the local parse check (the local povray parses the first and last "
         "frames before anything is uploaded)",
     )
-    r.add_argument(
-        "--tiles",
-        type=int,
-        default=0,
-        metavar="N",
-        help="a still: render it as N horizontal bands, each on its own worker, merged into "
-        "the PNG povray would write (with antialiasing the bands follow POV-Ray's render "
-        "blocks, +BS, 32 rows by default)",
-    )
-    r.add_argument(
-        "--radiosity-prepass",
-        action="store_true",
-        help="render one radiosity pretrace first (the whole image at a quarter size; of an "
-        "animation, up to 5 frames across it) and have every tile or frame load its samples: "
-        "no steps between tiles, less flicker between frames",
-    )
+    _add_still_options(r)
     r.add_argument(
         "--proof",
         action="store_true",
@@ -298,6 +283,26 @@ def _add_scene_arguments(p: argparse.ArgumentParser, povray_help: str) -> None:
     p.add_argument("povray_args", nargs="*", metavar="POVRAY_OPTION", help=povray_help)
 
 
+def _add_still_options(p: argparse.ArgumentParser) -> None:
+    """--tiles and --radiosity-prepass: render and sweep share them."""
+    p.add_argument(
+        "--tiles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a still: render it as N horizontal bands, each on its own worker, merged into "
+        "the PNG povray would write (with antialiasing the bands follow POV-Ray's render "
+        "blocks, +BS, 32 rows by default)",
+    )
+    p.add_argument(
+        "--radiosity-prepass",
+        action="store_true",
+        help="render one radiosity pretrace first (the whole image at a quarter size; of an "
+        "animation, up to 5 frames across it) and have every tile or frame load its samples: "
+        "no steps between tiles, less flicker between frames",
+    )
+
+
 def _add_job_options(p: argparse.ArgumentParser, frames_per_unit: str) -> None:
     """The options of a job that `render` and `sweep` share."""
     p.add_argument(
@@ -386,6 +391,7 @@ def _add_sweep_cli(sub: argparse._SubParsersAction) -> None:
     _add_job_options(
         sw, "frames one POV-Ray process renders in a row (default: chosen by the farm)"
     )
+    _add_still_options(sw)
     sw.add_argument("--name", help="the jobs' name, before each label (default: the scene's name)")
     sw.add_argument(
         "--no-check",
@@ -743,11 +749,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         check_notify_url(args.notify)  # before a stack starts for it, before any upload
     if args.budget is not None and not 0 < args.budget < math.inf:
         raise UserError(f"--budget {args.budget:g}: a positive amount of USD")
-    if args.tiles:  # refused before a stack starts for it, before any upload
-        from povstorm.client.job import plan_tiles
-        from povstorm.povray import parse_invocation
-
-        plan_tiles(parse_invocation([args.scene, *args.povray_args], Path.cwd()), args.tiles)
+    _check_tiles(args)
     if not args.no_check:
         _check_scene(args)  # before a stack starts for it, before any upload
     cluster = _cluster(args, start=True)
@@ -811,6 +813,16 @@ def cmd_render(args: argparse.Namespace) -> int:
             frames_dir=args.frames_dir,
         )
         return _report(result, args.json)
+
+
+def _check_tiles(args: argparse.Namespace) -> None:
+    """--tiles that cannot cut this scene ends here, before a stack starts
+    for it or anything is uploaded (one line, exit 2)."""
+    if args.tiles:
+        from povstorm.client.job import plan_tiles
+        from povstorm.povray import parse_invocation
+
+        plan_tiles(parse_invocation([args.scene, *args.povray_args], Path.cwd()), args.tiles)
 
 
 def _check_scene(args: argparse.Namespace) -> None:
@@ -1047,6 +1059,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     argv = [args.scene, *args.povray_args]
     combos = combinations(parse_declares(args.declare))
+    _check_tiles(args)
     if not args.no_check:
         check_ends(argv, combos, include=args.include)
     out = args.out or Path(f"{Path(args.scene).stem}-sweep")
@@ -1063,6 +1076,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             frames_per_unit=args.frames_per_unit,
             cache=not args.no_cache,
+            tiles=args.tiles,
+            radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
         )
         for warning in sweep.warnings:
