@@ -26,7 +26,9 @@ from typing import Any
 import pytest
 from fixtures.common import (
     BROKEN_ON_FRAME_3,
+    SLOW_FRAME,
     decoded_pixels,
+    loops_for,
     render_execution,
     run_cli,
     task_pid,
@@ -387,7 +389,11 @@ def test_a_cancel_stops_a_chunk_within_seconds(stack_env: dict[str, str], tmp_pa
 def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
     clients: Clients, ledger: Ledger, tmp_path: Path
 ) -> None:
-    data = SLOW.encode()
+    # Frames of about 2 s (measured here, now) against a budget of 8 s, which
+    # is one frame's limit too: 12 frames overrun it even should the machine
+    # get 3 times faster, and the first frame fits even 3.5 times slower.
+    frames = 12
+    data = SLOW_FRAME.format(salt=uuid.uuid4().hex, loops=loops_for(2, tmp_path)).encode()
     sha = hashlib.sha256(data).hexdigest()
     clients.blobs.upload_bytes(input_object(sha), data)
     job_id = f"t-{uuid.uuid4().hex[:12]}"
@@ -396,28 +402,26 @@ def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
             "job_id": job_id,
             "inputs": {"slow.pov": sha},
             "povray": {
-                "args": ["slow.pov", "+W16", "+H12", "+KFI1", "+KFF6"],
-                "frames": {"first": 1, "last": 6},
+                "args": ["slow.pov", "+W16", "+H12", "+KFI1", f"+KFF{frames}"],
+                "frames": {"first": 1, "last": frames},
             },
         }
     )
     ledger.create_job(spec, job_id)
     ledger.mark_dispatched(job_id)
-    # A budget of a few frames (one frame's limit too: a loaded machine must
-    # not turn the first frame into a timeout).
-    budget = clients.settings.with_overrides(render_timeout=6)
+    budget = clients.settings.with_overrides(render_timeout=8)
     tight = Clients(budget, clients.db, clients.blobs, clients.publisher, clients.launcher)
     outcome = handle_work(
-        tight, ledger, WorkMessage(job_id, 0, 1, 6), cache=InputCache(tmp_path / "cache")
+        tight, ledger, WorkMessage(job_id, 0, 1, frames), cache=InputCache(tmp_path / "cache")
     )
     assert outcome.status == "rendered" and "handed on" in outcome.detail, outcome
-    done = [u for u in range(6) if clients.blobs.exists(frame_object(job_id, u))]
-    assert done and done == list(range(len(done))) and len(done) < 6
+    done = [u for u in range(frames) if clients.blobs.exists(frame_object(job_id, u))]
+    assert done and done == list(range(len(done))) and len(done) < frames
     # The rest is pending again, no delivery counted, its message confirmed.
     # (This project's ledger gets no finalize events: the rendered ones stay
     # rendering.)
     rest = ledger.units(job_id, (UnitState.PENDING,))
-    assert [u.unit for u in rest] == list(range(len(done), 6))
+    assert [u.unit for u in rest] == list(range(len(done), frames))
     assert all(u.deliveries == 0 and u.queued_at is not None for u in rest)
     # The rest is on the work topic as one chunk that starts where this one stopped.
     subscriber = pubsub_v1.SubscriberClient()
@@ -426,4 +430,4 @@ def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
     )
     pulled = subscriber.pull(request={"subscription": sub, "max_messages": 10}, timeout=10)
     messages = [load_work_message(m.message.data) for m in pulled.received_messages]
-    assert WorkMessage(job_id, len(done), 1, 6 - len(done)) in messages
+    assert WorkMessage(job_id, len(done), 1, frames - len(done)) in messages

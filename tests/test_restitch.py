@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fixtures.common import run_cli as run
-from fixtures.common import video_frames
+from fixtures.common import video_frames, wait_until
 
 from povstorm.client import Cluster
 from povstorm.core.errors import SpecError
@@ -84,6 +84,14 @@ def test_a_done_job_is_stitched_again_at_12_fps_with_no_render_and_keeps_its_vid
     job_id = rendered.stderr.split("job ", 1)[1].split(":")[0]
     with Cluster.local(start=False) as cluster:
         ledger = cluster.ledger
+
+        # What the stitch writes once the job is done (the sheet, the frame
+        # cache's fill) lands first: the job is compared with itself after.
+        def settled() -> bool:
+            job = ledger.require_job(job_id)
+            return bool(job.get("sheet")) and job.get("cache_filled") is not None
+
+        wait_until(settled, 60, "the sheet and the frame cache's fill")
         job_before = ledger.require_job(job_id)
         units_before = ledger.unit_records(job_id)
         main_video = cluster.blobs.info(job_before["video"])

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.common import quiet_render_tasks, render_execution, wait_until
+from fixtures.common import (
+    SLOW_FRAME,
+    loops_for,
+    quiet_render_tasks,
+    render_execution,
+    wait_until,
+)
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
@@ -33,29 +37,7 @@ from povstorm_local.state import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.e2e]
 
-# A frame of ``loops`` parse-time iterations (about 1.3 CPU s a million here).
-SLOW_FRAME = """camera {{ location <0,0,-3> look_at 0 }}
-light_source {{ <0,5,-5> rgb 1 }}
-#declare Salt = "{salt}";
-#declare I = 0; #while (I < {loops}) #declare I = I + 1; #end
-sphere {{ 0, 1 pigment {{ rgb <clock, 0.5, 1 - clock> }} }}
-"""
 BUDGET = 150  # the task's render budget in the long-frame test, seconds
-
-
-def _loops_for(seconds: float, tmp_path: Path) -> int:
-    """The loop count that makes SLOW_FRAME take about ``seconds`` here, now:
-    measured with a short render, so that neither a faster machine nor a
-    loaded one moves the frame to the wrong side of a deadline."""
-    probe = 2_000_000
-    scene = tmp_path / "probe.pov"
-    scene.write_text(SLOW_FRAME.format(salt="probe", loops=probe))
-    started = time.monotonic()
-    subprocess.run(
-        ["povray", "-D", "+WT1", f"+I{scene}", "+W16", "+H12", f"+O{tmp_path / 'probe.png'}"],
-        capture_output=True, check=True,
-    )  # fmt: skip
-    return int(probe * seconds / (time.monotonic() - started))
 
 
 def _submit(clients: Clients, frames: int, loops: int) -> str:
@@ -92,7 +74,7 @@ def test_a_frame_longer_than_the_ack_deadline_renders_under_the_task_timeout(
     twice as fast), in a task of budget 150 s (even should it become three
     times as slow)."""
     quiet_render_tasks()
-    job_id = _submit(stack_clients, frames=1, loops=_loops_for(45, tmp_path))
+    job_id = _submit(stack_clients, frames=1, loops=loops_for(45, tmp_path))
     budget = stack.settings().with_overrides(render_timeout=BUDGET)
     tasks = Clients.from_settings(budget)
     execution = operations.start_tasks(tasks, Ledger(tasks.db), job_id, 1)
