@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import signal
 import struct
@@ -30,13 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fixtures.common import POVSTORM_CLI, povray_with, run_cli, wait_until
+from fixtures.common import POVSTORM_CLI, povray_with, run_cli, video_frames, wait_until
 
 from povstorm.client import Cluster
+from povstorm.core.chunks import chunkable, job_plan
 from povstorm.core.errors import SceneError, SpecError
 from povstorm.core.framekey import frame_key
 from povstorm.core.schemas import dump_job_spec, load_job_spec
-from povstorm.core.tiles import Band, band_options, plan_bands
+from povstorm.core.tiles import Band, auto_tiles, band_options, plan_bands
 from povstorm.povray import parse_invocation
 from povstorm.povray.tiles import band_alignment, subset_options
 from povstorm.stitch.still import merge
@@ -327,7 +329,18 @@ def test_a_tiled_still_spec_has_a_unit_per_band_each_with_its_rows_and_its_own_c
     assert "the band edges must rise from row 0" in refused({"edges": [0, 64, 64, 120]})
     assert "the band edges must rise from row 0" in refused({"edges": [8, 64, 120]})
     assert "tiles.edges" in refused({"edges": [0]})
-    assert "tiles are for a still" in refused(body["povray"]["tiles"], animated=True)
+
+    # A tiled animation: a unit per band of each frame, frame after frame,
+    # each its own POV-Ray process; its own cache key each.
+    frames = {"first": 1, "last": 4, "step": 1}
+    anim = load_job_spec({**body, "povray": {**body["povray"], "animated": True, "frames": frames}})
+    assert anim.unit_count == 12 and anim.bands_per_frame == 3
+    assert anim.unit_args(4)[-4:] == ("+SF2", "+EF2", "+SR33", "+ER64")
+    assert anim.unit_spec(4).label == "frame 2, tile 2 of 3 (rows 33-64)"
+    assert [anim.frame_of(u) for u in (0, 2, 3, 11)] == [1, 1, 2, 4]
+    assert not chunkable(anim) and job_plan(anim, 2) == [(u, 1) for u in range(12)]
+    assert len({frame_key(anim, u, "POV-Ray 3.7") for u in range(12)}) == 12
+    assert load_job_spec(dump_job_spec(anim)) == anim
 
 
 def test_a_single_band_is_copied(tmp_path: Path) -> None:
@@ -413,18 +426,93 @@ def test_a_tiled_still_renders_on_the_farm_as_povray_renders_it_and_a_lost_band_
     ]
 
 
+def test_auto_tiles_make_parts_of_about_the_set_time_as_many_as_the_image_takes() -> None:
+    assert auto_tiles(0.0, 120) == 1 and auto_tiles(119.0, 120) == 1
+    assert auto_tiles(250.0, 120) == 3  # three parts of about 83 s, not two of 125
+    assert auto_tiles(3600.0, 4320, part=60.0) == 60
+    assert auto_tiles(3600.0, 4320, align=32, part=1.0) == 135  # the render blocks
+    assert auto_tiles(3600.0, 40, part=1.0) == 40  # the rows
+    with pytest.raises(SpecError, match="--tile-seconds 0: a positive number of seconds"):
+        auto_tiles(10.0, 120, part=0.0)
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_tiles_auto_cuts_a_still_by_its_proof_s_estimate(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """--tiles auto: a proof first, then as many bands as make parts of
+    about --tile-seconds by its estimate, at most the render blocks (3 of 32
+    rows here); a still the proof expects to be quick stays whole."""
+    pov = scene(tmp_path, SCENES[1])
+    options = ["+A0.3", "+W64", "+H96"]
+    cut = run_cli(stack_env, "render", pov.name, *options, "--tiles", "auto",
+                  "--tile-seconds", "0.001", "-o", "cut.png", cwd=tmp_path)  # fmt: skip
+    assert cut.returncode == 0, cut.stderr
+    assert (
+        "tiles: 3 (the proof estimates ~" in cut.stderr and "parts of about 0.001 s)" in cut.stderr
+    )
+    job_id = re.search(r"job (\S+): 3 tile\(s\)", cut.stderr)[1]  # type: ignore[index]
+    assert_same_png(render_direct(pov, tmp_path / "direct.png", options), tmp_path / "cut.png")
+    whole = run_cli(stack_env, "render", pov.name, *options, "--tiles", "auto",
+                    "-o", "whole.png", cwd=tmp_path)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    assert "tiles: 1 (the proof estimates ~" in whole.stderr and "1 frame(s)" in whole.stderr
+    with Cluster.local(start=False) as cluster:
+        assert cluster.ledger.require_job(job_id)["units_expected"] == 3
+
+
+@pytest.mark.stack
+@pytest.mark.e2e
+def test_an_animation_in_tiles_merges_each_frame_as_povray_renders_it(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Each of 3 frames in 2 bands: 6 units, each its own POV-Ray process;
+    the stitch merges every frame's bands before it encodes the video, and
+    fetch and preview give the merged frames, equal to povray's own."""
+    pov = scene(tmp_path, SCENES[0])
+    moving = (
+        "sphere { <2 * clock - 1, 0, -1>, 0.25 pigment { rgb <1, 0, 0> } finish { ambient 1 } }"
+    )
+    pov.write_text(pov.read_text() + f"\n{moving}\n")
+    options = ["+A0.3", f"+W{WIDTH}", f"+H{HEIGHT}", "+KFI1", "+KFF3"]
+    made = run_cli(stack_env, "render", pov.name, *options, "--tiles", "2", "-o", "anim.mp4",
+                   "--frames-dir", "frames", cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    job_id = re.search(r"job (\S+): 3 frame\(s\) of 2 tile\(s\) each", made.stderr)[1]  # type: ignore[index]
+    (tmp_path / "direct").mkdir()
+    render_direct(pov, tmp_path / "direct" / "blob.png", options)
+    direct = [pixels(tmp_path / "direct" / f"blob{f}.png") for f in (1, 2, 3)]
+    assert len(set(direct)) == 3  # the sphere moves: every frame its own
+    assert [pixels(tmp_path / "frames" / f"blob{f}.png") for f in (1, 2, 3)] == direct
+    assert video_frames(tmp_path / "anim.mp4") == 3
+
+    with Cluster.local(start=False) as cluster:
+        assert cluster.ledger.require_job(job_id)["units_expected"] == 6
+        labels = [r["label"] for r in cluster.ledger.unit_records(job_id)]
+        assert "frame 2, tile 1 of 2 (rows 1-64)" in labels
+        wait_until(lambda: cluster.ledger.require_job(job_id).get("sheet"), 60, "the sheet")
+    shown = run_cli(stack_env, "preview", job_id, "-o", "preview", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "3 of 3 frames done" in shown.stdout
+    assert pixels(tmp_path / "preview" / "frames" / "000001.png") == direct[1]
+
+
 def test_tiles_are_refused_in_one_line_before_anything_starts(tmp_path: Path) -> None:
-    """An animation, a subset of the user's own, more bands than blocks: exit
+    """Auto on an animation, a subset of the user's own, more bands than blocks: exit
     2 and one line, before a stack is started or anything uploaded (no stack
     here: POVSTORM_HOME points nowhere)."""
     pov = scene(tmp_path, SCENES[0])
     env = {**os.environ, "POVSTORM_HOME": str(tmp_path / "no-stack")}
     cases = {
-        ("+KFF3",): "--tiles is for a still: this scene is an animation (frames 1-3)",
         ("+SR10",): "--tiles cuts the image itself: drop Start_Row",
         ("+A", "--tiles", "5"): "--tiles 5 is too many: with antialiasing the bands follow "
         "POV-Ray's 32-row render blocks: at most 4 tiles for 120 rows",
         ("--tiles", "121"): "--tiles 121 is more than the image's 120 rows",
+        ("+KFF3", "--tiles", "auto"): "--tiles auto is for a still: this scene is an "
+        "animation (frames 1-3); give a number of tiles",
+        ("--tiles", "auto", "--tile-seconds", "0"): "--tile-seconds 0: a positive number of "
+        "seconds",
     }
     for args, message in cases.items():
         tiles = [] if "--tiles" in args else ["--tiles", "2"]

@@ -39,6 +39,7 @@ from povstorm.core.spec import (
     OutputSpec,
     container_for,
 )
+from povstorm.core.tiles import TILE_SECONDS, check_tile_seconds
 from povstorm.farm.cleanup import Removal, human_bytes, totals
 
 EPILOG_RENDER = """\
@@ -287,12 +288,20 @@ def _add_still_options(p: argparse.ArgumentParser) -> None:
     """--tiles and --radiosity-prepass: render and sweep share them."""
     p.add_argument(
         "--tiles",
-        type=int,
+        type=_tiles_value,
         default=0,
-        metavar="N",
+        metavar="N|auto",
         help="a still: render it as N horizontal bands, each on its own worker, merged into "
         "the PNG povray would write (with antialiasing the bands follow POV-Ray's render "
-        "blocks, +BS, 32 rows by default)",
+        "blocks, +BS, 32 rows by default); auto: a proof first, then bands of about "
+        "--tile-seconds each by its estimate",
+    )
+    p.add_argument(
+        "--tile-seconds",
+        type=float,
+        default=TILE_SECONDS,
+        metavar="S",
+        help=f"with --tiles auto: the seconds a band should take (default {TILE_SECONDS:g})",
     )
     p.add_argument(
         "--radiosity-prepass",
@@ -301,6 +310,15 @@ def _add_still_options(p: argparse.ArgumentParser) -> None:
         "animation, up to 5 frames across it) and have every tile or frame load its samples: "
         "no steps between tiles, less flicker between frames",
     )
+
+
+def _tiles_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tiles or auto") from None
 
 
 def _add_job_options(p: argparse.ArgumentParser, frames_per_unit: str) -> None:
@@ -623,7 +641,7 @@ class ProgressPrinter:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.every = every
-        self._last = 0.0
+        self._last = -math.inf  # the first change prints, however young the clock
         self._last_line = ""
         self._bar: rich.progress.Progress | None = None
         self._task: rich.progress.TaskID | None = None
@@ -769,6 +787,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             notify=args.notify,
             budget_usd=args.budget,
             tiles=args.tiles,
+            tile_seconds=args.tile_seconds,
             radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
         )
@@ -777,13 +796,16 @@ def cmd_render(args: argparse.Namespace) -> int:
         still = not job.invocation.animated
         ext = "png" if still else container_for(OutputSpec(codec=args.codec))
         video = args.output or Path(f"{Path(args.scene).stem}.{ext}")
-        if args.proof or args.proof_only:
+        if args.proof or args.proof_only or args.tiles == "auto":
             with ProgressPrinter() as printer:
                 proof = job.run_proof(
                     dest=video.with_suffix(""), on_progress=None if args.json else printer
                 )
             for line in proof.lines():
                 print(line, file=sys.stderr)
+            if args.tiles == "auto" and (proof.ok or args.keep_going):
+                count = job.choose_tiles()
+                print(_auto_tiles_line(proof, count, args.tile_seconds), file=sys.stderr)
             if args.proof_only or (not proof.ok and not args.keep_going):
                 if not proof.ok and not args.proof_only:
                     print(
@@ -800,9 +822,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(job_id)
             return 0
         if not args.json:
-            what = (
-                f"{args.tiles} tile(s)" if args.tiles else f"{job.invocation.frame_count} frame(s)"
-            )
+            what = f"{job.invocation.frame_count} frame(s)"
+            if job.tile_count:
+                tiles = f"{job.tile_count} tile(s)"
+                what = f"{what} of {tiles} each" if job.invocation.animated else tiles
             print(f"job {job_id}: {what}", file=sys.stderr)
         with ProgressPrinter() as printer:
             final = job.watch(on_progress=None if args.json else printer, timeout=args.timeout)
@@ -822,7 +845,19 @@ def _check_tiles(args: argparse.Namespace) -> None:
         from povstorm.client.job import plan_tiles
         from povstorm.povray import parse_invocation
 
-        plan_tiles(parse_invocation([args.scene, *args.povray_args], Path.cwd()), args.tiles)
+        inv = parse_invocation([args.scene, *args.povray_args], Path.cwd())
+        plan_tiles(inv, args.tiles)
+        check_tile_seconds(args.tile_seconds)
+
+
+def _auto_tiles_line(proof: Any, count: int, part: float) -> str:
+    seconds = (proof.estimate or {}).get("frame_seconds")
+    if seconds is None:
+        return "tiles: 1 (the proof gave no estimate)"
+    return (
+        f"tiles: {count} (the proof estimates ~{seconds:.1f} s for the whole image; "
+        f"parts of about {part:g} s)"
+    )
 
 
 def _check_scene(args: argparse.Namespace) -> None:
@@ -1077,6 +1112,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             frames_per_unit=args.frames_per_unit,
             cache=not args.no_cache,
             tiles=args.tiles,
+            tile_seconds=args.tile_seconds,
             radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
         )

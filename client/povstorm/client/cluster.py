@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from povstorm.farm import cleanup
 from povstorm.farm import operations as farm
 from povstorm.ledger.ledger import Ledger, now
 from povstorm.stitch import preview
+from povstorm.stitch.still import merge
 
 if TYPE_CHECKING:
     from povstorm.client.sweep import SweepResult
@@ -452,16 +454,29 @@ class Cluster:
                     result.videos.append(dest)
         if frames_dir is not None:
             frames_dir.mkdir(parents=True, exist_ok=True)
-            records = done_records()
             name_of = frame_names or _default_frame_name(job)
+            scene = (job.get("spec") or {}).get("povray") or {}
+            tiles = self.ledger.get_spec(job_id).frame_tiles if scene.get("tiles") else None
+            # Each frame's units: one, or a tiled animation's bands, merged here.
+            per = len(tiles.bands) if tiles else 1
+            by_frame: dict[int, list[dict[str, Any]]] = {}
+            for record in sorted(done_records(), key=lambda r: int(r["unit"])):
+                by_frame.setdefault(int(record["unit"]) // per, []).append(record)
 
-            def get(record: dict[str, Any]) -> Path:
-                dest = frames_dir / name_of(record)
-                self.blobs.download_to(frame_object(job_id, int(record["unit"])), dest)
-                return dest
+            def get(records: list[dict[str, Any]]) -> Path:
+                dest = frames_dir / name_of(records[0])
+                if tiles is None:
+                    self.blobs.download_to(frame_object(job_id, int(records[0]["unit"])), dest)
+                    return dest
+                with tempfile.TemporaryDirectory(prefix="povstorm-bands-") as tmp:
+                    bands = [Path(tmp) / f"{r['unit']}.png" for r in records]
+                    for record, band in zip(records, bands, strict=True):
+                        self.blobs.download_to(frame_object(job_id, int(record["unit"])), band)
+                    return merge(bands, tiles.bands, dest)
 
+            complete = [rs for rs in by_frame.values() if len(rs) == per]
             with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-                result.frames = list(pool.map(get, records))
+                result.frames = list(pool.map(get, complete))
             result.frames_dir = frames_dir
         return result
 
@@ -502,14 +517,16 @@ class Cluster:
         if max_frames < 1:
             raise UserError("--max-frames: 1 or more")
         job = self.ledger.require_job(job_id)
-        units = int(job.get("units_expected") or 0)
+        spec = self.ledger.get_spec(job_id)
+        # A frame is its units: one, or a tiled animation's bands (all done).
+        per, tiles = spec.bands_per_frame, spec.frame_tiles
+        frames = int(job.get("units_expected") or 0) // per
         records = {int(r["unit"]): r for r in self.ledger.unit_records(job_id, (UnitState.DONE,))}
-        if not records:
+        done = [f for f in range(frames) if all(f * per + b in records for b in range(per))]
+        if not done:
             raise NotFound(f"job {job_id} ({job.get('state')}) has no frame done yet")
-        output = self.ledger.get_spec(job_id).output
-        done = sorted(records)
-        picked = preview.sample(units, max_frames)
-        needed = {preview.nearest(done, u) for u in picked}
+        picked = preview.sample(frames, max_frames)
+        needed = {preview.nearest(done, f) for f in picked}
         on_sheet = [done[i] for i in preview.sample(len(done), preview.SHEET_FRAMES)]
         needed.update(on_sheet)
 
@@ -521,33 +538,43 @@ class Cluster:
         except (OSError, ValueError):
             index = {}
         had = index.get("generations", {}) if index.get("job_id") == job_id else {}
-        path_of = {u: frames_dir / f"{u:06d}.png" for u in needed}
+        path_of = {f: frames_dir / f"{f:06d}.png" for f in needed}
 
-        def get(unit: int) -> None:
-            generation = str(records[unit].get("generation"))
-            if had.get(str(unit)) != generation or not path_of[unit].exists():
-                self.blobs.download_to(frame_object(job_id, unit), path_of[unit])
+        def generation(frame: int) -> str:
+            return "/".join(str(records[frame * per + b].get("generation")) for b in range(per))
+
+        def get(frame: int) -> None:
+            if had.get(str(frame)) == generation(frame) and path_of[frame].exists():
+                return
+            if tiles is None:
+                self.blobs.download_to(frame_object(job_id, frame), path_of[frame])
+                return
+            with tempfile.TemporaryDirectory(prefix="povstorm-bands-") as tmp:
+                bands = [Path(tmp) / f"{b}.png" for b in range(per)]
+                for b, band in enumerate(bands):
+                    self.blobs.download_to(frame_object(job_id, frame * per + b), band)
+                merge(bands, tiles.bands, path_of[frame])
 
         with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
             list(pool.map(get, sorted(needed)))
-        had = {**had, **{str(u): str(records[u].get("generation")) for u in needed}}
+        had = {**had, **{str(f): generation(f) for f in needed}}
         index_path.write_text(json.dumps({"job_id": job_id, "generations": had}))
 
         sheet = preview.contact_sheet(
-            [path_of[u] for u in on_sheet],
+            [path_of[f] for f in on_sheet],
             out_dir / "contact.png",
-            labels=[str(records[u].get("frame", u)) for u in on_sheet],
+            labels=[str(records[f * per].get("frame", f)) for f in on_sheet],
         )
-        video = out_dir / f"preview.{container_for(output)}"
-        preview.preview_video(path_of, units, output, video, most=max_frames)
+        video = out_dir / f"preview.{container_for(spec.output)}"
+        preview.preview_video(path_of, frames, spec.output, video, most=max_frames)
         return Preview(
             job_id,
             JobState(job["state"]),
-            units,
+            frames,
             len(done),
             sheet,
             video,
-            frames=min(units, max_frames),
+            frames=min(frames, max_frames),
         )
 
 
@@ -583,12 +610,14 @@ class Restitched:
 
 
 def _default_frame_name(job: dict[str, Any]) -> Callable[[dict[str, Any]], str]:
-    """POV-Ray's own numbering for scene jobs (scene07.png), the unit otherwise
-    (a tiled still's bands: scene-tile0.png, ...)."""
+    """POV-Ray's own numbering for scene jobs (scene07.png; a tiled
+    animation's frames once merged), the unit otherwise (a tiled still's
+    bands: scene-tile0.png, ...)."""
     spec = job.get("spec") or {}
     stem = (spec.get("extra") or {}).get("output_stem")
     digits = int(spec.get("frame_digits") or 0)
-    if (spec.get("povray") or {}).get("tiles"):
+    scene = spec.get("povray") or {}
+    if scene.get("tiles") and not scene.get("animated", True):
         return lambda r: f"{stem or 'still'}-tile{int(r['unit'])}.png"
     if job.get("kind") == "scene" and stem:
         animated = (spec.get("povray") or {}).get("animated", True)

@@ -40,6 +40,7 @@ from povstorm.core.spec import (
     MAX_ATTEMPTS,
     TIMEOUT_SECONDS,
 )
+from povstorm.core.tiles import TILE_SECONDS, auto_tiles, check_tile_seconds
 
 
 @dataclass
@@ -113,6 +114,9 @@ class Job:
         # any proof, and every unit of the job loads its samples.
         self.radiosity_prepass = radiosity_prepass
         self.prepass: Prepass | None = None
+        # --tiles auto (from_ini): a tile's seconds, until choose_tiles() has
+        # cut the still by its proof's estimate.
+        self.auto_tiles: float | None = None
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None
         self._planned_id: str | None = None
@@ -141,7 +145,8 @@ class Job:
         cwd: Path | None = None,
         include: Sequence[Path] = (),
         check: bool = True,
-        tiles: int = 0,
+        tiles: int | str = 0,
+        tile_seconds: float = TILE_SECONDS,
         **options: Any,
     ) -> Job:
         """A job from a POV-Ray invocation (INI files, a .pov, +/- options), as
@@ -151,11 +156,21 @@ class Job:
         POV-Ray's error (SceneError); skipped where there is no ``povray``.
         A still's result is its image (the job's poster), not a video;
         ``tiles``: render it as that many horizontal bands, each on its own
-        worker, merged by the stitch into the PNG ``povray`` would write."""
+        worker, merged by the stitch into the PNG ``povray`` would write;
+        ``"auto"``: a proof pass first, then as many bands as make parts of
+        about ``tile_seconds`` by its estimate (``choose_tiles``)."""
         from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
         inv = parse_invocation(list(argv), cwd or Path.cwd())
-        planned = plan_tiles(inv, tiles) if tiles else None  # before any upload, as the check
+        # The tiles are checked before any upload, as the parse check.
+        auto, planned = tiles == "auto", None
+        if auto:
+            check_tile_seconds(tile_seconds)
+            plan_tiles(inv, "auto")  # a still, without a subset of its own
+        elif isinstance(tiles, int) and not isinstance(tiles, bool):
+            planned = plan_tiles(inv, tiles) if tiles else None
+        else:
+            raise UserError(f"--tiles {tiles}: a number of tiles, or auto")
         inputs = collect_inputs(inv, extra=list(include))
         if check:
             check_parse(inv, inputs.files)
@@ -174,6 +189,8 @@ class Job:
         job._extra = {"output_stem": _output_stem(inv)}
         job.options["frame_digits"] = inv.frame_digits
         job.invocation = inv
+        if auto:
+            job.auto_tiles, job.proof_first = tile_seconds, True
         job.warnings += [*inv.warnings, *inputs.warnings]
         job._no_cache(list(inputs.uncacheable))
         return job
@@ -237,8 +254,42 @@ class Job:
         """Render this scene job's proof pass and wait for it (client/proof.py);
         with ``dest`` (a path without extension), its contact sheet and video
         go to ``<dest>-proof.png`` and ``<dest>-proof.<ext>``."""
-        self.proof = run_proof(self, dest=dest, on_progress=on_progress, timeout=timeout)
+        # --tiles auto needs the proof's render times: not frames from the cache.
+        self.proof = run_proof(
+            self,
+            dest=dest,
+            on_progress=on_progress,
+            timeout=timeout,
+            fresh=self.auto_tiles is not None,
+        )
         return self.proof
+
+    @property
+    def tile_count(self) -> int:
+        """The bands of a tiled still; 0 for a job that is not tiled."""
+        tiles = (self._scene or {}).get("tiles")
+        return len(tiles["edges"]) - 1 if tiles else 0
+
+    def choose_tiles(self) -> int:
+        """``tiles="auto"``: cut the still into as many bands as make parts of
+        about ``tile_seconds`` by the proof's estimate of the whole image
+        (core/tiles.py: auto_tiles), at most as many as it can be cut into;
+        one (whole) without an estimate. Returns the count."""
+        if self.auto_tiles is None or self.invocation is None or self._scene is None:
+            raise UserError("choose_tiles is for Job.from_ini(..., tiles='auto')")
+        from povstorm.povray.tiles import band_alignment
+
+        inv, seconds = self.invocation, (self.proof.estimate if self.proof else {})
+        count = 1
+        if seconds:
+            count = auto_tiles(
+                seconds["frame_seconds"], inv.height, align=band_alignment(inv),
+                part=self.auto_tiles,
+            )  # fmt: skip
+        if count > 1:
+            self._scene["tiles"] = plan_tiles(inv, count)
+        self.auto_tiles = None
+        return count
 
     def run_prepass(
         self,
@@ -258,6 +309,8 @@ class Job:
             self.run_proof()
         if self.proof is not None and not self.proof.ok and not self.keep_going:
             raise ProofFailed(self.proof)
+        if self.auto_tiles is not None:
+            self.choose_tiles()
         if self.radiosity_prepass and self.prepass is None:
             self.run_prepass()
         body = self.spec()
@@ -300,22 +353,24 @@ class Job:
         return self.cluster.cancel(self._require_id())
 
 
-def plan_tiles(inv: Any, tiles: int) -> dict[str, Any]:
-    """The spec's ``tiles`` for a still cut in ``tiles`` bands (core/tiles.py),
-    their edges on POV-Ray's render blocks when it antialiases; UserError or
-    SpecError, one line, for an animation, a row or column subset of the
-    user's own, or more bands than the image can be cut in."""
+def plan_tiles(inv: Any, tiles: int | str) -> dict[str, Any]:
+    """The spec's ``tiles`` for an image (a still, or each frame of an
+    animation) cut in ``tiles`` bands (core/tiles.py), their edges on
+    POV-Ray's render blocks when it antialiases; UserError or SpecError, one
+    line, for a row or column subset of the user's own, more bands than the
+    image can be cut in, or ``"auto"`` (checked as one band) on an animation."""
     from povstorm.core.tiles import plan_bands
     from povstorm.povray.tiles import band_alignment, subset_options
 
-    if inv.animated:
+    if tiles == "auto" and inv.animated:
         first, last = inv.frames
         raise UserError(
-            f"--tiles is for a still: this scene is an animation (frames {first}-{last})"
+            f"--tiles auto is for a still: this scene is an animation (frames {first}-{last}); "
+            "give a number of tiles"
         )
     if subset := subset_options(inv):
         raise UserError(f"--tiles cuts the image itself: drop {', '.join(subset)}")
-    bands = plan_bands(inv.height, tiles, align=band_alignment(inv))
+    bands = plan_bands(inv.height, 1 if tiles == "auto" else int(tiles), align=band_alignment(inv))
     return {"edges": [0, *(b.bottom for b in bands)]}
 
 

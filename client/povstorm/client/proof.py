@@ -86,8 +86,12 @@ def plan_proof(inv: Any) -> ProofPlan:
     )
 
 
-def proof_body(body: dict[str, Any], plan: ProofPlan, full_job_id: str) -> dict[str, Any]:
-    """The proof job's spec (JSON form) from the full job's."""
+def proof_body(
+    body: dict[str, Any], plan: ProofPlan, full_job_id: str, *, fresh: bool = False
+) -> dict[str, Any]:
+    """The proof job's spec (JSON form) from the full job's; ``fresh``:
+    rendered anew, not from the frame cache (whose copies carry no render
+    times), for an estimate that must be there."""
     scene = body["povray"]
     frames = dict(scene["frames"])
     frames["step"] = int(frames.get("step", 1)) * plan.step
@@ -109,6 +113,7 @@ def proof_body(body: dict[str, Any], plan: ProofPlan, full_job_id: str) -> dict[
         "max_attempts": 1,
         "fail_fast": True,
         "frames_per_unit": 0,
+        **({"cache": "refresh"} if fresh and body.get("cache") == "use" else {}),
         "extra": {**body.get("extra", {}), "proof_for": full_job_id},
     }
 
@@ -199,16 +204,17 @@ def run_proof(
     dest: Path | None = None,
     on_progress: Any = None,
     timeout: float | None = None,
+    fresh: bool = False,
 ) -> Proof:
     """Render ``job``'s proof and wait for it; with ``dest`` (a file name
     stem), write ``<dest>-proof.png`` (contact sheet) and the proof's video
-    beside it. The full job is not touched."""
+    beside it (``fresh``: see ``proof_body``). The full job is not touched."""
     if job.invocation is None or job._scene is None:
         raise UserError("a proof pass is for a scene job (Job.from_ini)")
     inv = job.invocation
     plan = plan_proof(inv)
     full = job.spec()  # uploads the inputs (once: the proof shares them)
-    body = proof_body(full, plan, full["job_id"])
+    body = proof_body(full, plan, full["job_id"], fresh=fresh)
     cluster = job.cluster
     proof_id = cluster.submit(body)
     cluster.watch(proof_id, on_progress=on_progress, timeout=timeout)

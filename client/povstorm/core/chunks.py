@@ -233,9 +233,10 @@ def _cut(times: list[float], first: int, target: float) -> int:
 
 def chunkable(spec: JobSpec) -> bool:
     """Whether a job's units may share a POV-Ray process: the frames of an
-    animation. A still is one unit (or one per band, each its own process);
-    each generated unit has its own files."""
-    return spec.povray is not None and spec.povray.animated
+    animation. A still is one unit (or one per band, each its own process),
+    and so is each band of a tiled animation's frames; each generated unit
+    has its own files."""
+    return spec.povray is not None and spec.povray.animated and spec.povray.tiles is None
 
 
 def job_plan(

@@ -55,9 +55,10 @@ def frame_key(
     if spec.povray is not None:
         body["args"] = list(spec.povray.args)
         body["animated"] = spec.povray.animated
-        body["frame"] = spec.povray.frames.frame(unit) if spec.povray.animated else None
-        if spec.povray.tiles:  # a band of a still: its own rows (absent untiled: keys stay)
-            body["band"] = spec.povray.tiles.options(unit)
+        body["frame"] = spec.frame_of(unit) if spec.povray.animated else None
+        band = spec.band_of(unit)
+        if spec.povray.tiles and band is not None:  # its own rows (absent untiled: keys stay)
+            body["band"] = spec.povray.tiles.options(band)
     else:
         own = unit_spec if unit_spec is not None else spec.units[unit]
         body["args"] = list(own.args)

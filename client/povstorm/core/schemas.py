@@ -157,9 +157,7 @@ class PovraySchema(_Strict):
     prepass = fields.Boolean(load_default=False)
 
     @validates_schema
-    def _still(self, data: dict, **_: Any) -> None:
-        if data.get("tiles") is not None and data["animated"]:
-            raise ValidationError("tiles are for a still, not an animation", "tiles")
+    def _prepass_whole(self, data: dict, **_: Any) -> None:
         if data.get("tiles") is not None and data.get("prepass"):
             raise ValidationError("a radiosity pre-pass renders the whole image", "prepass")
 

@@ -98,7 +98,8 @@ class PovraySpec:
     frames: FrameRange
     # A still image is one unit with no subset options...
     animated: bool = True
-    # ...or, tiled, one unit per band (core/tiles.py), merged by the stitch.
+    # ...or, tiled, one unit per band (core/tiles.py), merged by the stitch;
+    # a tiled animation has one unit per band of each frame, frame after frame.
     tiles: Tiles | None = None
     # A radiosity pre-pass job: its units write their samples (PREPASS_OPTIONS).
     prepass: bool = False
@@ -148,18 +149,49 @@ class JobSpec:
     @property
     def unit_count(self) -> int:
         if self.povray:
-            tiles = self.povray.tiles
-            return len(tiles.bands) if tiles else len(self.povray.frames)
+            return len(self.povray.frames) * self.bands_per_frame
         return len(self.units)
+
+    @property
+    def bands_per_frame(self) -> int:
+        """The units of each frame (or of a still): its bands, or 1 untiled."""
+        tiles = self.povray.tiles if self.povray else None
+        return len(tiles.bands) if tiles else 1
+
+    @property
+    def frame_tiles(self) -> Tiles | None:
+        """The bands of each frame of a tiled animation; None for any other job."""
+        scene = self.povray
+        return scene.tiles if scene and scene.animated else None
+
+    def frame_of(self, unit: int) -> int:
+        """The frame number a scene job's unit renders (a still's first and
+        only frame is ``frames.first``)."""
+        assert self.povray is not None
+        if self.povray.animated:
+            return self.povray.frames.frame(unit // self.bands_per_frame)
+        return self.povray.frames.frame(unit)
+
+    def band_of(self, unit: int) -> int | None:
+        """The band of its frame (or still) that a tiled job's unit renders."""
+        return unit % self.bands_per_frame if self.povray and self.povray.tiles else None
 
     def unit_args(self, unit: int, count: int = 1) -> tuple[str, ...]:
         """The POV-Ray arguments of one unit, or of the chunk of ``count``
         frames from it (without the farm's output option)."""
         if self.povray:
             args = (*self.povray.args, *(PREPASS_OPTIONS if self.povray.prepass else ()))
+            tiles = self.povray.tiles
             if not self.povray.animated:
-                tiles = self.povray.tiles
                 return (*args, *tiles.options(unit)) if tiles else args
+            if tiles:  # one band of one frame: never a chunk
+                frame = self.frame_of(unit)
+                return (
+                    *args,
+                    f"+SF{frame}",
+                    f"+EF{frame}",
+                    *tiles.options(unit % len(tiles.bands)),
+                )
             frames = self.povray.frames
             first, last = frames.frame(unit), frames.frame(unit + count - 1)
             step = (f"+STP{frames.step}",) if frames.step > 1 else ()
@@ -168,11 +200,12 @@ class JobSpec:
 
     def unit_spec(self, unit: int) -> UnitSpec:
         if self.povray:
-            tiles = self.povray.tiles
-            return UnitSpec(
-                args=self.unit_args(unit),
-                label=tiles.label(unit) if tiles else f"frame {self.povray.frames.frame(unit)}",
-            )
+            tiles, band = self.povray.tiles, self.band_of(unit)
+            label = f"frame {self.frame_of(unit)}"
+            if tiles and band is not None:
+                tile = tiles.label(band)
+                label = f"{label}, {tile}" if self.povray.animated else tile
+            return UnitSpec(args=self.unit_args(unit), label=label)
         return self.units[unit]
 
 

@@ -7,6 +7,7 @@ bands; what POV-Ray does with a band, measured, is in ``povray/tiles.py``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from povstorm.core.errors import SpecError
@@ -58,6 +59,26 @@ def plan_bands(height: int, tiles: int, *, align: int = 1) -> list[Band]:
         bands.append(Band(index, top, bottom))
         top = bottom
     return bands
+
+
+# --tiles auto: a still the proof expects to take longer than this (seconds
+# of one POV-Ray process) is cut into parts of about this long.
+TILE_SECONDS = 120.0
+
+
+def check_tile_seconds(part: float) -> float:
+    if not 0 < part < math.inf:
+        raise SpecError(f"--tile-seconds {part:g}: a positive number of seconds")
+    return part
+
+
+def auto_tiles(seconds: float, height: int, *, align: int = 1, part: float = TILE_SECONDS) -> int:
+    """How many bands a still expected to take ``seconds`` is cut into: parts
+    of about ``part`` seconds, at most as many as the image can be cut
+    into (its rows, or its render blocks when antialiased), at least one."""
+    check_tile_seconds(part)
+    most = -(-height // max(1, align))
+    return max(1, min(most, math.ceil(seconds / part)))
 
 
 def band_options(band: Band, height: int) -> list[str]:

@@ -208,7 +208,7 @@ class UnitDoc(_Doc):
             attempts=1,
             attempt_limit=spec.max_attempts,
             deliveries=0,
-            frame=spec.povray.frames.frame(unit) if spec.povray else None,
+            frame=spec.frame_of(unit) if spec.povray else None,
             label=spec.unit_spec(unit).label,
             generation=None,
             errors=(),

@@ -213,7 +213,9 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
                 clients.blobs.upload_file(poster, image, content_type="image/png")
             elif spec.output.video:
                 try:
-                    made = _make_video(clients, job_id, spec.output, units, tmp)
+                    made = _make_video(
+                        clients, job_id, spec.output, units, tmp, tiles=spec.frame_tiles
+                    )
                 except StitchFailed as exc:
                     return _fail(clients, ledger, job_id, str(exc))
                 ext = container_for(spec.output)
@@ -256,7 +258,7 @@ def stitch(clients: Clients, ledger: Ledger, job_id: str) -> StitchOutcome:
         with cf.ThreadPoolExecutor(1) as background:
             filled = background.submit(store_frames, clients, job_id)
             if spec.output.video and (
-                sheet := _contact_sheet(clients, job_id, records.result(), tmp)
+                sheet := _contact_sheet(clients, job_id, records.result(), tmp, made.merged)
             ):
                 ledger.note_sheet(job_id, sheet)
             ledger.note_cache_filled(job_id, filled.result())
@@ -281,7 +283,8 @@ def restitch(clients: Clients, ledger: Ledger, job_id: str, key: str) -> StitchO
         return StitchOutcome(StitchStatus.SKIPPED, job_id, f"no video {key} was asked for")
     if VideoState(entry["state"]) != VideoState.REQUESTED:
         return StitchOutcome(StitchStatus.DUPLICATE, job_id, f"video {key} is {entry['state']}")
-    own = ledger.get_spec(job_id).output
+    spec = ledger.get_spec(job_id)
+    own = spec.output
     output = OutputSpec(
         fps=int(entry["fps"]), codec=entry["codec"], crf=int(entry["crf"]), format=entry["format"]
     )
@@ -291,7 +294,13 @@ def restitch(clients: Clients, ledger: Ledger, job_id: str, key: str) -> StitchO
     try:
         try:
             made = _make_video(
-                clients, job_id, output, int(job["units_expected"]), tmp, join=joins and own.video
+                clients,
+                job_id,
+                output,
+                int(job["units_expected"]),
+                tmp,
+                join=joins and own.video,
+                tiles=spec.frame_tiles,
             )
         except StitchFailed as exc:
             if not ledger.finish_video(job_id, key, error=str(exc)):
@@ -388,6 +397,8 @@ class _Video:
     poster: Path = Path()
     joined: int = 0
     encoded: int = 0
+    # A tiled animation's merged frames (by frame index) and its bands per frame.
+    merged: tuple[Path, int] | None = None
 
 
 class _JoinFailed(Exception):
@@ -395,11 +406,21 @@ class _JoinFailed(Exception):
 
 
 def _make_video(
-    clients: Clients, job_id: str, output: OutputSpec, units: int, tmp: Path, *, join: bool = True
+    clients: Clients,
+    job_id: str,
+    output: OutputSpec,
+    units: int,
+    tmp: Path,
+    *,
+    join: bool = True,
+    tiles: Tiles | None = None,
 ) -> _Video:
     """The job's video, joined from segments where it can be (``join``: the
-    segments were encoded as ``output`` wants), else encoded from every frame.
+    segments were encoded as ``output`` wants), else encoded from every frame
+    (a tiled animation's: each frame's bands merged first, ``tiles``).
     StitchFailed when it cannot be made."""
+    if tiles is not None:
+        return _encoded(clients, job_id, output, units, tmp / "encode", tiles)
     ext = segment_ext(output) if join else None
     if ext is not None:
         names: dict[tuple[int, int], str] = {}
@@ -420,12 +441,20 @@ def _make_video(
 
 
 def _contact_sheet(
-    clients: Clients, job_id: str, records: list[dict[str, Any]], tmp: Path
+    clients: Clients,
+    job_id: str,
+    records: list[dict[str, Any]],
+    tmp: Path,
+    merged: tuple[Path, int] | None = None,
 ) -> str | None:
     """The job's contact sheet, uploaded beside its poster: at most
     SHEET_FRAMES frames sampled evenly, labelled with their frame numbers;
-    its object name, or None (logged) if it cannot be made."""
+    its object name, or None (logged) if it cannot be made. ``merged``: a
+    tiled animation's frames as the encode merged them, and its bands per
+    frame (each frame's first band's record stands for it)."""
     units = sorted(records, key=lambda r: int(r["unit"]))
+    if merged is not None:
+        units = [r for r in units if int(r["unit"]) % merged[1] == 0]
     picked = [units[i] for i in preview.sample(len(units), preview.SHEET_FRAMES)]
     if not picked:
         return None
@@ -434,8 +463,14 @@ def _contact_sheet(
     paths = {
         frame_object(job_id, int(r["unit"])): work / f"{int(r['unit']):06d}.png" for r in picked
     }
+    if merged is not None:
+        folder, per = merged
+        paths = {
+            name: folder / f"{int(r['unit']) // per:06d}.png"
+            for name, r in zip(paths, picked, strict=True)
+        }
     try:
-        if absent := _download(clients, paths):
+        if merged is None and (absent := _download(clients, paths)):
             raise StitchFailed(f"{len(absent)} frames are missing, {sorted(absent)[0]} first")
         dest = preview.contact_sheet(
             list(paths.values()),
@@ -531,23 +566,52 @@ def _joined(
     return _Video(dest, frames / f"{units // 2:06d}.png", len(pieces) - encoded, encoded)
 
 
-def _encoded(clients: Clients, job_id: str, output: OutputSpec, units: int, work: Path) -> _Video:
-    """Every frame in one encode, as ffmpeg reads a numbered sequence."""
+def _encoded(
+    clients: Clients,
+    job_id: str,
+    output: OutputSpec,
+    units: int,
+    work: Path,
+    tiles: Tiles | None = None,
+) -> _Video:
+    """Every frame in one encode, as ffmpeg reads a numbered sequence; a
+    tiled animation's frames are its bands merged, frame by frame."""
     # One listing instead of one request per frame.
     present = {b.name for b in clients.blobs.list(frames_prefix(job_id))}
     missing = [u for u in range(units) if frame_object(job_id, u) not in present]
     if missing:
         raise _missing(units, missing)
-    frames = work / "frames"
-    frames.mkdir(parents=True)
+    parts = frames = work / "frames"
+    if tiles is not None:
+        parts = work / "parts"
+        frames.mkdir(parents=True)
+    parts.mkdir(parents=True, exist_ok=True)
     absent = _download(
-        clients, {frame_object(job_id, u): frames / f"{u:06d}.png" for u in range(units)}
+        clients, {frame_object(job_id, u): parts / f"{u:06d}.png" for u in range(units)}
     )
     if absent:
         raise _missing(units, sorted(parse_frame_object(n)[1] for n in absent))
+    count = units
+    if tiles is not None:
+        count = merge_frames(parts, tiles, units, frames)
     dest = work / f"video.{container_for(output)}"
     encode(output, frames / "%06d.png", dest)
-    return _Video(dest, frames / f"{units // 2:06d}.png")
+    merged = (frames, len(tiles.bands)) if tiles else None
+    return _Video(dest, frames / f"{count // 2:06d}.png", merged=merged)
+
+
+def merge_frames(parts: Path, tiles: Tiles, units: int, dest: Path) -> int:
+    """A tiled animation's frames (``dest/<frame index>.png``) from its
+    units' images (``parts/<unit>.png``, a frame's bands one after another);
+    how many frames. StitchFailed when a frame's bands do not merge."""
+    per = len(tiles.bands)
+    for index in range(units // per):
+        bands = [parts / f"{index * per + b:06d}.png" for b in range(per)]
+        try:
+            merge(bands, tiles.bands, dest / f"{index:06d}.png")
+        except ValueError as exc:
+            raise StitchFailed(f"the tiles of frame index {index} do not merge: {exc}") from None
+    return units // per
 
 
 def _announce(clients: Clients, job_id: str, state: JobState) -> None:

@@ -61,7 +61,7 @@ class FrameCache:
     def _reuse_one(self, unit: int) -> bool:
         key = self.keys[unit]
         spec = self.ticket.spec
-        frame = spec.povray.frames.frame(unit) if spec.povray and spec.povray.animated else None
+        frame = spec.frame_of(unit) if spec.povray and spec.povray.animated else None
         metadata = {
             **RenderStats(worker=self.worker, cached=key).to_metadata(),
             "attempt": str(self.ticket.attempt),

@@ -336,7 +336,7 @@ class ChunkRender:
 
     def _frame(self, unit: int) -> int | None:
         povray = self.spec.povray
-        return povray.frames.frame(unit) if povray and povray.animated else None
+        return self.spec.frame_of(unit) if povray and povray.animated else None
 
     # --- uploads and reports ---------------------------------------------------------
 
