@@ -5,6 +5,7 @@ and a tiny animation on the session's stack, checked on the grid they make."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import subprocess
@@ -255,11 +256,28 @@ def test_a_2x2_sweep_of_a_still_makes_a_captioned_grid_of_distinct_cells(
     again = run(stack_env, "sweep", "ball.pov", "--declare", "Metal=0,1", "--declare",
                 "R=0.5,1,2", "+W32", "+H24", "-o", "again", "--json", cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stderr
-    cached = {c["label"]: c["frames_cached"] for c in json.loads(again.stdout)["cells"]}
+    cells = json.loads(again.stdout)["cells"]
+    cached = {c["label"]: c["frames_cached"] for c in cells}
     assert cached == {
         "Metal=0 R=0.5": 1, "Metal=0 R=1": 1, "Metal=0 R=2": 0,
         "Metal=1 R=0.5": 1, "Metal=1 R=1": 1, "Metal=1 R=2": 0,
     }  # fmt: skip
+    # The 2x3 sweep's sheet: 6 cells, each its own combination's image (R=2
+    # saturates red as R=1 does: 4 different pictures), each captioned.
+    six = Grid.of((32, 24), list(cached), 3)
+    sheet6 = rgb(tmp_path / "again" / "sweep.png")
+    assert sheet6[:2] == six.size and six.columns == 3
+    images6 = [rgb(tmp_path / "again" / c["outputs"]["image"])[2] for c in cells]
+    pictures6 = cells_of(sheet6, six)
+    assert len(set(pictures6)) == len(set(images6)) == 4
+    pairs = itertools.combinations(range(6), 2)
+    assert all((pictures6[i] == pictures6[j]) == (images6[i] == images6[j]) for i, j in pairs)
+    plain6 = grid_sheet(
+        dataclasses.replace(six, captions=("",) * 6),
+        [tmp_path / "again" / c["outputs"]["image"] for c in cells],
+        tmp_path / "plain6.png",
+    )
+    assert_captioned(tmp_path / "again" / "sweep.png", plain6, six)
 
 
 @pytest.mark.stack

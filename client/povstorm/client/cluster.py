@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,7 @@ from povstorm.stitch.still import merge
 
 if TYPE_CHECKING:
     from povstorm.client.sweep import SweepResult
+    from povstorm.core.tiles import Tiles
 
 UPLOAD_THREADS = 8
 RESTITCH_TIMEOUT = 3600.0  # how long ``restitch`` waits for the farm's stitch by default
@@ -468,17 +469,22 @@ class Cluster:
                 if tiles is None:
                     self.blobs.download_to(frame_object(job_id, int(records[0]["unit"])), dest)
                     return dest
-                with tempfile.TemporaryDirectory(prefix="povstorm-bands-") as tmp:
-                    bands = [Path(tmp) / f"{r['unit']}.png" for r in records]
-                    for record, band in zip(records, bands, strict=True):
-                        self.blobs.download_to(frame_object(job_id, int(record["unit"])), band)
-                    return merge(bands, tiles.bands, dest)
+                return self._merged(job_id, [int(r["unit"]) for r in records], tiles, dest)
 
             complete = [rs for rs in by_frame.values() if len(rs) == per]
             with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
                 result.frames = list(pool.map(get, complete))
             result.frames_dir = frames_dir
         return result
+
+    def _merged(self, job_id: str, units: Sequence[int], tiles: Tiles, dest: Path) -> Path:
+        """A frame of a tiled animation: its bands (``units``) downloaded and
+        merged into ``dest`` (stitch/still.py, as the stitch merges them)."""
+        with tempfile.TemporaryDirectory(prefix="povstorm-bands-") as tmp:
+            bands = [Path(tmp) / f"{u}.png" for u in units]
+            for unit, band in zip(units, bands, strict=True):
+                self.blobs.download_to(frame_object(job_id, unit), band)
+            return merge(bands, tiles.bands, dest)
 
     def sweep(
         self,
@@ -549,11 +555,7 @@ class Cluster:
             if tiles is None:
                 self.blobs.download_to(frame_object(job_id, frame), path_of[frame])
                 return
-            with tempfile.TemporaryDirectory(prefix="povstorm-bands-") as tmp:
-                bands = [Path(tmp) / f"{b}.png" for b in range(per)]
-                for b, band in enumerate(bands):
-                    self.blobs.download_to(frame_object(job_id, frame * per + b), band)
-                merge(bands, tiles.bands, path_of[frame])
+            self._merged(job_id, range(frame * per, (frame + 1) * per), tiles, path_of[frame])
 
         with cf.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
             list(pool.map(get, sorted(needed)))
