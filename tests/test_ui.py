@@ -339,11 +339,16 @@ def served(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
     """The web view of the session's farm, served by waitress as ``povstorm ui`` serves it."""
     app = create_app(Cluster.local(start=False), tmp_path / "ui", keepalive=2.0)
     server = make_server(app, "127.0.0.1", 0)
-    threading.Thread(target=server.run, name="ui-server", daemon=True).start()
+    loop = threading.Thread(target=server.run, name="ui-server", daemon=True)
+    loop.start()
     yield Served(f"http://127.0.0.1:{server.effective_port}", app)
     stop_streams(app)
     server.task_dispatcher.shutdown(timeout=5)  # its threads are free: the streams ended
-    server.close()
+    # Closed in the loop's own thread (waitress's trigger runs the thunk
+    # there): closed from this one, the loop's select() could be handed the
+    # closed socket (EBADF, a warning in CI).
+    server.trigger.pull_trigger(server.close)
+    loop.join(timeout=5)
 
 
 def submit(stack_env: dict[str, str], cwd: Path, name: str, scene: str, *args: str) -> str:
