@@ -107,13 +107,45 @@ def test_a_known_profile_cuts_chunks_of_equal_time_not_of_equal_frames() -> None
 
 
 def test_a_frame_profile_keeps_at_most_256_slices_and_fills_unknown_frames() -> None:
-    assert frame_profile([1.0, None, 3.0]) == [1.0, 2.0, 3.0]
+    assert frame_profile([1.0] * 6 + [None] * 6 + [3.0] * 6) == [1.0] * 6 + [2.0] * 6 + [3.0] * 6
     assert frame_profile([None, None]) == []
     slices = frame_profile([1.0] * 500 + [3.0] * 500)
     assert len(slices) == 256 and slices[0] == 1.0 and slices[-1] == 3.0
     # Read back per frame, the slices map to the frames they came from.
     plan = plan_chunks(1000, 2, profile=slices)
     assert sum(n for _, n in plan) == 1000
+
+
+# 48 frames of equal cost (examples/spinning at 320x240) as a job on 6
+# processes over 2 cores recorded them, after a job of 12 chunks: each one's
+# wall seconds, and its CPU seconds, higher for a chunk's first frame (its
+# POV-Ray's start-up).
+NOISY_WALL = [
+    1.04, 1.03, 1.63, 0.93, 0.46, 0.73, 0.86, 1.86, 0.86, 0.86, 1.23, 0.82, 0.72, 0.53, 0.56, 0.67,
+    1.03, 0.7, 1.29, 0.59, 1.28, 0.84, 1.07, 1.77, 1.09, 0.56, 1.15, 1.08, 0.84, 0.66, 0.77, 1.19,
+    0.99, 1.48, 0.82, 1.11, 0.94, 0.54, 0.43, 0.55, 1.96, 1.57, 1.11, 0.81, 0.51, 0.56, 0.79, 0.6,
+]  # fmt: skip
+STARTUP_CPU = [
+    0.27, 0.24, 0.37, 0.23, 0.23, 0.23, 0.23, 0.34, 0.28, 0.28, 0.34, 0.23, 0.23, 0.22, 0.23, 0.22,
+    0.3, 0.24, 0.31, 0.23, 0.34, 0.22, 0.23, 0.42, 0.24, 0.23, 0.32, 0.22, 0.23, 0.22, 0.23, 0.44,
+    0.26, 0.36, 0.23, 0.23, 0.23, 0.22, 0.23, 0.22, 0.32, 0.4, 0.35, 0.24, 0.22, 0.23, 0.23, 0.22,
+]  # fmt: skip
+
+
+def test_a_profile_takes_its_shape_from_cpu_seconds_without_the_start_ups() -> None:
+    """Frames of equal cost make chunks of equal frame counts, whatever shared
+    the cores while they were timed; cut on their wall seconds they did not."""
+    profile = frame_profile(NOISY_WALL, STARTUP_CPU)
+    for slots in (4, 6):
+        assert [n for _, n in plan_chunks(48, slots, profile=profile)] == [48 // slots] * slots
+    assert len({n for _, n in plan_chunks(48, 4, profile=frame_profile(NOISY_WALL))}) > 1
+    # The level is the wall seconds' mean: the plan's limits are in wall time.
+    assert abs(sum(profile) / 48 - sum(NOISY_WALL) / 48) < 0.01
+    # A change of cost that lasts keeps its edge: the first 12 frames cost 3x.
+    lasting = frame_profile([1.0] * 48, [0.9] * 12 + [0.3] * 36)
+    assert plan_chunks(48, 4, profile=lasting) == [(0, 6), (30, 18), (12, 18), (6, 6)]
+    # A frame without CPU seconds: the wall seconds give the shape.
+    assert frame_profile([1.0] * 6 + [3.0] * 6, [0.5] * 11 + [None]) == [1.0] * 6 + [3.0] * 6
 
 
 def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:

@@ -6,6 +6,8 @@ same paths on the emulators are in test_render.py."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from povstorm.core.naming import frame_object, input_object, log_object
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.spec import JobSpec, UnitSpec
 from povstorm.ledger.ledger import UnitTicket
+from povstorm.povray import process
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, RenderOutcome, handle_work
 
@@ -133,12 +136,18 @@ class OneCallLedger:
 
 
 def render(
-    spec_body: dict[str, Any], unit: int, blobs: MemoryBlobStore, cache: InputCache, **kw: Any
+    spec_body: dict[str, Any],
+    unit: int,
+    blobs: MemoryBlobStore,
+    cache: InputCache,
+    count: int = 1,
+    **kw: Any,
 ) -> tuple[RenderOutcome, RecordingPublisher, OneCallLedger]:
     publisher = RecordingPublisher()
     ledger = OneCallLedger(load_job_spec(spec_body), **kw)
     clients = fake_clients(blobs=blobs, publisher=publisher)
-    outcome = handle_work(clients, as_ledger(ledger), WorkMessage("fast-job", unit, 1), cache=cache)
+    message = WorkMessage("fast-job", unit, 1, count)
+    outcome = handle_work(clients, as_ledger(ledger), message, cache=cache)
     return outcome, publisher, ledger
 
 
@@ -170,6 +179,57 @@ def test_a_scene_frame_is_rendered_and_uploaded_with_its_stats(
     assert blobs.read_bytes(frame_object("fast-job", 1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert "POV-Ray finished" in blobs.read_bytes(log_object("fast-job", 1, 1)).decode()
     assert publisher.messages == [] and cache.downloads == 2
+
+
+def test_a_chunks_last_frame_and_segment_go_up_before_povray_exits(
+    blobs: MemoryBlobStore, cache: InputCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POV-Ray takes some 0.3 s to exit after its last frame, CPU idle; here a
+    wrapper makes it 3 s (run unconfined). The segment and the held last frame go up as soon
+    as the frame and its figures are written, and the frame's log once more,
+    whole, when POV-Ray has exited."""
+    slow_exit = tmp_path / "povray-slow-exit"
+    povray = shutil.which("povray")
+    slow_exit.write_text(f'#!/bin/sh\n{povray} "$@"\nstatus=$?\nsleep 3\nexit $status\n')
+    slow_exit.chmod(0o755)
+    monkeypatch.setattr(process, "POVRAY", str(slow_exit))
+    # The confinement lets nothing but POV-Ray run: the wrapper runs without.
+    monkeypatch.setattr(process, "confined", lambda command, read, write: command)
+    finished: list[float] = []
+    finish = process.PovrayProcess.finish
+
+    def timed_finish(self: process.PovrayProcess) -> process.PovrayRun:
+        finished.append(time.monotonic())
+        return finish(self)
+
+    monkeypatch.setattr(process.PovrayProcess, "finish", timed_finish)
+    uploaded: dict[str, float] = {}
+    upload_file = blobs.upload_file
+
+    def timed_upload(name: str, *args: Any, **kwargs: Any) -> Any:
+        result = upload_file(name, *args, **kwargs)
+        uploaded[name] = time.monotonic()
+        return result
+
+    monkeypatch.setattr(blobs, "upload_file", timed_upload)
+    inputs = {
+        name: put_input(blobs, (DATA / name).read_bytes()) for name in ("ball.pov", "ball.inc")
+    }
+    body = {
+        "inputs": inputs,
+        "povray": {
+            "args": ["ball.pov", *SIZE, "+KFI1", "+KFF3"],
+            "frames": {"first": 1, "last": 3},
+        },
+    }
+    outcome, _, _ = render(body, 0, blobs, cache, count=3)
+
+    assert outcome.status == "rendered", outcome
+    (segment,) = [name for name in uploaded if name.startswith("segments/")]
+    last = frame_object("fast-job", 2)
+    assert uploaded[segment] <= uploaded[last] < finished[0] - 2.0
+    log = blobs.read_bytes(log_object("fast-job", 2, 1)).decode()
+    assert "Rendering frame 3 of 3" in log and log.rstrip().endswith("POV-Ray finished")
 
 
 def test_a_scene_error_publishes_one_failure_report_with_povrays_error_line(

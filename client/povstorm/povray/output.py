@@ -70,6 +70,9 @@ def tail(output: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 _FRAME_MARK_RE = re.compile(r"^Rendering frame (\d+) of \d+", re.M)
+# The last line POV-Ray prints of a frame's own figures, as the frame's image
+# is written; its exit comes some 0.3 s later.
+_FRAME_END_RE = re.compile(r"^\s*Trace Time:.*\(\d+(?:\.\d+)? seconds\)", re.M)
 
 
 def frame_sections(output: str) -> tuple[str, list[str]]:
@@ -108,11 +111,18 @@ class GrowingOutput:
         self._size = 0  # characters read so far
         self._line = ""  # the last line, not ended yet: a mark in it is not scanned yet
         self._starts: list[int] = []
+        self._ended = 0  # where the last frame-end line was found (0: none)
 
     @property
     def frames_begun(self) -> int:
         """How many frames of the run POV-Ray has begun so far."""
         return len(self._starts)
+
+    @property
+    def last_frame_ended(self) -> bool:
+        """Whether POV-Ray has printed the figures of the latest frame it began
+        (its trace time): that frame's part of the output is complete."""
+        return bool(self._starts) and self._ended > self._starts[-1]
 
     def read(self, final: bool = False) -> None:
         """Take in what POV-Ray wrote since the last look; ``final``: it has
@@ -131,6 +141,8 @@ class GrowingOutput:
         for m in _FRAME_MARK_RE.finditer(scan, 0, cut):
             if int(m[1]) == len(self._starts) + 1:
                 self._starts.append(base + m.start())
+        for m in _FRAME_END_RE.finditer(scan, 0, cut):
+            self._ended = base + m.start()
         self._line = scan[cut:]
         if text:
             self._parts.append(text)

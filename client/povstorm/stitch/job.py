@@ -154,7 +154,8 @@ def summarise(
         "frame_profile": {
             "units": len(records),
             "seconds": frame_profile(
-                [float(r["render_seconds"]) if r.get("render_seconds") else None for r in records]
+                [float(r["render_seconds"]) if r.get("render_seconds") else None for r in records],
+                [float(r["cpu_seconds"]) if r.get("cpu_seconds") else None for r in records],
             ),
         },
         "peak_memory_bytes": max(
