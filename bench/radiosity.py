@@ -29,7 +29,7 @@ import resource
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,16 @@ def flicker(work: Path) -> dict[str, Any]:
     return out
 
 
+def _print_pair(
+    title: str, pair: dict[str, Any], figure: str, describe: Callable[[dict[str, Any]], str]
+) -> None:
+    """One figure without and with the pre-pass, and their ratio."""
+    print(title)
+    for name in ("without", "with"):
+        print(f"  {name:7} pre-pass: {describe(pair[name])}")
+    print(f"  ratio with/without ({figure}): {pair['with'][figure] / pair['without'][figure]:.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.radiosity", description=__doc__)
     ap.add_argument("--json", type=Path, help="write the figures here too")
@@ -163,24 +173,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     results["seconds"] = round(time.time() - started, 1)
     s, f = results["seam"], results["flicker"]
-    print(f"radiosity, {s['scene']}, vs a direct render (0-255 a channel):")
-    for name in ("without", "with"):
-        r = s[name]
-        print(
-            f"  {name:7} pre-pass: step across the cuts {r['seam_step']:.3f}, mean diff "
+    _print_pair(
+        f"radiosity, {s['scene']}, vs a direct render (0-255 a channel):",
+        s,
+        "seam_step",
+        lambda r: (
+            f"step across the cuts {r['seam_step']:.3f}, mean diff "
             f"{r['mean_abs_vs_direct']:.3f}, max {r['max_abs_vs_direct']}; CPU: tiles "
             f"{r['tiles_cpu_seconds']:.1f} s + pre-pass {r['prepass_cpu_seconds']:.1f} s"
-        )
-    print(f"  ratio with/without: step {s['with']['seam_step'] / s['without']['seam_step']:.3f}")
-    print(f"flicker, {f['scene']}, mean difference between consecutive frames:")
-    for name in ("without", "with"):
-        r = f[name]
-        print(
-            f"  {name:7} pre-pass: {r['frame_to_frame']:.3f}; CPU: frames "
+        ),
+    )
+    _print_pair(
+        f"flicker, {f['scene']}, mean difference between consecutive frames:",
+        f,
+        "frame_to_frame",
+        lambda r: (
+            f"{r['frame_to_frame']:.3f}; CPU: frames "
             f"{r['frames_cpu_seconds']:.1f} s + pre-pass {r['prepass_cpu_seconds']:.1f} s"
-        )
-    ratio = f["with"]["frame_to_frame"] / f["without"]["frame_to_frame"]
-    print(f"  ratio with/without: {ratio:.3f}")
+        ),
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -58,7 +58,12 @@ def test_piped_progress_is_plain_lines_throttled_and_always_the_last() -> None:
         printer(p)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "2/10 done" in lines[1] and "1 failed" in lines[1]
-    assert "ETA 0:16" in lines[1]
+    assert "ETA 0:16" in lines[1] and "frames/s" in lines[1]
+
+    # A tiled job's units are parts of frames, and say so.
+    out = io.StringIO()
+    ProgressPrinter(out, every=0, unit="parts")(progress(2))
+    assert "2/10 parts done" in out.getvalue() and "parts/s" in out.getvalue()
 
 
 def test_on_a_terminal_a_live_bar_redraws_and_ends_as_the_final_line() -> None:

@@ -37,6 +37,7 @@ from povstorm.client import Cluster
 from povstorm.core.chunks import chunkable, job_plan
 from povstorm.core.errors import SceneError, SpecError
 from povstorm.core.framekey import frame_key
+from povstorm.core.naming import log_object
 from povstorm.core.schemas import dump_job_spec, load_job_spec
 from povstorm.core.tiles import Band, auto_tiles, band_options, plan_bands
 from povstorm.povray import parse_invocation
@@ -408,6 +409,8 @@ def test_a_tiled_still_renders_on_the_farm_as_povray_renders_it_and_a_lost_band_
     assert render.returncode == 0, err
     job_id = err.split("job ", 1)[1].split(":")[0]
     assert f"job {job_id}: 3 tile(s)" in err and "image still.png" in out
+    assert f"job {job_id} done: 3 part(s), image still.png" in out
+    assert "3/3 parts done" in err
 
     direct = render_direct(pov, tmp_path / "direct.png", options)
     assert_same_png(direct, tmp_path / "still.png")
@@ -486,12 +489,21 @@ def test_an_animation_in_tiles_merges_each_frame_as_povray_renders_it(
     assert len(set(direct)) == 3  # the sphere moves: every frame its own
     assert [pixels(tmp_path / "frames" / f"blob{f}.png") for f in (1, 2, 3)] == direct
     assert video_frames(tmp_path / "anim.mp4") == 3
+    # Progress and the end count parts, and say how many frames they make.
+    assert "6/6 parts done" in made.stderr
+    assert f"job {job_id} done: 6 part(s) (3 frame(s)), video anim.mp4" in made.stdout
 
     with Cluster.local(start=False) as cluster:
         assert cluster.ledger.require_job(job_id)["units_expected"] == 6
         labels = [r["label"] for r in cluster.ledger.unit_records(job_id)]
         assert "frame 2, tile 1 of 2 (rows 1-64)" in labels
         wait_until(lambda: cluster.ledger.require_job(job_id).get("sheet"), 60, "the sheet")
+    # A frame's logs are its bands' own, each POV-Ray's output for its rows.
+    logs = run_cli(stack_env, "logs", job_id, "--frame", "2", cwd=tmp_path)
+    assert logs.returncode == 0, logs.stderr
+    heads = re.findall(r"^==> (\S+) <==$", logs.stdout, re.M)
+    assert heads == [log_object(job_id, 2, 1), log_object(job_id, 3, 1)], logs.stdout
+    assert logs.stdout.count("POV-Ray finished") == 2
     shown = run_cli(stack_env, "preview", job_id, "-o", "preview", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "3 of 3 frames done" in shown.stdout

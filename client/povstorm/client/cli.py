@@ -636,11 +636,17 @@ class ProgressPrinter:
     ``every`` seconds, and the final one, so a log stays readable."""
 
     def __init__(
-        self, stream: TextIO = sys.stderr, every: float = 2.0, *, tty: bool | None = None
+        self,
+        stream: TextIO = sys.stderr,
+        every: float = 2.0,
+        *,
+        tty: bool | None = None,
+        unit: str = "frames",
     ) -> None:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.every = every
+        self.unit = unit  # what the job's units are: a tiled job's are "parts"
         self._last = -math.inf  # the first change prints, however young the clock
         self._last_line = ""
         self._bar: rich.progress.Progress | None = None
@@ -650,7 +656,7 @@ class ProgressPrinter:
         if self.tty:
             self._draw(p)
             return
-        line = f"{p.job_id}  {p.line()}"
+        line = f"{p.job_id}  {p.line(self.unit)}"
         now = time.monotonic()
         if p.finished or (line != self._last_line and now - self._last >= self.every):
             self.stream.write(line + "\n")
@@ -663,7 +669,7 @@ class ProgressPrinter:
             "job": p.job_id,
             "state": p.state.value,
             "failed": f"{p.failed} failed" if p.failed else "",
-            "rate": f"{p.rate:.2f} frames/s",
+            "rate": f"{p.rate:.2f} {self.unit}/s",
             "eta": f"ETA {fmt_clock(p.eta)}" if p.eta is not None and not p.finished else "",
         }
         if self._bar is None:
@@ -827,7 +833,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 tiles = f"{job.tile_count} tile(s)"
                 what = f"{what} of {tiles} each" if job.invocation.animated else tiles
             print(f"job {job_id}: {what}", file=sys.stderr)
-        with ProgressPrinter() as printer:
+        with ProgressPrinter(unit="parts" if job.tile_count else "frames") as printer:
             final = job.watch(on_progress=None if args.json else printer, timeout=args.timeout)
         done = final.state == JobState.DONE
         result = job.result(
@@ -835,7 +841,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             image=video if done and still else None,
             frames_dir=args.frames_dir,
         )
-        return _report(result, args.json)
+        return _report(result, args.json, job.tile_count, job.invocation.animated)
 
 
 def _check_tiles(args: argparse.Namespace) -> None:
@@ -869,12 +875,20 @@ def _check_scene(args: argparse.Namespace) -> None:
     check_parse(inv, collect_inputs(inv, extra=list(args.include)).files)
 
 
-def _report(result: Any, as_json: bool) -> int:
+def _units(count: int, tiles: int, animated: bool) -> str:
+    """``count`` units of a job: frames, or with ``tiles`` bands a frame, parts."""
+    if not tiles:
+        return f"{count} frame(s)"
+    return f"{count} part(s)" + (f" ({count // tiles} frame(s))" if animated else "")
+
+
+def _report(result: Any, as_json: bool, tiles: int = 0, animated: bool = True) -> int:
+    """The job's end; ``tiles``: its bands a frame, when its units are parts."""
     if as_json:
         print(json.dumps(result.summary(), default=str))
     elif result.ok:
         print(
-            f"job {result.job_id} done: {result.units_done} frame(s)"
+            f"job {result.job_id} done: {_units(result.units_done, tiles, animated)}"
             + (f", video {result.video}" if result.video else "")
             + (f", image {result.image}" if result.image else "")
             + (f"; {cost.line(result.cost, detail=False)}" if result.cost else "")
@@ -887,7 +901,7 @@ def _report(result: Any, as_json: bool) -> int:
             f"povstorm: job {result.job_id} {result.state.value}: "
             + (
                 result.cancel_reason
-                or f"{result.units_failed} of {result.units_expected} frame(s) failed"
+                or f"{result.units_failed} of {_units(result.units_expected, tiles, animated)} failed"
             ),
             file=sys.stderr,
         )

@@ -375,25 +375,30 @@ class Cluster:
     def logs(
         self, job_id: str, unit: int | None = None, frame: int | None = None
     ) -> list[tuple[str, str]]:
-        """POV-Ray's output for the attempts of one unit (or frame): [(object, text)]."""
+        """POV-Ray's output for the attempts of one unit, or of a frame (each
+        of its bands' in a tiled animation, in band order): [(object, text)]."""
         ledger = self.ledger
         job = ledger.require_job(job_id)
         if frame is not None:
-            matches = [r for r in ledger.unit_records(job_id) if r.get("frame") == frame]
-            if not matches:
+            units = sorted(
+                int(r["unit"]) for r in ledger.unit_records(job_id) if r.get("frame") == frame
+            )
+            if not units:
                 raise UserError(f"job {job_id} has no frame {frame}")
-            unit = int(matches[0]["unit"])
-        if unit is None:
-            failed = ledger.unit_records(job_id, (UnitState.FAILED,))
-            unit = int(failed[0]["unit"]) if failed else 0
-        if not 0 <= unit < int(job["units_expected"]):
-            raise UserError(f"job {job_id} has no unit {unit}")
-        record = ledger.unit_record(job_id, unit) or {}
+        else:
+            if unit is None:
+                failed = ledger.unit_records(job_id, (UnitState.FAILED,))
+                unit = int(failed[0]["unit"]) if failed else 0
+            if not 0 <= unit < int(job["units_expected"]):
+                raise UserError(f"job {job_id} has no unit {unit}")
+            units = [unit]
         out = []
-        for attempt in range(1, int(record.get("attempts", 1)) + 1):
-            name = log_object(job_id, unit, attempt)
-            if self.blobs.exists(name):
-                out.append((name, self.blobs.read_bytes(name).decode(errors="replace")))
+        for u in units:
+            record = ledger.unit_record(job_id, u) or {}
+            for attempt in range(1, int(record.get("attempts", 1)) + 1):
+                name = log_object(job_id, u, attempt)
+                if self.blobs.exists(name):
+                    out.append((name, self.blobs.read_bytes(name).decode(errors="replace")))
         return out
 
     def fetch(

@@ -48,15 +48,18 @@ class Progress:
     def finished(self) -> bool:
         return self.state.terminal
 
-    def line(self) -> str:
+    def line(self, unit: str = "frames") -> str:
+        """The progress on one line; ``unit``: what the job's units are (a
+        tiled job's are "parts", bands of its frames)."""
         eta = f"ETA {fmt_clock(self.eta)}" if self.eta is not None and not self.finished else ""
         pct = 100 * (self.done + self.failed) / self.total if self.total else 100
+        counted = "" if unit == "frames" else f" {unit}"
         parts = [
             f"{self.state.value:<9}",
-            f"{self.done}/{self.total} done",
+            f"{self.done}/{self.total}{counted} done",
             f"{self.failed} failed",
             f"{pct:5.1f}%",
-            f"{self.rate:.2f} frames/s",
+            f"{self.rate:.2f} {unit}/s",
             eta,
         ]
         return "  ".join(p for p in parts if p)
