@@ -151,19 +151,24 @@ def render(
     return outcome, publisher, ledger
 
 
-def test_a_scene_frame_is_rendered_and_uploaded_with_its_stats(
-    blobs: MemoryBlobStore, cache: InputCache
-) -> None:
+def ball_animation(blobs: MemoryBlobStore) -> dict[str, Any]:
+    """The spec body of a 3-frame animation of the ball scene, its inputs uploaded."""
     inputs = {
         name: put_input(blobs, (DATA / name).read_bytes()) for name in ("ball.pov", "ball.inc")
     }
-    body = {
+    return {
         "inputs": inputs,
         "povray": {
             "args": ["ball.pov", *SIZE, "+KFI1", "+KFF3"],
             "frames": {"first": 1, "last": 3},
         },
     }
+
+
+def test_a_scene_frame_is_rendered_and_uploaded_with_its_stats(
+    blobs: MemoryBlobStore, cache: InputCache
+) -> None:
+    body = ball_animation(blobs)
     outcome, publisher, ledger = render(body, 1, blobs, cache)
 
     assert outcome.status == "rendered", outcome
@@ -212,16 +217,7 @@ def test_a_chunks_last_frame_and_segment_go_up_before_povray_exits(
         return result
 
     monkeypatch.setattr(blobs, "upload_file", timed_upload)
-    inputs = {
-        name: put_input(blobs, (DATA / name).read_bytes()) for name in ("ball.pov", "ball.inc")
-    }
-    body = {
-        "inputs": inputs,
-        "povray": {
-            "args": ["ball.pov", *SIZE, "+KFI1", "+KFF3"],
-            "frames": {"first": 1, "last": 3},
-        },
-    }
+    body = ball_animation(blobs)
     outcome, _, _ = render(body, 0, blobs, cache, count=3)
 
     assert outcome.status == "rendered", outcome
