@@ -190,9 +190,9 @@ def test_a_chunks_last_frame_and_segment_go_up_before_povray_exits(
     blobs: MemoryBlobStore, cache: InputCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """POV-Ray takes some 0.3 s to exit after its last frame, CPU idle; here a
-    wrapper makes it 3 s (run unconfined). The segment and the held last frame go up as soon
-    as the frame and its figures are written, and the frame's log once more,
-    whole, when POV-Ray has exited."""
+    wrapper (run unconfined) makes it 3 s. The segment and the held last frame
+    go up as soon as the frame and its figures are written, and the frame's
+    log once more, whole, when POV-Ray has exited."""
     slow_exit = tmp_path / "povray-slow-exit"
     povray = shutil.which("povray")
     slow_exit.write_text(f'#!/bin/sh\n{povray} "$@"\nstatus=$?\nsleep 3\nexit $status\n')

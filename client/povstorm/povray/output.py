@@ -70,9 +70,6 @@ def tail(output: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 _FRAME_MARK_RE = re.compile(r"^Rendering frame (\d+) of \d+", re.M)
-# The last line POV-Ray prints of a frame's own figures, as the frame's image
-# is written; its exit comes some 0.3 s later.
-_FRAME_END_RE = re.compile(r"^\s*Trace Time:.*\(\d+(?:\.\d+)? seconds\)", re.M)
 
 
 def frame_sections(output: str) -> tuple[str, list[str]]:
@@ -141,8 +138,11 @@ class GrowingOutput:
         for m in _FRAME_MARK_RE.finditer(scan, 0, cut):
             if int(m[1]) == len(self._starts) + 1:
                 self._starts.append(base + m.start())
-        for m in _FRAME_END_RE.finditer(scan, 0, cut):
-            self._ended = base + m.start()
+        # A frame's "Trace Time" is the last of its own figures, printed as its
+        # image is written; POV-Ray's exit comes some 0.3 s later.
+        for m in _SECONDS_RE.finditer(scan, 0, cut):
+            if m[1] == "Trace":
+                self._ended = base + m.start()
         self._line = scan[cut:]
         if text:
             self._parts.append(text)
