@@ -39,7 +39,7 @@ from google.cloud import pubsub_v1
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
-from povstorm.core.chunks import frame_profile, plan_chunks, runs
+from povstorm.core.chunks import frame_profile, plan_chunks, plan_line, runs, sample_profile
 from povstorm.core.errors import PoisonMessage
 from povstorm.core.model import UnitState, WorkMessage
 from povstorm.core.names import Namespace
@@ -146,6 +146,50 @@ def test_a_profile_takes_its_shape_from_cpu_seconds_without_the_start_ups() -> N
     assert plan_chunks(48, 4, profile=lasting) == [(0, 6), (30, 18), (12, 18), (6, 6)]
     # A frame without CPU seconds: the wall seconds give the shape.
     assert frame_profile([1.0] * 6 + [3.0] * 6, [0.5] * 11 + [None]) == [1.0] * 6 + [3.0] * 6
+
+
+def test_an_estimate_plans_equal_chunks_only_for_a_short_job() -> None:
+    """The client's estimate of a scene the farm has not rendered (its parse
+    check's first and last frames) is drawn as a line between them; it plans
+    one chunk a slot only where an error in it cannot cost much."""
+    assert sample_profile([1.0, 3.0], 5) == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert sample_profile([2.0], 3) == [2.0] * 3
+    assert sample_profile([0.0001, 0.0], 2) == [0.001, 0.001]  # what a spec takes
+    line = sample_profile([1.0, 2.0], 10_000)
+    assert len(line) == 256 and line[0] == 1.0 and line[-1] == 2.0
+    # examples/spinning at 320x240 (about 0.2 s a frame): one chunk a slot,
+    # where a plan without any times has 12 (each a POV-Ray start-up).
+    cheap = sample_profile([0.2, 0.2], 48)
+    assert [n for _, n in plan_chunks(48, 4, profile=cheap, estimated=True)] == [12] * 4
+    assert len(plan_chunks(48, 4)) == 12
+    # 24 s a slot: equal chunks if measured, guided in seconds if estimated.
+    costly = sample_profile([2.0, 2.0], 48)
+    assert [n for _, n in plan_chunks(48, 4, profile=costly)] == [12] * 4
+    guided = plan_chunks(48, 4, profile=costly, estimated=True)
+    assert sorted(n for _, n in guided) == [5, 5, 5, 5, 7, 9, 12]
+    # A rising cost: fewer of the costly last frames a chunk.
+    rising = plan_chunks(48, 4, profile=sample_profile([0.1, 0.5], 48), estimated=True)
+    assert sorted(rising)[0][1] > sorted(rising)[-1][1]
+
+
+def test_status_says_what_a_plan_was_made_from() -> None:
+    scene = load_job_spec({"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 48}}})
+    assert plan_line(scene, {"slots": 4}) == (
+        "12 chunk(s) of 1-12 frame(s) on 4 slot(s), guided: no frame time was known"
+    )
+    estimated = {"slots": 4, "frame_profile": [0.2, 0.3], "estimate": "check"}
+    assert plan_line(scene, estimated) == (
+        "4 chunk(s) of 10-15 frame(s) on 4 slot(s), from the parse check's estimate (~0.25 s a frame)"
+    )
+    measured = {"slots": 4, "frame_seconds": 2.0}
+    assert plan_line(scene, measured).endswith(
+        "from the frame times of the scene's last job (~2.00 s a frame)"
+    )
+    fixed = load_job_spec({"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 48}},
+                           "frames_per_unit": 10})  # fmt: skip
+    assert plan_line(fixed, measured) == (
+        "5 chunk(s) of 8-10 frame(s) on 4 slot(s), as asked (--frames-per-unit 10)"
+    )
 
 
 def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:

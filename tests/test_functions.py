@@ -104,6 +104,32 @@ def test_submit_writes_the_job_and_publishes_one_message_per_chunk(project: str)
     assert again.status_code == 200 and again.get_json()["created"] is False
 
 
+def test_submit_plans_a_scene_it_has_not_rendered_from_the_clients_estimate(
+    project: str,
+) -> None:
+    db = firestore.Client(project=project)
+    body = {
+        "povray": {"args": ["est.ini"], "frames": {"first": 1, "last": 3}},
+        "estimate": {"seconds": [0.5, 0.75, 1.0], "source": "check"},
+    }
+
+    def plan(job_id: str) -> dict[str, Any]:
+        reply = client("submit").post("/", json={**body, "job_id": job_id})
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        job = Ledger(db).get_job(job_id)
+        assert job is not None
+        return dict(job["plan"])
+
+    assert plan("est-1") == {
+        "slots": 1,
+        "frame_seconds": None,
+        "frame_profile": [0.5, 0.75, 1.0],
+        "estimate": "check",
+    }
+    _finished(db, "est-1", 4.0)  # the scene's own frame times win over an estimate
+    assert plan("est-2") == {"slots": 1, "frame_seconds": 4.0}
+
+
 def _finished(db: Any, job_id: str, frame_seconds: float) -> None:
     """Mark a job done with a median frame time, as its stitch would."""
     db.collection("jobs").document(job_id).update(

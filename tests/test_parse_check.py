@@ -25,7 +25,8 @@ from povstorm.core.errors import SceneError
 from povstorm.core.names import PREFIXES
 from povstorm.core.naming import input_object
 from povstorm.povray import check_parse, collect_inputs, parse_invocation
-from povstorm.povray.check import ParseCheck, parse_error
+from povstorm.povray.check import ParseCheck, check_size, parse_error
+from povstorm.povray.output import full_size_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SPINNING = REPO / "examples" / "spinning"
@@ -42,6 +43,13 @@ BROKEN = (
     "box { -1, 1 }\n"
 )
 BROKEN_ERROR = "line 4: Parse Error: No matching } in 'sphere', box found instead"
+# Focal blur: every pixel costs some 40 rays, without antialiasing.
+BLUR = (
+    "camera { location <0,0,-3> look_at 0 aperture 0.4 blur_samples 40 focal_point 0 }\n"
+    "light_source { <0,5,-5> rgb 1 }\n"
+    "sphere { 0, 1 pigment { rgb <clock, 0.5, 1> } }\n"
+    "plane { y, -1 pigment { checker rgb 1 rgb 0 } }\n"
+)
 # An include whose name the scan cannot see (it is computed): POV-Ray's to find.
 COMPUTED_INCLUDE = '#declare Part = 2;\n#include concat("part", str(Part, 0, 0), ".inc")\n' + GOOD
 HEAVY = "#declare I = 0;\n#while (I < 100000000) #declare I = I + 1; #end\n" + GOOD
@@ -99,6 +107,33 @@ def test_the_example_animation_passes_on_its_first_and_last_frames() -> None:
     assert result.outcome == "parsed" and result.frames == (1, 48)
     assert time.monotonic() - began < 3.0
     assert listing(SPINNING) == before  # no frame, no log beside the scene
+
+
+def test_an_animations_frames_are_timed_for_an_estimate_a_stills_are_not(tmp_path: Path) -> None:
+    """The check renders an animation's first and last frames small, to the end
+    of their trace, and scales that by the pixels: within a factor of two of
+    POV-Ray's own time for the frame rendered whole (all the chunk plan
+    needs). Without antialiasing, whose share (``AA_FACTOR``) is a guess, and
+    with focal blur, so the small render's trace is long enough to time.
+    A still is parsed at 8x8, and a part of a frame is not timed."""
+    (tmp_path / "blur.pov").write_text(BLUR)
+    argv = ["blur.pov", "+W320", "+H240", "-A", "+KFF3"]
+    assert check_size(parse_invocation(argv, tmp_path)) == (113, 85)
+    result = check(tmp_path, *argv)
+    assert len(result.estimate) == 2
+    direct = subprocess.run(
+        ["povray", *argv, "+SF1", "+EF1", "+WT1", "-D", f"+O{tmp_path}/f.png"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    whole = full_size_seconds(direct.stdout + direct.stderr, 1.0, antialias=False)
+    assert whole is not None
+    for seconds in result.estimate:
+        assert whole / 2 <= seconds <= whole * 2, (result.estimate, whole)
+    (tmp_path / "ball.pov").write_text(GOOD)
+    assert check_size(parse_invocation(["ball.pov"], tmp_path)) == (8, 8)
+    assert check(tmp_path, "ball.pov").estimate == ()
+    assert check(tmp_path, "ball.pov", "+KFF3").estimate != ()
+    assert check(tmp_path, "ball.pov", "+KFF3", "+SR0.5").estimate == ()
 
 
 def test_an_include_the_scan_cannot_see_is_povrays_to_report(tmp_path: Path) -> None:
@@ -169,7 +204,11 @@ def test_job_from_ini_checks_unless_told_not_to(tmp_path: Path) -> None:
     with pytest.raises(SceneError, match=BROKEN_ERROR):
         Job.from_ini(no_cluster, ["broken.pov"], cwd=tmp_path)
     job = Job.from_ini(no_cluster, ["broken.pov"], cwd=tmp_path, check=False)
-    assert job.invocation.scene == tmp_path / "broken.pov"
+    assert job.invocation.scene == tmp_path / "broken.pov" and job.estimate is None
+    # The check's estimate of a valid animation, a profile over its frames.
+    job = Job.from_ini(no_cluster, ["spinning.ini"], cwd=SPINNING)
+    assert job.estimate is not None and job.estimate.source == "check"
+    assert len(job.estimate.seconds) == 48 and min(job.estimate.seconds) > 0
 
 
 def _povray_processes_of(scene: str) -> list[int]:
@@ -261,11 +300,19 @@ def test_cli_a_missing_include_exits_2_and_submits_nothing(
 def test_cli_a_valid_scene_passes_the_check_and_renders(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    (tmp_path / "ball.pov").write_text(GOOD)
-    result = run(stack_env, "render", "ball.pov", "+W32", "+H24", "+KFI1", "+KFF2", cwd=tmp_path)
+    name = f"ball_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.pov").write_text(GOOD + f"// {name}\n")  # a scene the farm has not seen
+    result = run(stack_env, "render", f"{name}.pov", "+W32", "+H24", "+KFF2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "done: 2 frame(s)" in result.stdout and (tmp_path / "ball.mp4").stat().st_size > 0
-    assert sorted(os.listdir(tmp_path)) == ["ball.mp4", "ball.pov"]  # the check left nothing
+    assert "done: 2 frame(s)" in result.stdout and (tmp_path / f"{name}.mp4").stat().st_size > 0
+    assert sorted(os.listdir(tmp_path)) == [f"{name}.mp4", f"{name}.pov"]  # the check left nothing
+    # The check's estimate went with the job, and the farm planned from it.
+    with Cluster.local(start=False) as cluster:
+        (job,) = [j for j in cluster.ledger.list_jobs(limit=50) if j.get("name") == name]
+    assert job["plan"]["estimate"] == "check" and len(job["plan"]["frame_profile"]) == 2
+    status = run(stack_env, "status", job["job_id"], cwd=tmp_path)
+    assert "  plan: 2 chunk(s) of 1 frame(s) on " in status.stdout
+    assert "slot(s), from the parse check's estimate (~0.0" in status.stdout
 
 
 @pytest.mark.stack

@@ -44,8 +44,10 @@ def test_the_proof_renders_every_third_of_48_frames_at_a_quarter_size(tmp_path: 
         "inputs": {},
         "povray": {"args": list(inv.farm_args), "frames": {"first": 1, "last": 48}},
         "output": {"fps": 24, "codec": "h264", "crf": 20, "video": True},
+        "estimate": {"seconds": [0.3, 0.4], "source": "check"},  # the full job's frames
     }
     spec = load_job_spec(proof_body(body, plan, "full-1"))
+    assert spec.estimate is None
     assert spec.povray is not None
     frames = [spec.povray.frames.frame(u) for u in range(spec.unit_count)]
     assert frames == list(range(1, 49, 3)) and 40 in frames
@@ -114,7 +116,8 @@ def test_the_python_api_raises_proof_failed_and_keep_going_submits_anyway(
 ) -> None:
     scene = example(tmp_path, broken=True)
     with Cluster.local(start=False) as cluster:
-        argv = ["spinning.ini", "+W32", "+H24"]
+        # Arguments of their own: no job of the farm has this scene's frame times.
+        argv = ["spinning.ini", "+W32", "+H24", f"Declare=Run={uuid.uuid4().int % 1000}"]
         job = Job.from_ini(cluster, argv, cwd=scene, proof=True)
         with pytest.raises(ProofFailed, match="frame 40"):
             job.submit()
@@ -123,5 +126,8 @@ def test_the_python_api_raises_proof_failed_and_keep_going_submits_anyway(
         going = Job.from_ini(cluster, argv, cwd=scene, proof=True, keep_going=True)
         job_id = going.submit()
         assert going.proof is not None and not going.proof.ok
-        assert cluster.status(job_id)["units_expected"] == 48
+        status = cluster.status(job_id)
+        assert status["units_expected"] == 48
+        # A failed proof estimates nothing: the full job is planned by the check's.
+        assert status["plan"]["estimate"] == "check"
         cluster.cancel(job_id)

@@ -116,6 +116,19 @@ def test_bad_values_are_named() -> None:
     assert "must be a JSON object" in reject([1, 2])
 
 
+def test_a_clients_estimate_round_trips_and_a_bad_one_is_named() -> None:
+    estimate = {"seconds": [0.2, 0.25], "source": "check"}
+    spec = load_job_spec({**SCENE, "estimate": estimate})
+    assert spec.estimate is not None and spec.estimate.seconds == (0.2, 0.25)
+    assert dump_job_spec(spec)["estimate"] == estimate
+    assert "estimate" not in dump_job_spec(load_job_spec(SCENE))  # the spec hash as before
+    assert "estimate.seconds.0" in reject({**SCENE, "estimate": {**estimate, "seconds": [0]}})
+    assert "estimate.seconds.0" in reject({**SCENE, "estimate": {**estimate, "seconds": [1e9]}})
+    assert "estimate.seconds" in reject({**SCENE, "estimate": {**estimate, "seconds": []}})
+    assert "estimate.seconds" in reject({**SCENE, "estimate": {**estimate, "seconds": [1] * 257}})
+    assert "estimate.source" in reject({**SCENE, "estimate": {**estimate, "source": "guess"}})
+
+
 def test_frame_objects_round_trip_and_others_are_poison() -> None:
     job = new_job_id()
     assert parse_frame_object(frame_object(job, 42)) == (job, 42)

@@ -10,18 +10,20 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fixtures.common import decoded_pixels, probe_video, video_frames, wait_until
 from fixtures.common import run_cli as run
 
-from povstorm.client import Cluster, cli
+from povstorm.client import Cluster, Sweep, cli
 from povstorm.client.sweep import (
     Combination,
     Declare,
     columns,
     combinations,
     combined,
+    estimate_of,
     parse_declares,
 )
 from povstorm.client.watch import Progress
@@ -133,6 +135,21 @@ def test_each_combination_has_frame_cache_keys_of_its_own(tmp_path: Path) -> Non
     keys = {key("R=0.5", "Metal=0"), key("R=1", "Metal=0"), key("R=0.5", "Metal=1")}
     assert len(keys) == 3 and None not in keys
     assert key("Metal=0", "R=0.5") == key("R=0.5", "Metal=0")
+
+
+def test_each_combination_is_planned_from_the_checked_ends_estimates(tmp_path: Path) -> None:
+    """The parse check of the first and last combinations times their frames:
+    each of them gets its own estimate, one in between the larger of the two,
+    frame by frame; without both, none."""
+    ends = {0: (1.0, 4.0), 2: (3.0, 2.0)}
+    combos = combinations(parse_declares(["R=0.2,0.6,1"]))
+    assert [estimate_of(c, ends) for c in combos] == [(1.0, 4.0), (3.0, 4.0), (3.0, 2.0)]
+    assert estimate_of(combos[1], {0: (1.0, 4.0), 2: ()}) == ()
+    (tmp_path / "ball.pov").write_text(SCENE)
+    argv = ["ball.pov", "+W32", "+H24", "+KFF3"]
+    sweep = Sweep.from_ini(cast(Cluster, None), argv, ["R=0.2,0.6,1", "Metal=1"], cwd=tmp_path)
+    estimates = [job.estimate for _, job in sweep.jobs]
+    assert all(e is not None and e.source == "check" and len(e.seconds) == 3 for e in estimates)
 
 
 def progress(job_id: str, state: JobState, total: int, done: int, rate: float) -> Progress:

@@ -339,7 +339,7 @@ def test_a_tiled_still_spec_has_a_unit_per_band_each_with_its_rows_and_its_own_c
     assert anim.unit_args(4)[-4:] == ("+SF2", "+EF2", "+SR33", "+ER64")
     assert anim.unit_spec(4).label == "frame 2, tile 2 of 3 (rows 33-64)"
     assert [anim.frame_of(u) for u in (0, 2, 3, 11)] == [1, 1, 2, 4]
-    assert not chunkable(anim) and job_plan(anim, 2) == [(u, 1) for u in range(12)]
+    assert not chunkable(anim) and job_plan(anim, {"slots": 2}) == [(u, 1) for u in range(12)]
     assert len({frame_key(anim, u, "POV-Ray 3.7") for u in range(12)}) == 12
     assert load_job_spec(dump_job_spec(anim)) == anim
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import rich.console
 import rich.progress
@@ -41,6 +41,9 @@ from povstorm.core.spec import (
 )
 from povstorm.core.tiles import TILE_SECONDS, check_tile_seconds
 from povstorm.farm.cleanup import Removal, human_bytes, totals
+
+if TYPE_CHECKING:
+    from povstorm.povray import ParseCheck
 
 EPILOG_RENDER = """\
 examples:
@@ -774,8 +777,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.budget is not None and not 0 < args.budget < math.inf:
         raise UserError(f"--budget {args.budget:g}: a positive amount of USD")
     _check_tiles(args)
-    if not args.no_check:
-        _check_scene(args)  # before a stack starts for it, before any upload
+    # Before a stack starts for it, before any upload.
+    checked = None if args.no_check else _check_scene(args)
     cluster = _cluster(args, start=True)
     with cluster:
         job = Job.from_ini(
@@ -797,6 +800,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
         )
+        if checked is not None:
+            job.estimate_from(checked.estimate, "check")
         for warning in job.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)
         still = not job.invocation.animated
@@ -866,13 +871,14 @@ def _auto_tiles_line(proof: Any, count: int, part: float) -> str:
     )
 
 
-def _check_scene(args: argparse.Namespace) -> None:
+def _check_scene(args: argparse.Namespace) -> ParseCheck:
     """The local parse check (povray/check.py): a scene POV-Ray cannot parse
-    ends here, in about a second, with POV-Ray's error line (exit 2)."""
+    ends here, in about a second, with POV-Ray's error line (exit 2); what it
+    found otherwise, with its estimate of the frames' seconds."""
     from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
     inv = parse_invocation([args.scene, *args.povray_args], Path.cwd())
-    check_parse(inv, collect_inputs(inv, extra=list(args.include)).files)
+    return check_parse(inv, collect_inputs(inv, extra=list(args.include)).files)
 
 
 def _units(count: int, tiles: int, animated: bool) -> str:
@@ -952,6 +958,9 @@ def _job_row(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from povstorm.core.chunks import plan_line
+    from povstorm.core.schemas import load_job_spec
+
     cluster = _cluster(args)
     status = cluster.status(args.job_id)
     if args.json:
@@ -971,6 +980,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "errors",
             "delivery",
             "cost",
+            "plan",
             "cancel_reason",
         )
         print(json.dumps({k: status.get(k) for k in keep}, default=str))
@@ -985,6 +995,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status.get("cancel_reason"):
         print(f"  cancelled by the farm: {status['cancel_reason']}")
     print(f"  {cost.line(status['cost'])}")
+    if (status.get("spec") or {}).get("povray") and status.get("plan"):  # a scene job
+        print(f"  plan: {plan_line(load_job_spec(status['spec']), status['plan'])}")
     if status.get("video"):
         print(f"  video: {status['video']}")
     for v in (status.get("videos") or {}).values():
@@ -1109,8 +1121,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     argv = [args.scene, *args.povray_args]
     combos = combinations(parse_declares(args.declare))
     _check_tiles(args)
-    if not args.no_check:
-        check_ends(argv, combos, include=args.include)
+    # Before a stack starts for it, before any upload.
+    estimates = None if args.no_check else check_ends(argv, combos, include=args.include)
     out = args.out or Path(f"{Path(args.scene).stem}-sweep")
     with _cluster(args, start=True) as cluster:
         sweep = Sweep.from_ini(
@@ -1129,6 +1141,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             tile_seconds=args.tile_seconds,
             radiosity_prepass=args.radiosity_prepass,
             check=False,  # done above
+            estimates=estimates,
         )
         for warning in sweep.warnings:
             print(f"povstorm: warning: {warning}", file=sys.stderr)

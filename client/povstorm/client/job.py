@@ -23,6 +23,7 @@ from povstorm.client.cluster import Cluster, JobResult
 from povstorm.client.prepass import Prepass, load_prepass, render_prepass
 from povstorm.client.proof import Proof, ProofFailed, run_proof
 from povstorm.client.watch import Progress
+from povstorm.core.chunks import sample_profile
 from povstorm.core.errors import (
     PovstormError,
     UnknownJob,
@@ -39,6 +40,7 @@ from povstorm.core.spec import (
     FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
     TIMEOUT_SECONDS,
+    FrameEstimate,
 )
 from povstorm.core.tiles import TILE_SECONDS, auto_tiles, check_tile_seconds
 
@@ -117,6 +119,10 @@ class Job:
         # --tiles auto (from_ini): a tile's seconds, until choose_tiles() has
         # cut the still by its proof's estimate.
         self.auto_tiles: float | None = None
+        # The frames' seconds as the client estimates them (from the parse
+        # check, or a proof): the farm plans the chunks of a scene it has no
+        # frame times of from this (core/chunks.py). None: no estimate.
+        self.estimate: FrameEstimate | None = None
         self.units: list[WorkUnit] = []
         self.job_id: str | None = None
         self._planned_id: str | None = None
@@ -172,8 +178,7 @@ class Job:
         else:
             raise UserError(f"--tiles {tiles}: a number of tiles, or auto")
         inputs = collect_inputs(inv, extra=list(include))
-        if check:
-            check_parse(inv, inputs.files)
+        checked = check_parse(inv, inputs.files) if check else None
         if not inv.animated:
             options["video"] = False  # its image is the result
         job = cls(cluster, name=options.pop("name", None) or inv.scene.stem, **options)
@@ -191,9 +196,21 @@ class Job:
         job.invocation = inv
         if auto:
             job.auto_tiles, job.proof_first = tile_seconds, True
+        if checked is not None:
+            job.estimate_from(checked.estimate, "check")
         job.warnings += [*inv.warnings, *inputs.warnings]
         job._no_cache(list(inputs.uncacheable))
         return job
+
+    def estimate_from(self, samples: Sequence[float], source: str) -> None:
+        """Take ``samples`` of an animation's frame seconds, evenly spaced from
+        its first frame to its last (the parse check's ``ParseCheck.estimate``,
+        a proof's ``Proof.frame_seconds``), as its ``estimate``; none taken
+        from no samples, or for a still."""
+        inv = self.invocation
+        if samples and inv is not None and inv.animated:
+            profile = sample_profile(samples, inv.frame_count)
+            self.estimate = FrameEstimate(tuple(profile), source)
 
     def _no_cache(self, reasons: list[str]) -> None:
         """Frames that may depend on one another are neither reused nor stored."""
@@ -210,6 +227,11 @@ class Job:
         if self._scene is not None:
             body["inputs"] = self.cluster.upload_inputs(self._scene_files)
             body["povray"] = dict(self._scene)
+            if self.estimate is not None:
+                body["estimate"] = {
+                    "seconds": list(self.estimate.seconds),
+                    "source": self.estimate.source,
+                }
             if self.prepass is not None:
                 load_prepass(body["povray"], body["inputs"], self.prepass)
         else:
@@ -262,6 +284,8 @@ class Job:
             timeout=timeout,
             fresh=self.auto_tiles is not None,
         )
+        # The proof's frames, rendered on the farm, say more than the check's two.
+        self.estimate_from(self.proof.frame_seconds, "proof")
         return self.proof
 
     @property

@@ -89,7 +89,7 @@ def prepass_body(body: dict[str, Any], plan: PrepassPlan, full_job_id: str) -> d
     frames["first"] = int(frames["first"]) + step * plan.offset
     frames["step"] = step * plan.step
     frames["last"] = frames["first"] + frames["step"] * (plan.frames - 1)
-    full = {k: v for k, v in body.items() if k not in ("notify", "budget_usd")}
+    full = {k: v for k, v in body.items() if k not in ("notify", "budget_usd", "estimate")}
     return {
         **full,
         "job_id": new_job_id(),

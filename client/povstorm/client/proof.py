@@ -40,6 +40,7 @@ from povstorm.core.errors import PovstormError, RenderError, UserError
 from povstorm.core.naming import frames_prefix, new_job_id
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.spec import FPS, container_for
+from povstorm.povray.output import AA_FACTOR
 
 if TYPE_CHECKING:
     from povstorm.client.cluster import JobResult
@@ -50,10 +51,6 @@ log = logging.getLogger(__name__)
 PROOF_FRAMES = 16  # about this many frames
 SCALE = 4  # a quarter of the width and of the height
 MIN_WIDTH, MIN_HEIGHT = 16, 12
-# What antialiasing costs on top of a plain trace, for the estimate: POV-Ray's
-# adaptive supersampling: 1.6 times a plain trace on examples/spinning at
-# 640x480 (0.81 s against 0.50 s of trace); more on sharper scenes.
-AA_FACTOR = 1.6
 
 
 @dataclass(frozen=True)
@@ -97,8 +94,9 @@ def proof_body(
     frames["step"] = int(frames.get("step", 1)) * plan.step
     output = dict(body["output"])
     output["fps"] = max(FPS.low, round(int(output["fps"]) / plan.step))
-    # The proof is the client's own look ahead: only the full job notifies.
-    full = {k: v for k, v in body.items() if k != "notify"}
+    # The proof is the client's own look ahead: only the full job notifies,
+    # and the full job's estimate is not for the proof's own frames.
+    full = {k: v for k, v in body.items() if k not in ("notify", "estimate")}
     return {
         **full,
         "job_id": new_job_id(),
@@ -128,6 +126,9 @@ class Proof:
     sheet: Path | None = None
     video: Path | None = None
     estimate: dict[str, float] = field(default_factory=dict)
+    # Each proof frame's estimated seconds at the full size, in frame order:
+    # the full job's chunk plan starts from them (Job.estimate).
+    frame_seconds: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -165,15 +166,13 @@ class Proof:
         return out
 
 
-def estimate(
-    frames: list[dict[str, str]], plan: ProofPlan, count: int, slots: int
-) -> dict[str, float]:
-    """The full job's time from the proof's frames (their object metadata,
-    worker/chunk.py): each frame's time with the part POV-Ray spent tracing
-    (its reported time less its parse) scaled by the pixels, and the
-    antialiasing, the full frame has more; the parse and POV-Ray's own
-    overhead stay as they were. The median frame, times ``count`` frames,
-    over ``slots`` render slots."""
+def full_seconds(frames: list[dict[str, str]], plan: ProofPlan) -> list[float]:
+    """Each proof frame's time at the full size, in the order of ``frames``
+    (their object metadata, worker/chunk.py): its time with the part POV-Ray
+    spent tracing (its reported time less its parse) scaled by the pixels,
+    and the antialiasing, the full frame has more; the parse and POV-Ray's
+    own overhead stay as they were. Frames without a time (from the frame
+    cache) are left out."""
 
     def num(md: dict[str, str], key: str) -> float:
         try:
@@ -182,15 +181,23 @@ def estimate(
             return 0.0
 
     scale = plan.pixel_ratio * (AA_FACTOR if plan.antialias else 1.0)
-    full = sorted(
-        num(md, "render_seconds")
-        + max(0.0, num(md, "trace_seconds") - num(md, "parse_seconds")) * (scale - 1.0)
+    return [
+        round(
+            num(md, "render_seconds")
+            + max(0.0, num(md, "trace_seconds") - num(md, "parse_seconds")) * (scale - 1.0),
+            3,
+        )
         for md in frames
         if num(md, "render_seconds") > 0
-    )
+    ]
+
+
+def estimate(full: list[float], count: int, slots: int) -> dict[str, float]:
+    """The full job's time from its frames' (``full_seconds``): the median
+    frame, times ``count`` frames, over ``slots`` render slots."""
     if not full:
         return {}
-    per_frame = full[len(full) // 2]
+    per_frame = sorted(full)[len(full) // 2]
     return {
         "frame_seconds": round(per_frame, 3),
         "job_seconds": round(per_frame * count / max(1, slots), 1),
@@ -230,8 +237,9 @@ def run_proof(
                 proof.sheet = _sheet(sorted(result.frames), dest.parent / f"{dest.name}-proof.png")
     if proof.ok:
         slots = int((cluster.status(proof_id).get("plan") or {}).get("slots") or 1)
-        metadata = [b.metadata for b in cluster.blobs.list(frames_prefix(proof_id))]
-        proof.estimate = estimate(metadata, plan, inv.frame_count, slots)
+        frames = sorted(cluster.blobs.list(frames_prefix(proof_id)), key=lambda b: b.name)
+        proof.frame_seconds = tuple(full_seconds([b.metadata for b in frames], plan))
+        proof.estimate = estimate(list(proof.frame_seconds), inv.frame_count, slots)
     return proof
 
 

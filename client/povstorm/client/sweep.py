@@ -201,17 +201,35 @@ def check_ends(
     *,
     cwd: Path | None = None,
     include: Sequence[Path] = (),
-) -> None:
+) -> dict[int, tuple[float, ...]]:
     """The parse check (povray/check.py) of the first and the last
     combination (every first value, every last value), before anything is
     uploaded: a scene POV-Ray cannot parse with them fails here with
     POV-Ray's error line (SceneError). A value that breaks the scene only in
-    between is left to the farm (its cell fails)."""
+    between is left to the farm (its cell fails). Returns the estimate of
+    each combination checked (``ParseCheck.estimate``), by its index."""
     from povstorm.povray import check_parse, collect_inputs, parse_invocation
 
+    estimates = {}
     for combo in dict.fromkeys([combos[0], combos[-1]]):
         inv = parse_invocation(combo.argv(argv), cwd or Path.cwd())
-        check_parse(inv, collect_inputs(inv, extra=list(include)).files)
+        files = collect_inputs(inv, extra=list(include)).files
+        estimates[combo.index] = check_parse(inv, files).estimate
+    return estimates
+
+
+def estimate_of(combo: Combination, ends: Mapping[int, tuple[float, ...]]) -> tuple[float, ...]:
+    """A combination's estimate of its frames' seconds from the checked
+    ends' (``check_ends``): its own if it was checked, else the larger of
+    theirs frame by frame (a value in between may cost more than either,
+    and a larger estimate errs toward the plan of more, smaller chunks);
+    () unless both ends had one."""
+    if combo.index in ends:
+        return ends[combo.index]
+    known = [e for e in ends.values() if e]
+    if len(known) != len(ends) or not known:
+        return ()
+    return tuple(max(column) for column in zip(*known, strict=True))
 
 
 def columns(declares: Sequence[Declare]) -> int:
@@ -385,6 +403,7 @@ class Sweep:
         cwd: Path | None = None,
         include: Sequence[Path] = (),
         check: bool = True,
+        estimates: Mapping[int, tuple[float, ...]] | None = None,
         name: str | None = None,
         **options: Any,
     ) -> Sweep:
@@ -392,13 +411,14 @@ class Sweep:
         ``declares`` (``["R=0.5,1", "Metal=0,1"]`` or ``{"R": [0.5, 1]}``).
         Every declaration is checked before anything else (UserError); with
         ``check``, the first and the last combination get the parse check
-        (``check_ends``). ``options`` are Job's (fps,
+        (``check_ends``), whose estimates plan each job's chunks (or
+        ``estimates``, those of a check made before). ``options`` are Job's (fps,
         codec, crf, max_attempts, frames_per_unit, cache...), the same for
         every combination; each job is named ``NAME LABEL``."""
         parsed = parse_declares(declares)
         combos = combinations(parsed)
         if check:
-            check_ends(argv, combos, cwd=cwd, include=include)
+            estimates = check_ends(argv, combos, cwd=cwd, include=include)
         jobs = []
         for combo in combos:
             job = Job.from_ini(
@@ -410,6 +430,7 @@ class Sweep:
                 name=name,
                 **options,
             )
+            job.estimate_from(estimate_of(combo, estimates or {}), "check")
             jobs.append((combo, job))
         base = str(jobs[0][1].options["name"])
         for combo, job in jobs:

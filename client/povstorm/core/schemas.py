@@ -24,6 +24,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from povstorm.core.chunks import PROFILE_SLICES
 from povstorm.core.errors import PoisonMessage, SpecError
 from povstorm.core.model import FailureReport, FrameEvent, JobEvent, JobState, WorkMessage
 from povstorm.core.naming import JOB_ID_RE, SHA256_RE, check_relpath
@@ -34,12 +35,14 @@ from povstorm.core.spec import (
     DEFAULT_CACHE,
     DEFAULT_CODEC,
     DEFAULT_FORMAT,
+    ESTIMATE_SOURCES,
     FORMATS,
     FPS,
     FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
     TIMEOUT_SECONDS,
     Bounded,
+    FrameEstimate,
     FrameRange,
     JobSpec,
     OutputSpec,
@@ -58,6 +61,7 @@ MAX_FRAME_NUMBER = 999_999_999
 MAX_URL_LEN = 2_000
 MAX_IMAGE_ROWS = 65_536
 MAX_TILES = 1_000
+MAX_FRAME_SECONDS = 7 * 24 * 3600.0  # an estimate of a frame's time (JobSpec.estimate)
 
 # Where a job's end is announced (JobSpec.notify): a URL the farm POSTs to.
 _NOTIFY_URL = validate.URL(
@@ -172,6 +176,19 @@ class PovraySchema(_Strict):
         )
 
 
+class EstimateSchema(_Strict):
+    seconds = fields.List(
+        fields.Float(validate=validate.Range(min=0, min_inclusive=False, max=MAX_FRAME_SECONDS)),
+        validate=validate.Length(1, PROFILE_SLICES),
+        required=True,
+    )
+    source = fields.String(validate=validate.OneOf(ESTIMATE_SOURCES), required=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> FrameEstimate:
+        return FrameEstimate(tuple(data["seconds"]), data["source"])
+
+
 class UnitSchema(_Strict):
     args = _Args
     inputs = _Inputs
@@ -249,6 +266,7 @@ class JobSpecSchema(_Strict):
     frame_digits = fields.Integer(load_default=0, validate=validate.Range(0, 9))
     extra = fields.Dict(keys=fields.String(), load_default=dict)
     notify = fields.String(load_default="")
+    estimate = fields.Nested(EstimateSchema, load_default=None, allow_none=True)
 
     @validates("notify")
     def _notify(self, value: str, **_: Any) -> None:
@@ -351,6 +369,8 @@ def dump_job_spec(spec: JobSpec) -> dict[str, Any]:
         out["budget_usd"] = spec.budget_usd
     if spec.notify:  # absent when unset: the spec hash of a job without it is as before
         out["notify"] = spec.notify
+    if spec.estimate is not None:  # the same
+        out["estimate"] = {"seconds": list(spec.estimate.seconds), "source": spec.estimate.source}
     if spec.povray:
         out["povray"] = {
             "args": list(spec.povray.args),

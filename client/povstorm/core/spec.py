@@ -122,6 +122,23 @@ class OutputSpec:
     video: bool = True
 
 
+# Where a client's estimate of a scene's frame times comes from: the parse
+# check's small renders of the first and last frames (povray/check.py), or a
+# proof pass (client/proof.py).
+ESTIMATE_SOURCES = ("check", "proof")
+
+
+@dataclass(frozen=True)
+class FrameEstimate:
+    """The client's estimate of a scene job's frame seconds: what the farm
+    plans the chunks of a scene it has not rendered before from (farm/
+    operations.py: submit; core/chunks.py). ``seconds``: a profile, evenly
+    over the frames from the first to the last (one value: every frame)."""
+
+    seconds: tuple[float, ...]
+    source: str
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str = "job"
@@ -145,6 +162,9 @@ class JobSpec:
     # An http(s) URL that gets a signed JSON summary when the job ends
     # (farm/notify.py); "" for none.
     notify: str = ""
+    # The client's estimate of the frames' seconds, for the chunk plan of a
+    # scene the farm has no frame times of; None for none.
+    estimate: FrameEstimate | None = None
 
     @property
     def unit_count(self) -> int:

@@ -62,6 +62,10 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
         profile = stats.get("frame_profile") or {}
         if profile.get("units") == spec.unit_count and profile.get("seconds"):
             plan["frame_profile"] = profile["seconds"]
+        elif plan["frame_seconds"] is None and spec.estimate is not None:
+            # A scene the farm has not rendered: the client's estimate.
+            plan["frame_profile"] = list(spec.estimate.seconds)
+            plan["estimate"] = spec.estimate.source
     at = now()
     write_manifest(clients, job_id, spec, plan, at)
     job, created = ledger.create_job(
@@ -134,8 +138,7 @@ def chunk_messages(job: JobDoc, spec: JobSpec, units: set[int] | None = None) ->
     """The first attempt's work messages of a job, by the plan it was made
     with; with ``units``, only those units, each chunk cut to the runs of
     them it holds (the reconciler's redispatch)."""
-    slots = int(job.plan.get("slots") or 1)
-    chunks = job_plan(spec, slots, job.plan.get("frame_seconds"), job.plan.get("frame_profile"))
+    chunks = job_plan(spec, job.plan)
     out = []
     for first, count in chunks:
         members = range(first, first + count)

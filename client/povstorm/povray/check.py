@@ -11,19 +11,35 @@ What it runs is what a worker runs, made cheap: a working directory in a
 temporary directory holding a link to each file of the upload under its name
 there (so POV-Ray sees exactly the files the farm would, and nothing it
 writes lands beside the user's scene), ``Invocation.farm_args`` with the
-frame's ``+SF f +EF f``, then ``+W8 +H8 -A +WT1 +GA`` (tiny, no
-antialiasing, one thread, every console stream on so the markers below are
-printed), through ``PovrayProcess``: confined as on the farm (it may read
+frame's ``+SF f +EF f``, then a small size (``check_size``), ``-A +WT1
++GA`` (no antialiasing, one thread, every console stream on so the markers
+below are printed), through ``PovrayProcess``: confined as on the farm (it may read
 the linked files' directories, write only in the temporary directory), no
 display, no pause, output into the temporary directory.
 
 Which frames: the first, and the last too, at the same time (each POV-Ray
 idles most of its start). A clock-dependent error often shows at an end of
 the clock (an index ``clock * N`` out of range at clock 1, a division by
-zero at clock 0); one in between is left to the farm (the proof pass). The
-check is not a render: a frame is *parsed* as soon as POV-Ray prints its
-parser statistics, starts rendering, writes the image or exits 0, and is
-then killed.
+zero at clock 0); one in between is left to the farm (the proof pass). A
+frame is *parsed* as soon as POV-Ray prints its parser statistics, starts
+rendering, writes the image or exits 0.
+
+The estimate: a still is checked at 8x8 and killed once parsed. The frames of
+an animation are rendered to the end of their trace at about ESTIMATE_PIXELS
+pixels (the frame's shape kept: 113x85 for 320x240 or 1280x960), which POV-Ray
+prints some 0.06 s after its parse at examples/spinning's, and that render is
+scaled to the frame's full size (``output.full_size_seconds``: the trace by
+the pixels and the antialiasing the frame has more, the parse as it was). It
+is the first render of a scene the farm has not seen: the chunk plan of such
+a job starts from it (``Job.estimate``, core/chunks.py), where it would
+otherwise know nothing, and a factor of two either way is all the plan
+needs: it decides between one chunk a slot and a guided plan (measured on
+examples/spinning at 320x240: 0.19-0.27 s a frame against 0.37-0.45 s of
+POV-Ray's own time for the frame rendered whole; antialiasing costs that
+small image 4 times a plain trace, not the 1.6 of 640x480). Frames not traced within the budget give no
+estimate, and neither does an animation rendering a part of its frame
+(``+SR/+ER/+SC/+EC``), whose small render might hang on bounds that do not
+fit it.
 
 Verdicts: a frame whose POV-Ray prints ``Fatal error in parser`` fails the
 check: ``SceneError`` with POV-Ray's error line (its file names given as the
@@ -48,23 +64,30 @@ from pathlib import Path
 
 from povstorm.core.errors import PovstormError, SceneError
 from povstorm.povray.invocation import Invocation
-from povstorm.povray.output import error_line
+from povstorm.povray.output import error_line, full_size_seconds
 from povstorm.povray.process import POVRAY, PovrayProcess
+from povstorm.povray.tiles import SUBSET_OPTIONS
 
 log = logging.getLogger(__name__)
 
 # Wall seconds the check may take before it lets a scene still parsing pass.
 CHECK_SECONDS = 2.5
-# After the farm's arguments, so they win: tiny, no antialiasing, one
+# After the farm's arguments and the size, so they win: no antialiasing, one
 # thread, every console stream on (an INI's All_Console=off would hide the
 # markers and the error).
-CHECK_OPTIONS = ("+W8", "+H8", "-A", "+WT1", "+GA")
+CHECK_OPTIONS = ("-A", "+WT1", "+GA")
+STILL_SIZE = (8, 8)  # a still's check is a parse: the smallest image
+# About how many pixels an animation's frames are rendered at for the
+# estimate: 0.008-0.015 s of trace for examples/spinning, in POV-Ray's
+# milliseconds; 0.06 s more than a parse alone.
+ESTIMATE_PIXELS = 9600
 # The farm's POV-Ray (options.py): another version's verdict is not the farm's.
 FARM_VERSION = "3.7"
 _POLL_SECONDS = 0.05
 _EXIT_SECONDS = 1.0  # for a POV-Ray that has failed to exit by itself
 
 _PARSE_FAILED = "Fatal error in parser"
+_TRACED = "Trace Time:"  # the last of a frame's figures, printed as its image is written
 # What POV-Ray prints once a frame's parse is over (bounding included).
 _PARSED = ("Parser Statistics", "Parse Time:", "==== [Rendering")
 _VERSION_RE = re.compile(r"Ray Tracer Version (\d+\.\d+)")
@@ -84,6 +107,23 @@ class ParseCheck:
     frames: tuple[int, ...]
     seconds: float
     detail: str = ""
+    # Each checked frame's seconds at its full size, in the order of
+    # ``frames``: () unless every one was traced within the budget.
+    estimate: tuple[float, ...] = ()
+
+
+def check_size(inv: Invocation) -> tuple[int, int]:
+    """The size the check renders at: a still's, tiny; an animation's, about
+    ESTIMATE_PIXELS in the frame's shape, never larger than the frame."""
+    if not _timed(inv):
+        return STILL_SIZE
+    scale = min(1.0, (ESTIMATE_PIXELS / (inv.width * inv.height)) ** 0.5)
+    return max(1, round(inv.width * scale)), max(1, round(inv.height * scale))
+
+
+def _timed(inv: Invocation) -> bool:
+    """Whether the check times its frames for an estimate (see the module's doc)."""
+    return inv.animated and not any(k in inv.options for k in SUBSET_OPTIONS)
 
 
 def check_frames(inv: Invocation) -> tuple[int, ...]:
@@ -107,6 +147,8 @@ def check_parse(
         return ParseCheck("skipped", (), 0.0, f"no {POVRAY}")
     tmp = Path(tempfile.mkdtemp(prefix="povstorm-check-"))
     runs: list[_Run] = []
+    width, height = check_size(inv)
+    ratio = (inv.width * inv.height) / (width * height) if _timed(inv) else 0.0
     try:
         workdir = tmp / "work"
         try:
@@ -115,10 +157,9 @@ def check_parse(
                 args = [*inv.farm_args]
                 if inv.animated:
                     args += [f"+SF{frame}", f"+EF{frame}"]
-                proc = PovrayProcess(
-                    [*args, *CHECK_OPTIONS], workdir, tmp / f"out-{frame}", read=reads
-                )
-                runs.append(_Run(frame, proc.start()))
+                args += [f"+W{width}", f"+H{height}", *CHECK_OPTIONS]
+                proc = PovrayProcess(args, workdir, tmp / f"out-{frame}", read=reads)
+                runs.append(_Run(frame, proc.start(), ratio, inv.antialias.enabled))
         except (OSError, PovstormError) as exc:
             log.debug("parse check skipped: cannot run %s: %s", POVRAY, exc)
             return ParseCheck("skipped", (), time.monotonic() - started, str(exc))
@@ -127,7 +168,7 @@ def check_parse(
             for run in runs:
                 run.look()
             failed = next((r for r in runs if r.verdict == "error"), None)
-            pending = [r for r in runs if r.verdict is None]
+            pending = [r for r in runs if r.verdict is None or r.timing]
             now = time.monotonic()
             if failed is not None or not pending or now >= deadline:
                 break
@@ -154,8 +195,14 @@ def check_parse(
             raise SceneError(f"POV-Ray cannot parse {_shown(inv.scene, inv.cwd)}{where}: {message}")
         open_runs = [r for r in runs if r.verdict != "parsed"]
         if not open_runs:
-            log.debug("parse check passed in %.2f s (frames %s)", seconds, frames)
-            return ParseCheck("parsed", frames, seconds)
+            timed = [r.estimate for r in runs]
+            # In milliseconds, at least one: POV-Ray prints 0.000 s for a tiny frame.
+            estimate = tuple(max(0.001, round(t or 0, 3)) for t in timed)
+            estimate = estimate if None not in timed else ()
+            log.debug(
+                "parse check passed in %.2f s (frames %s, estimate %s)", seconds, frames, estimate
+            )
+            return ParseCheck("parsed", frames, seconds, estimate=estimate)
         detail = "; ".join(f"frame {r.frame}: {r.why}" for r in open_runs)
         log.debug("parse check passed undecided in %.2f s: %s", seconds, detail)
         return ParseCheck("undecided", frames, seconds, detail)
@@ -167,11 +214,16 @@ def check_parse(
 
 class _Run:
     """One POV-Ray process of the check, watched until it has a verdict:
-    None (still parsing), "parsed", "error" or "ended" (exited otherwise)."""
+    None (still parsing), "parsed", "error" or "ended" (exited otherwise);
+    with a ``ratio`` of pixels, a parsed frame then until its trace ends,
+    for its ``estimate`` (seconds at the full size)."""
 
-    def __init__(self, frame: int, proc: PovrayProcess) -> None:
+    def __init__(self, frame: int, proc: PovrayProcess, ratio: float, antialias: bool) -> None:
         self.frame = frame
         self.proc = proc
+        self.ratio = ratio
+        self.antialias = antialias
+        self.estimate: float | None = None
         self.verdict: str | None = None
         self.why = "still parsing when the budget was spent"
         self._offset = 0
@@ -179,25 +231,35 @@ class _Run:
         self._output = ""
         self._reaped = False
 
+    @property
+    def timing(self) -> bool:
+        """Parsed, and still to be timed: its trace has not ended yet."""
+        return self.verdict == "parsed" and self.ratio > 0 and self.estimate is None
+
     def look(self) -> None:
-        if self.verdict is not None:
+        if self.verdict is not None and not self.timing:
             return
         exited = self.proc.exited()  # before reading: all it printed is then read
         new = self._read()
         text = self._seen + new
         self._seen = text[-64:]
-        if _PARSE_FAILED in text:
-            self.verdict = "error"
-        elif any(m in text for m in _PARSED) or any(self.proc.outdir.glob("*.png")):
-            self.verdict = "parsed"
-        elif exited:
-            self.stop()
-            if self.proc.proc is not None and self.proc.proc.returncode == 0:
+        if self.verdict is None:
+            if _PARSE_FAILED in text:
+                self.verdict = "error"
+            elif any(m in text for m in _PARSED) or any(self.proc.outdir.glob("*.png")):
                 self.verdict = "parsed"
-            else:
-                self.verdict = "ended"
-                tail = self._output.strip().splitlines()[-1:] or ["no output"]
-                self.why = f"POV-Ray ended without a parse verdict ({tail[0].strip()})"
+            elif exited:
+                self.stop()
+                if self.proc.proc is not None and self.proc.proc.returncode == 0:
+                    self.verdict = "parsed"
+                else:
+                    self.verdict = "ended"
+                    tail = self._output.strip().splitlines()[-1:] or ["no output"]
+                    self.why = f"POV-Ray ended without a parse verdict ({tail[0].strip()})"
+        if self.timing and (exited or _TRACED in self._output):
+            self.estimate = full_size_seconds(self._output, self.ratio, self.antialias)
+            if self.estimate is None:  # it ended without a trace time: no estimate
+                self.ratio = 0.0
 
     def _read(self) -> str:
         try:
@@ -284,5 +346,6 @@ __all__ = [
     "ParseCheck",
     "check_frames",
     "check_parse",
+    "check_size",
     "parse_error",
 ]
