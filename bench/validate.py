@@ -299,6 +299,7 @@ class LocalRun:
                 0,
                 self.plan.get("frame_seconds"),
                 self.plan.get("frame_profile"),
+                estimated=bool(self.plan.get("estimate")),
             )
         )
 

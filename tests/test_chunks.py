@@ -45,6 +45,7 @@ from povstorm.core.model import UnitState, WorkMessage
 from povstorm.core.names import Namespace
 from povstorm.core.naming import frame_object, input_object, log_object
 from povstorm.core.schemas import encode_message, load_job_spec, load_work_message
+from povstorm.core.spec import MAX_FRAME_SECONDS
 from povstorm.farm.operations import coalesce
 from povstorm.ledger.ledger import Ledger
 from povstorm.povray import GrowingOutput, frame_sections, png_complete
@@ -155,6 +156,7 @@ def test_an_estimate_plans_equal_chunks_only_for_a_short_job() -> None:
     assert sample_profile([1.0, 3.0], 5) == [1.0, 1.5, 2.0, 2.5, 3.0]
     assert sample_profile([2.0], 3) == [2.0] * 3
     assert sample_profile([0.0001, 0.0], 2) == [0.001, 0.001]  # what a spec takes
+    assert sample_profile([1e9], 1) == [MAX_FRAME_SECONDS]
     line = sample_profile([1.0, 2.0], 10_000)
     assert len(line) == 256 and line[0] == 1.0 and line[-1] == 2.0
     # examples/spinning at 320x240 (about 0.2 s a frame): one chunk a slot,
@@ -190,6 +192,9 @@ def test_status_says_what_a_plan_was_made_from() -> None:
     assert plan_line(fixed, measured) == (
         "5 chunk(s) of 8-10 frame(s) on 4 slot(s), as asked (--frames-per-unit 10)"
     )
+    prepass = load_job_spec({"povray": {"args": ["s.ini"], "frames": {"first": 1, "last": 5},
+                                        "prepass": True}, "frames_per_unit": 5})  # fmt: skip
+    assert plan_line(prepass, {"slots": 4}).endswith(": a radiosity pre-pass, one POV-Ray process")
 
 
 def test_runs_and_coalesce_group_contiguous_units_by_attempt() -> None:

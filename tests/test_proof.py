@@ -117,7 +117,7 @@ def test_the_python_api_raises_proof_failed_and_keep_going_submits_anyway(
     scene = example(tmp_path, broken=True)
     with Cluster.local(start=False) as cluster:
         # Arguments of their own: no job of the farm has this scene's frame times.
-        argv = ["spinning.ini", "+W32", "+H24", f"Declare=Run={uuid.uuid4().int % 1000}"]
+        argv = ["spinning.ini", "+W32", "+H24", f"Declare=Run={uuid.uuid4().int % 10**9}"]
         job = Job.from_ini(cluster, argv, cwd=scene, proof=True)
         with pytest.raises(ProofFailed, match="frame 40"):
             job.submit()

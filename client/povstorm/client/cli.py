@@ -9,6 +9,7 @@ povstorm's own are POV-Ray's, passed on exactly as ``povray`` would read them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -959,6 +960,7 @@ def _job_row(job: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from povstorm.core.chunks import plan_line
+    from povstorm.core.errors import SpecError
     from povstorm.core.schemas import load_job_spec
 
     cluster = _cluster(args)
@@ -996,7 +998,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  cancelled by the farm: {status['cancel_reason']}")
     print(f"  {cost.line(status['cost'])}")
     if (status.get("spec") or {}).get("povray") and status.get("plan"):  # a scene job
-        print(f"  plan: {plan_line(load_job_spec(status['spec']), status['plan'])}")
+        # A spec stored by another version of povstorm may not load: no plan line.
+        with contextlib.suppress(SpecError):
+            print(f"  plan: {plan_line(load_job_spec(status['spec']), status['plan'])}")
     if status.get("video"):
         print(f"  video: {status['video']}")
     for v in (status.get("videos") or {}).values():

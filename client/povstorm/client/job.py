@@ -227,7 +227,9 @@ class Job:
         if self._scene is not None:
             body["inputs"] = self.cluster.upload_inputs(self._scene_files)
             body["povray"] = dict(self._scene)
-            if self.estimate is not None:
+            # Only where the farm's plan reads it: frames in chunks of its choosing.
+            planned = not self._scene.get("tiles") and not self.options["frames_per_unit"]
+            if self.estimate is not None and planned:
                 body["estimate"] = {
                     "seconds": list(self.estimate.seconds),
                     "source": self.estimate.source,

@@ -69,7 +69,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from povstorm.core.spec import FRAMES_PER_UNIT, JobSpec
+from povstorm.core.spec import FRAMES_PER_UNIT, MAX_FRAME_SECONDS, JobSpec
 
 MAX_FRAMES_PER_UNIT = FRAMES_PER_UNIT.high  # also the largest transaction a chunk start makes
 GUIDED_SHARE = 1
@@ -144,7 +144,7 @@ def sample_profile(samples: Sequence[float], units: int) -> list[float]:
     """A profile of ``units`` frames (at most PROFILE_SLICES slices) from
     ``samples`` of their seconds evenly spaced from the first frame to the
     last, by straight lines between them (one sample: every frame); in
-    milliseconds, at least one."""
+    milliseconds, at least one, at most what a spec takes."""
     if not samples or units <= 0:
         return []
     count = min(units, PROFILE_SLICES)
@@ -159,7 +159,7 @@ def sample_profile(samples: Sequence[float], units: int) -> list[float]:
 
 
 def _ms(seconds: float) -> float:
-    return max(0.001, round(seconds, 3))
+    return min(MAX_FRAME_SECONDS, max(0.001, round(seconds, 3)))
 
 
 def plan_chunks(
@@ -350,6 +350,8 @@ def plan_line(spec: JobSpec, plan: Mapping[str, Any]) -> str:
     line = f"{len(chunks)} chunk(s) of {frames} frame(s) on {slots} slot(s)"
     if not chunkable(spec):
         return f"{len(chunks)} unit(s), each its own POV-Ray process"
+    if spec.povray is not None and spec.povray.prepass:
+        return f"{line}: a radiosity pre-pass, one POV-Ray process"
     if spec.frames_per_unit:
         return f"{line}, as asked (--frames-per-unit {spec.frames_per_unit})"
     profile = plan.get("frame_profile") or []

@@ -40,6 +40,7 @@ from povstorm.core.spec import (
     FPS,
     FRAMES_PER_UNIT,
     MAX_ATTEMPTS,
+    MAX_FRAME_SECONDS,
     TIMEOUT_SECONDS,
     Bounded,
     FrameEstimate,
@@ -61,7 +62,6 @@ MAX_FRAME_NUMBER = 999_999_999
 MAX_URL_LEN = 2_000
 MAX_IMAGE_ROWS = 65_536
 MAX_TILES = 1_000
-MAX_FRAME_SECONDS = 7 * 24 * 3600.0  # an estimate of a frame's time (JobSpec.estimate)
 
 # Where a job's end is announced (JobSpec.notify): a URL the farm POSTs to.
 _NOTIFY_URL = validate.URL(

@@ -126,6 +126,7 @@ class OutputSpec:
 # check's small renders of the first and last frames (povray/check.py), or a
 # proof pass (client/proof.py).
 ESTIMATE_SOURCES = ("check", "proof")
+MAX_FRAME_SECONDS = 7 * 24 * 3600.0  # the most a frame's estimate may say
 
 
 @dataclass(frozen=True)

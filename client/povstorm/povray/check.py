@@ -179,6 +179,7 @@ def check_parse(
             failed.proc.wait(_EXIT_SECONDS)
         for run in runs:
             run.stop()
+            run.time(ended=True)  # what it printed until it was stopped
         seconds = time.monotonic() - started
         if failed is not None:
             version = failed.version()
@@ -224,6 +225,7 @@ class _Run:
         self.ratio = ratio
         self.antialias = antialias
         self.estimate: float | None = None
+        self._traced = False  # its "Trace Time:" seen (the line may not be whole yet)
         self.verdict: str | None = None
         self.why = "still parsing when the budget was spent"
         self._offset = 0
@@ -256,9 +258,16 @@ class _Run:
                     self.verdict = "ended"
                     tail = self._output.strip().splitlines()[-1:] or ["no output"]
                     self.why = f"POV-Ray ended without a parse verdict ({tail[0].strip()})"
-        if self.timing and (exited or _TRACED in self._output):
+        if self.timing and _TRACED in text:
+            self._traced = True
+        self.time(exited)
+
+    def time(self, ended: bool) -> None:
+        """Its estimate, once its trace time's line is whole; none if it ended
+        without one (``ended``: it exited, or it was stopped)."""
+        if self.timing and (self._traced or ended):
             self.estimate = full_size_seconds(self._output, self.ratio, self.antialias)
-            if self.estimate is None:  # it ended without a trace time: no estimate
+            if self.estimate is None and ended:
                 self.ratio = 0.0
 
     def _read(self) -> str:
