@@ -229,7 +229,7 @@ def estimate_of(combo: Combination, ends: Mapping[int, tuple[float, ...]]) -> tu
     known = [e for e in ends.values() if e]
     if len(known) != len(ends) or not known:
         return ()
-    return tuple(max(column) for column in zip(*known, strict=True))
+    return tuple(max(column) for column in zip(*known, strict=False))
 
 
 def columns(declares: Sequence[Declare]) -> int:

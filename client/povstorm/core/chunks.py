@@ -269,9 +269,7 @@ def _sized_chunks(
     return out
 
 
-def _timed_chunks(
-    times: list[float], slots: int, equal_seconds: float = EQUAL_SECONDS
-) -> list[tuple[int, int]]:
+def _timed_chunks(times: list[float], slots: int, equal_seconds: float) -> list[tuple[int, int]]:
     """``plan_chunks`` when the frames' times are known. A job of at most
     ``equal_seconds`` a slot is cut into ``slots`` chunks of equal time (the last
     one taking a rest too small to be a chunk of its own): one start-up a
