@@ -112,24 +112,38 @@ def test_the_example_animation_passes_on_its_first_and_last_frames() -> None:
 
 def test_an_animations_frames_are_timed_for_an_estimate_a_stills_are_not(tmp_path: Path) -> None:
     """The check renders an animation's first and last frames small, to the end
-    of their trace, and scales that by the pixels: within a factor of two of
-    POV-Ray's own time for the frame rendered whole (all the chunk plan
-    needs). Without antialiasing, whose share (``AA_FACTOR``) is a guess, and
+    of their trace, and scales that by the pixels: within a factor of a few
+    of POV-Ray's own time for the frame rendered whole (all the chunk plan
+    needs: a choice between one chunk a slot and a guided plan). Without antialiasing, whose share (``AA_FACTOR``) is a guess, and
     with focal blur, so the small render's trace is long enough to time.
     A still is parsed at 8x8, and a part of a frame is not timed."""
     (tmp_path / "blur.pov").write_text(BLUR)
     argv = ["blur.pov", "+W320", "+H240", "-A", "+KFF3"]
     assert check_size(parse_invocation(argv, tmp_path)) == (113, 85)
+
+    def whole() -> float:
+        direct = subprocess.run(
+            ["povray", *argv, "+SF1", "+EF1", "+WT1", "-D", f"+O{tmp_path}/f.png"],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        seconds = full_size_seconds(direct.stdout + direct.stderr, 1.0, antialias=False)
+        assert seconds is not None
+        return seconds
+
+    # POV-Ray's times are wall seconds: the frame rendered whole just before
+    # the check and just after, so that a change of the machine's load
+    # between them widens the bounds rather than failing the test; and the
+    # check runs its two frames at once, one a core, so another process on
+    # the machine slows it more than the lone render (2.5x was seen, with a
+    # mutation run beside it): within 3x.
+    before = whole()
     result = check(tmp_path, *argv)
+    after = whole()
     assert len(result.estimate) == 2
-    direct = subprocess.run(
-        ["povray", *argv, "+SF1", "+EF1", "+WT1", "-D", f"+O{tmp_path}/f.png"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    whole = full_size_seconds(direct.stdout + direct.stderr, 1.0, antialias=False)
-    assert whole is not None
     for seconds in result.estimate:
-        assert whole / 2 <= seconds <= whole * 2, (result.estimate, whole)
+        assert min(before, after) / 3 <= seconds <= max(before, after) * 3, (
+            result.estimate, before, after,
+        )  # fmt: skip
     (tmp_path / "ball.pov").write_text(GOOD)
     assert check_size(parse_invocation(["ball.pov"], tmp_path)) == (8, 8)
     assert check(tmp_path, "ball.pov").estimate == ()
@@ -210,6 +224,22 @@ def test_job_from_ini_checks_unless_told_not_to(tmp_path: Path) -> None:
     job = Job.from_ini(no_cluster, ["spinning.ini"], cwd=SPINNING)
     assert job.estimate is not None and job.estimate.source == "check"
     assert len(job.estimate.seconds) == 48 and min(job.estimate.seconds) > 0
+    # It goes with the spec only where the farm plans chunks from it.
+    uploads = cast(Cluster, _NoUploads())
+    body = Job.from_ini(uploads, ["spinning.ini"], cwd=SPINNING).spec()
+    assert body["estimate"]["source"] == "check" and len(body["estimate"]["seconds"]) == 48
+    for options in ({"frames_per_unit": 4}, {"tiles": 2}):
+        assert (
+            "estimate"
+            not in Job.from_ini(uploads, ["spinning.ini"], cwd=SPINNING, **options).spec()
+        )
+
+
+class _NoUploads:
+    """A cluster whose uploads are content-addressed names without a store."""
+
+    def upload_inputs(self, files: dict) -> dict[str, str]:
+        return {name: "0" * 64 for name in files}
 
 
 def _povray_processes_of(scene: str) -> list[int]:

@@ -40,7 +40,7 @@ from povstorm.core.errors import PovstormError, RenderError, UserError
 from povstorm.core.naming import frames_prefix, new_job_id
 from povstorm.core.schemas import load_job_spec
 from povstorm.core.spec import FPS, container_for
-from povstorm.povray.output import AA_FACTOR
+from povstorm.povray.output import scaled_seconds
 
 if TYPE_CHECKING:
     from povstorm.client.cluster import JobResult
@@ -180,16 +180,13 @@ def full_seconds(frames: list[dict[str, str]], plan: ProofPlan) -> list[float]:
         except ValueError:
             return 0.0
 
-    scale = plan.pixel_ratio * (AA_FACTOR if plan.antialias else 1.0)
-    return [
-        round(
-            num(md, "render_seconds")
-            + max(0.0, num(md, "trace_seconds") - num(md, "parse_seconds")) * (scale - 1.0),
-            3,
-        )
-        for md in frames
-        if num(md, "render_seconds") > 0
-    ]
+    out = []
+    for md in frames:
+        if num(md, "render_seconds") > 0:
+            grows = max(0.0, num(md, "trace_seconds") - num(md, "parse_seconds"))
+            fixed = num(md, "render_seconds") - grows
+            out.append(round(scaled_seconds(fixed, grows, plan.pixel_ratio, plan.antialias), 3))
+    return out
 
 
 def estimate(full: list[float], count: int, slots: int) -> dict[str, float]:

@@ -197,9 +197,8 @@ def check_parse(
         open_runs = [r for r in runs if r.verdict != "parsed"]
         if not open_runs:
             timed = [r.estimate for r in runs]
-            # In milliseconds, at least one: POV-Ray prints 0.000 s for a tiny frame.
-            estimate = tuple(max(0.001, round(t or 0, 3)) for t in timed)
-            estimate = estimate if None not in timed else ()
+            # (0.0 is an estimate: POV-Ray prints 0.000 s for a tiny frame.)
+            estimate = tuple(t for t in timed if t is not None) if None not in timed else ()
             log.debug(
                 "parse check passed in %.2f s (frames %s, estimate %s)", seconds, frames, estimate
             )

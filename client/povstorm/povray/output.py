@@ -54,7 +54,15 @@ def full_size_seconds(output: str, pixel_ratio: float, antialias: bool) -> float
     if "Trace" not in times:
         return None
     fixed = sum(times.get(k, 0.0) for k in ("Parse", "Bounding", "Photon"))
-    grows = times.get("Radiosity", 0.0) + times["Trace"]
+    return scaled_seconds(
+        fixed, times.get("Radiosity", 0.0) + times["Trace"], pixel_ratio, antialias
+    )
+
+
+def scaled_seconds(fixed: float, grows: float, pixel_ratio: float, antialias: bool) -> float:
+    """A frame's seconds at ``pixel_ratio`` times the pixels of a render
+    without antialiasing that took ``fixed`` seconds that do not grow with
+    the pixels and ``grows`` that do; with ``antialias``, AA_FACTOR on top."""
     return fixed + grows * pixel_ratio * (AA_FACTOR if antialias else 1.0)
 
 
