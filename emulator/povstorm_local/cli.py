@@ -50,8 +50,9 @@ def add_parser(subparsers: Any) -> None:
         "--workers",
         type=int,
         help="render tasks at once, each running one single-threaded POV-Ray "
-        "(default: two per CPU core, which keeps the cores busy while POV-Ray starts and "
-        "moves between frames)",
+        "(default: three per CPU core, which keeps the cores busy while POV-Ray starts and "
+        "moves between frames; a job of frames of a CPU second or more gets two per core "
+        "of them)",
     )
     up.add_argument(
         "--infra-only",
