@@ -549,13 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # The model's check: local runs on fresh stacks of their own slot count,
-    # which the model predicts from the overhead section's runs.
+    # which the model predicts from the overhead section's runs, each on the
+    # slots its job was planned on (fewer than the stack's for long frames).
     workers = int((results["config"].get("stack") or {}).get("workers") or 0)
     calibration_runs = []
     for r in runs:
         if r.scenario == "farm":
             width, _, height = r.size.partition("x")
-            config = validate.Config(frames, int(width), int(height), workers or 1)
+            slots = int((r.plan or {}).get("slots") or workers or 1)
+            config = validate.Config(frames, int(width), int(height), slots)
             calibration_runs.append(validate.local_run(config, r))
     local_runs: list[validate.LocalRun] = []
     validation_error = ""

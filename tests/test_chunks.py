@@ -158,14 +158,21 @@ def test_a_profile_takes_its_shape_from_cpu_seconds_without_the_start_ups() -> N
 
 def test_an_estimate_plans_equal_chunks_only_for_a_short_job() -> None:
     """The client's estimate of a scene the farm has not rendered (its parse
-    check's first and last frames) is drawn as a line between them; it plans
-    one chunk a slot only where an error in it cannot cost much."""
+    check's first and last frames) is drawn as a line between them, or flat
+    where they are within the noise of timing small renders; it plans one
+    chunk a slot only where an error in it cannot cost much."""
     assert sample_profile([1.0, 3.0], 5) == [1.0, 1.5, 2.0, 2.5, 3.0]
     assert sample_profile([2.0], 3) == [2.0] * 3
     assert sample_profile([0.0001, 0.0], 2) == [0.001, 0.001]  # what a spec takes
     assert sample_profile([1e9], 1) == [MAX_FRAME_SECONDS]
-    line = sample_profile([1.0, 2.0], 10_000)
-    assert len(line) == 256 and line[0] == 1.0 and line[-1] == 2.0
+    line = sample_profile([1.0, 3.0], 10_000)
+    assert len(line) == 256 and line[0] == 1.0 and line[-1] == 3.0
+    # The same frames timed 1.2 x apart (examples/spinning's first and last
+    # at 320x240): one cost, so 6 slots get 6 chunks of 8, not 7s and 9s.
+    noisy = sample_profile([0.12, 0.10], 48)
+    assert noisy == [0.11] * 48
+    assert [n for _, n in plan_chunks(48, 6, profile=noisy, estimated=True)] == [8] * 6
+    assert sample_profile([0.1, 0.15, 0.19], 3) == [0.147] * 3
     # examples/spinning at 320x240 (about 0.2 s a frame): one chunk a slot,
     # where a plan without any times has 12 (each a POV-Ray start-up).
     cheap = sample_profile([0.2, 0.2], 48)

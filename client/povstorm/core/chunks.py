@@ -90,6 +90,7 @@ CHUNK_SECONDS = 300.0
 MIN_CHUNK_SECONDS = 10.0
 EQUAL_SECONDS = 60.0
 ESTIMATE_EQUAL_SECONDS = 15.0
+ESTIMATE_NOISE = 2.0  # estimates this close to one another are one (sample_profile)
 LONG_FRAME_CPU_SECONDS = 1.0
 
 
@@ -157,12 +158,21 @@ def _times(profile: Sequence[float], units: int) -> list[float]:
 def sample_profile(samples: Sequence[float], units: int) -> list[float]:
     """A profile of ``units`` frames (at most PROFILE_SLICES slices) from
     ``samples`` of their seconds evenly spaced from the first frame to the
-    last, by straight lines between them (one sample: every frame); in
-    milliseconds, at least one, at most what a spec takes."""
+    last, by straight lines between them; flat, their mean, where they are
+    all within ESTIMATE_NOISE of one another (or one sample); in
+    milliseconds, at least one, at most what a spec takes.
+
+    Why flat: small renders timed side by side differ by more than the
+    frames do. The parse check put examples/spinning's first and last
+    frames, which cost the same, 1.2 x apart at 320x240 and 1.5 x at
+    1280x960 on a busy machine; drawn as a slope, 1.2 x cut the 48 frames
+    into chunks of 7 and 9 on 6 slots, and the chunks of 9 ended 3.4 s after
+    the first of 7 with the cores a third busy. The scene's first measured
+    job gives the shape."""
     if not samples or units <= 0:
         return []
     count = min(units, PROFILE_SLICES)
-    if len(samples) == 1 or count == 1:
+    if len(samples) == 1 or count == 1 or max(samples) < ESTIMATE_NOISE * min(samples):
         return [_ms(statistics.fmean(samples))] * count
     out = []
     for i in range(count):
