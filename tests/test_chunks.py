@@ -39,14 +39,7 @@ from google.cloud import pubsub_v1
 
 from povstorm.client import Cluster
 from povstorm.cloud.clients import Clients
-from povstorm.core.chunks import (
-    frame_profile,
-    job_slots,
-    plan_chunks,
-    plan_line,
-    runs,
-    sample_profile,
-)
+from povstorm.core.chunks import frame_profile, plan_chunks, plan_line, runs, sample_profile
 from povstorm.core.errors import PoisonMessage
 from povstorm.core.model import UnitState, WorkMessage
 from povstorm.core.names import Namespace
@@ -526,20 +519,3 @@ def test_a_worker_out_of_budget_hands_the_rest_of_its_chunk_on(
     pulled = subscriber.pull(request={"subscription": sub, "max_messages": 10}, timeout=10)
     messages = [load_work_message(m.message.data) for m in pulled.received_messages]
     assert WorkMessage(job_id, len(done), 1, frames - len(done)) in messages
-
-
-@pytest.mark.parametrize(
-    ("render_slots", "long_frame_slots", "frame_cpu", "slots"),
-    [
-        (6, 4, 0.43, 6),  # short frames: every slot
-        (6, 4, 3.7, 4),  # long ones: the long-frame slots
-        (6, 4, None, 4),  # unknown: as long ones
-        (6, 4, 0.0, 4),  # no CPU recorded: unknown
-        (6, 0, 3.7, 6),  # the cloud: no long-frame limit
-        (2, 4, 3.7, 2),  # never more than the deployment has
-    ],
-)
-def test_a_job_of_short_frames_is_planned_on_more_slots(
-    render_slots: int, long_frame_slots: int, frame_cpu: float | None, slots: int
-) -> None:
-    assert job_slots(render_slots, long_frame_slots, frame_cpu) == slots

@@ -130,54 +130,6 @@ def test_submit_plans_a_scene_it_has_not_rendered_from_the_clients_estimate(
     assert plan("est-2") == {"slots": 1, "frame_seconds": 4.0}
 
 
-def test_submit_plans_short_frames_on_every_slot_and_long_ones_on_fewer(
-    project: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As the local stack sets it: 6 slots, 4 of them for long frames. A frame
-    of under a CPU second (the scene's last job's CPU over the frames it
-    rendered, else the client's estimate) gets all 6; a longer one, or one
-    nothing is known of, 4."""
-    monkeypatch.setenv("POVSTORM_RENDER_SLOTS", "6")
-    monkeypatch.setenv("POVSTORM_LONG_FRAME_SLOTS", "4")
-    db = firestore.Client(project=project)
-
-    def slots(job_id: str, args: list[str], estimate: list[float] | None = None) -> int:
-        body: dict[str, Any] = {"povray": {"args": args, "frames": {"first": 1, "last": 12}}}
-        if estimate:
-            body["estimate"] = {"seconds": estimate, "source": "check"}
-        reply = client("submit").post("/", json={**body, "job_id": job_id})
-        assert reply.status_code == 200, reply.get_data(as_text=True)
-        job = Ledger(db).get_job(job_id)
-        assert job is not None
-        return int(job["plan"]["slots"])
-
-    assert slots("unknown", ["a.ini"]) == 4
-    assert slots("short", ["b.ini"], [0.2, 0.3]) == 6
-    assert slots("long", ["c.ini"], [2.5, 3.0]) == 4
-    # The scene's own CPU seconds win over an estimate: 4.8 CPU s over the 12
-    # frames rendered, none from the cache.
-    db.collection("jobs").document("long").update(
-        {
-            "state": "done",
-            "stats": {"render_seconds": {"p50": 1.5}, "units": 12, "cpu_seconds": 4.8},
-        }
-    )
-    assert slots("long-again", ["c.ini"], [2.5, 3.0]) == 6
-    # 4.8 CPU s over the 4 of them not from the cache: 1.2 s a frame.
-    db.collection("jobs").document("long-again").update(
-        {
-            "state": "done",
-            "stats": {
-                "render_seconds": {"p50": 1.5},
-                "units": 12,
-                "frames_cached": 8,
-                "cpu_seconds": 4.8,
-            },
-        }
-    )
-    assert slots("long-third", ["c.ini"]) == 4
-
-
 def _finished(db: Any, job_id: str, frame_seconds: float) -> None:
     """Mark a job done with a median frame time, as its stitch would."""
     db.collection("jobs").document(job_id).update(

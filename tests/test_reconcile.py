@@ -351,12 +351,6 @@ def test_a_submit_starts_tasks_only_for_free_slots(farm: Farm) -> None:
     assert farm_ops.start_tasks(clients, farm.ledger, third, 1, only_if_idle=True) is None
     assert farm_ops.start_tasks(clients, farm.ledger, third, 3) == "execution-3"
     assert render.launched[-1] == (third, 2)
-    # A job planned on fewer slots than the deployment's (long frames on
-    # the local stack) is given tasks up to its own slots only.
-    render.running = 1
-    assert farm_ops.start_tasks(clients, farm.ledger, first, 8, slots=3) == "execution-4"
-    assert render.launched[-1] == (first, 2)
-    assert farm_ops.start_tasks(clients, farm.ledger, second, 8, slots=3) is None
 
 
 def test_the_reconciler_starts_tasks_for_work_nobody_pulls_and_fills_free_slots(
@@ -378,11 +372,8 @@ def test_the_reconciler_starts_tasks_for_work_nobody_pulls_and_fills_free_slots(
     assert report.tasks_started == [job] and render.launched == [(job, 1)]
     assert farm.ledger.require_job(job)["executions"] == ["execution-1"]
 
-    render.running = 3  # one slot free, but this job is planned on one slot
+    render.running = 3  # one slot free: the pending units 2-3 get a task
     render.launched.clear()
-    assert reconcile(clients, DUE).tasks_started == [] and render.launched == []
-    # Planned on four (short frames): the pending units 2-3 get a task.
-    farm.ledger.job_ref(job).update({"plan": {"slots": 4}})
     assert reconcile(clients, DUE).tasks_started == [job]
     assert render.launched == [(job, 1)]
     assert reconcile(clients, Deadlines()).tasks_started == []  # pending, but not for long

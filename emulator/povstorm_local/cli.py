@@ -50,9 +50,8 @@ def add_parser(subparsers: Any) -> None:
         "--workers",
         type=int,
         help="render tasks at once, each running one single-threaded POV-Ray "
-        "(default: three per CPU core, which keeps the cores busy while POV-Ray starts and "
-        "moves between frames; a job of frames of a CPU second or more gets two per core "
-        "of them)",
+        "(default: two per CPU core, which keeps the cores busy while POV-Ray starts and "
+        "moves between frames)",
     )
     up.add_argument(
         "--infra-only",

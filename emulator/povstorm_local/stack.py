@@ -73,22 +73,14 @@ STOP_GRACE = 10.0
 
 # POV-Ray leaves a core idle while it starts, stops and moves between frames
 # (about 0.6 s a process and 0.2 s a frame, measured by ``make bench``'s fill
-# table), which more single-threaded processes than cores fill: three a core
-# at short frames (a third of a 0.4 s frame is that idle), two at long ones,
-# where a third only shares the cores' caches (core/chunks.py: job_slots;
-# docs/bench.md section 6).
-PROCESSES_PER_CORE = 3
-LONG_FRAME_PROCESSES_PER_CORE = 2
+# table): two single-threaded processes per core keep the cores busy at
+# 320x240 and at 1280x960 alike.
+PROCESSES_PER_CORE = 2
 
 
 def default_workers() -> int:
     """Render tasks at once (each one POV-Ray process at a time) for this machine."""
     return PROCESSES_PER_CORE * (os.cpu_count() or 1)
-
-
-def long_frame_slots(workers: int) -> int:
-    """Of ``workers`` render tasks, how many a job of long frames is given."""
-    return min(workers, LONG_FRAME_PROCESSES_PER_CORE * (os.cpu_count() or 1))
 
 
 class LocalStack:
@@ -287,10 +279,8 @@ class LocalStack:
             env = {
                 **state.env,
                 ENV["submit_url"]: submit_url,
-                # The chunk plan's width (narrower for long frames), and one
-                # POV-Ray thread per core at most.
+                # The chunk plan's width, and one POV-Ray thread per core at most.
                 ENV["render_slots"]: str(workers),
-                ENV["long_frame_slots"]: str(long_frame_slots(workers)),
                 ENV["povray_threads"]: str(max(1, (os.cpu_count() or 1) // workers)),
             }
             state = replace(state, submit_url=submit_url, env=env, farm=True, workers=workers)

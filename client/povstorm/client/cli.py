@@ -375,7 +375,7 @@ def _add_job_options(p: argparse.ArgumentParser, frames_per_unit: str) -> None:
         "--workers",
         type=int,
         default=None,
-        help="render workers if a local stack is started (default: three per core)",
+        help="render workers if a local stack is started (default: two per core)",
     )
 
 

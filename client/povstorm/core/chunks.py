@@ -49,19 +49,6 @@ one the submission made:
   lost mid-chunk costs at most that much, and the worker hands the rest of a chunk on (``count`` smaller)
   when its own time budget runs out anyway.
 
-How many slots a job is planned on (``job_slots``): all the deployment's
-(``Settings.render_slots``), but where tasks share cores (the local stack)
-a job whose frames take LONG_FRAME_CPU_SECONDS of CPU or more, or whose
-frame time is unknown, gets ``Settings.long_frame_slots`` of them. POV-Ray
-idles some 0.2 s between two frames and 0.6 s around a process, which
-more processes than cores fill: a third of a 0.4 s frame, a twentieth of a
-4 s one, where more processes only share the cores' caches. (Measured on 2
-cores, 48 frames of examples/spinning, a warm stack of 6 render tasks
-against one of 4: 0.86-0.95 of the time at 320x240, 0.43 CPU s a frame;
-1.09 at 1280x960, 3.7 s.) The frame's CPU seconds, not its wall seconds,
-which grow with what shares the cores; from the scene's last job, else the
-client's estimate.
-
 The plan above gives the *sizes* of the chunks in dispatch order; where each
 lies in the range is coarse to fine (``dispatch_ranks``): the chunk
 dispatched first covers the start of the range, the second its end, the third
@@ -91,7 +78,6 @@ MIN_CHUNK_SECONDS = 10.0
 EQUAL_SECONDS = 60.0
 ESTIMATE_EQUAL_SECONDS = 15.0
 ESTIMATE_NOISE = 2.0  # estimates this close to one another are one (sample_profile)
-LONG_FRAME_CPU_SECONDS = 1.0
 
 
 PROFILE_SLICES = 256
@@ -184,16 +170,6 @@ def sample_profile(samples: Sequence[float], units: int) -> list[float]:
 
 def _ms(seconds: float) -> float:
     return min(MAX_FRAME_SECONDS, max(0.001, round(seconds, 3)))
-
-
-def job_slots(render_slots: int, long_frame_slots: int, frame_cpu: float | None) -> int:
-    """The slots a job is planned on, of the deployment's ``render_slots``:
-    ``long_frame_slots`` (0: all) unless its frames are known to be short
-    (``frame_cpu``, a frame's CPU seconds, under LONG_FRAME_CPU_SECONDS)."""
-    render_slots = max(1, render_slots)
-    if long_frame_slots <= 0 or (frame_cpu is not None and 0 < frame_cpu < LONG_FRAME_CPU_SECONDS):
-        return render_slots
-    return min(render_slots, long_frame_slots)
 
 
 def plan_chunks(
@@ -350,12 +326,6 @@ def chunkable(spec: JobSpec) -> bool:
     return spec.povray is not None and spec.povray.animated and spec.povray.tiles is None
 
 
-def plan_slots(plan: Mapping[str, Any]) -> int:
-    """The slots a job's recorded plan was cut for: the most render tasks its
-    chunks are given at once (farm/operations.py: start_tasks)."""
-    return max(1, int(plan.get("slots") or 1))
-
-
 def job_plan(spec: JobSpec, plan: Mapping[str, Any]) -> list[tuple[int, int]]:
     """The chunks of a job by the plan its submission recorded (``JobDoc.plan``:
     its slots, and the frame times it had: farm/operations.py: submit)."""
@@ -363,7 +333,7 @@ def job_plan(spec: JobSpec, plan: Mapping[str, Any]) -> list[tuple[int, int]]:
         return [(u, 1) for u in range(spec.unit_count)]
     return plan_chunks(
         spec.unit_count,
-        plan_slots(plan),
+        int(plan.get("slots") or 1),
         spec.frames_per_unit,
         plan.get("frame_seconds"),
         plan.get("frame_profile"),
@@ -384,7 +354,7 @@ def plan_line(spec: JobSpec, plan: Mapping[str, Any]) -> str:
     chunks = job_plan(spec, plan)
     sizes = sorted({n for _, n in chunks})
     frames = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-    slots = plan_slots(plan)
+    slots = int(plan.get("slots") or 1)
     line = f"{len(chunks)} chunk(s) of {frames} frame(s) on {slots} slot(s)"
     if not chunkable(spec):
         return f"{len(chunks)} unit(s), each its own POV-Ray process"

@@ -86,14 +86,6 @@ class Settings:
     # job's parallelism. The chunk plan's width (core/chunks.py) and the
     # most tasks a launch asks for.
     render_slots: int = 1
-    # How many of those slots a job of long frames is planned on (its frames
-    # LONG_FRAME_CPU_SECONDS of CPU or more, core/chunks.py: job_slots); 0:
-    # all of them. Where tasks share cores (the local stack) POV-Ray's idle
-    # start and gaps between frames are filled by more processes than cores,
-    # which at long frames only share the cores' caches: the stack sets
-    # three a core for short frames, two for long. Each cloud task has
-    # cores of its own: 0.
-    long_frame_slots: int = 0
     # +WT for each POV-Ray process, unless the job's own options set it; 0
     # leaves POV-Ray's default (a thread per core). The local stack runs more
     # processes than cores and sets 1, so threads never oversubscribe by accident.
@@ -144,7 +136,6 @@ class Settings:
             cache_dir=get("cache_dir", d.cache_dir),
             render_timeout=int(get("render_timeout", d.render_timeout)),
             render_slots=max(1, int(get("render_slots", d.render_slots))),
-            long_frame_slots=max(0, int(get("long_frame_slots", d.long_frame_slots))),
             povray_threads=max(0, int(get("povray_threads", d.povray_threads))),
             frame_cache_days=max(0.0, float(get("frame_cache_days", d.frame_cache_days))),
             frame_cache_bytes=max(0, int(get("frame_cache_bytes", d.frame_cache_bytes))),
@@ -175,7 +166,6 @@ class Settings:
             ENV["task_idle"]: f"{self.task_idle:g}",
             ENV["render_timeout"]: str(self.render_timeout),
             ENV["render_slots"]: str(self.render_slots),
-            ENV["long_frame_slots"]: str(self.long_frame_slots),
             ENV["povray_threads"]: str(self.povray_threads),
             ENV["frame_cache_days"]: f"{self.frame_cache_days:g}",
             ENV["frame_cache_bytes"]: str(self.frame_cache_bytes),

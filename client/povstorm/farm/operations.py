@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import statistics
 from dataclasses import replace
 from typing import Any
 
@@ -27,8 +26,6 @@ from povstorm.core.chunks import (
     chunkable,
     dispatch_ranks,
     job_plan,
-    job_slots,
-    plan_slots,
     runs,
 )
 from povstorm.core.errors import PoisonMessage, PovstormError, SpecError, UnknownJob
@@ -57,23 +54,18 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
     spec = load_job_spec(payload)
     ledger = Ledger(clients.db)
     job_id = spec.job_id or new_job_id()
-    settings = clients.settings
-    plan: dict[str, Any] = {}
-    frame_cpu: float | None = None  # a frame's CPU seconds, if known
+    plan: dict[str, Any] = {"slots": clients.settings.render_slots}
     if chunkable(spec):
         stats = ledger.last_stats_of(scene_key(spec), scene_family(spec)) or {}
         plan["frame_seconds"] = (stats.get("render_seconds") or {}).get("p50")
         # Each frame's time, if the last job rendered the same frames.
         profile = stats.get("frame_profile") or {}
-        frame_cpu = _frame_cpu(stats)
         if profile.get("units") == spec.unit_count and profile.get("seconds"):
             plan["frame_profile"] = profile["seconds"]
         elif plan["frame_seconds"] is None and spec.estimate is not None:
             # A scene the farm has not rendered: the client's estimate.
             plan["frame_profile"] = list(spec.estimate.seconds)
             plan["estimate"] = spec.estimate.source
-            frame_cpu = statistics.fmean(spec.estimate.seconds)
-    plan["slots"] = job_slots(settings.render_slots, settings.long_frame_slots, frame_cpu)
     at = now()
     write_manifest(clients, job_id, spec, plan, at)
     job, created = ledger.create_job(
@@ -93,17 +85,8 @@ def submit(clients: Clients, payload: Any) -> dict[str, Any]:
         publish_job_event(
             clients.publisher, JobEvent(job_id, JobState.RENDERING, JobState.SUBMITTED)
         )
-        start_tasks(clients, ledger, job_id, len(messages), slots=plan_slots(job.plan))
+        start_tasks(clients, ledger, job_id, len(messages))
     return {"job_id": job_id, "units_expected": spec.unit_count, "created": created}
-
-
-def _frame_cpu(stats: dict[str, Any]) -> float | None:
-    """A frame's CPU seconds in the job ``stats`` are of (stitch/job.py:
-    summarise): its CPU over the frames it rendered, not copied from the
-    cache; None if it says nothing."""
-    rendered = int(stats.get("units") or 0) - int(stats.get("frames_cached") or 0)
-    cpu = float(stats.get("cpu_seconds") or 0.0)
-    return cpu / rendered if rendered > 0 and cpu > 0 else None
 
 
 def write_manifest(
@@ -191,18 +174,11 @@ def publish_work(clients: Clients, messages: list[WorkMessage]) -> None:
 
 
 def start_tasks(
-    clients: Clients,
-    ledger: Ledger,
-    job_id: str,
-    chunks: int,
-    *,
-    slots: int | None = None,
-    only_if_idle: bool = False,
+    clients: Clients, ledger: Ledger, job_id: str, chunks: int, *, only_if_idle: bool = False
 ) -> str | None:
     """After ``chunks`` chunks of a job are published: start render tasks for
-    them, as many as there are chunks and free slots (``render_slots``, or
-    the job's own ``slots`` if fewer: its plan's, core/chunks.py: job_slots,
-    less the tasks already running, which pull any job's chunks); none when every
+    them, as many as there are chunks and free slots (``render_slots`` less
+    the tasks already running, which pull any job's chunks); none when every
     slot is taken (the running tasks pull the chunks as they finish theirs:
     a task exits idle only right after a pull found nothing, and a chunk
     published as one exits is the reconciler's, which starts tasks for units
@@ -215,7 +191,7 @@ def start_tasks(
         return None
     try:
         active = render.active()
-        free = min(clients.settings.render_slots, slots or clients.settings.render_slots) - active
+        free = clients.settings.render_slots - active
         if free <= 0 or (only_if_idle and active > 0):
             return None
         execution = render.launch(job_id, min(chunks, free))

@@ -38,7 +38,6 @@ from typing import Any
 
 from povstorm.cloud.clients import Clients
 from povstorm.cloud.pubsub import publish_job_event
-from povstorm.core.chunks import plan_slots
 from povstorm.core.errors import PoisonMessage, PovstormError
 from povstorm.core.model import DeliveryState, JobEvent, JobState, UnitState, WorkMessage
 from povstorm.core.naming import (
@@ -166,8 +165,7 @@ def _start_tasks(
     them: every open unit when no task runs (a launch that failed, tasks
     that gave up or exited idle as a requeue came; a dead task's chunk comes
     back when its lease lapses), else the units pending longer than the
-    dispatch deadline while slots are free, of the deployment's and of the
-    job's own plan (tasks that spent their budget
+    dispatch deadline while slots are free (tasks that spent their budget
     and handed their chunks' rest on, an execution that got fewer tasks
     than its chunks). ``jobs``: the pass's active jobs, in the order the
     ledger lists them, until the slots are full (a job that ended meanwhile
@@ -195,7 +193,7 @@ def _start_tasks(
             # As many tasks as the plan's chunks that hold them: the messages
             # waiting in the subscription are those chunks (or their rests).
             chunks = chunk_messages(job, ledger.get_spec(job.job_id), {u.unit for u in units})
-            if start_tasks(clients, ledger, job.job_id, len(chunks), slots=plan_slots(job.plan)):
+            if start_tasks(clients, ledger, job.job_id, len(chunks)):
                 report.tasks_started.append(job.job_id)
                 active = clients.render.active()
     except PovstormError as exc:
@@ -296,7 +294,7 @@ def _reconcile_job(
         messages = chunk_messages(job, ledger.get_spec(job_id), pending)
         publish_work(clients, messages)
         ledger.mark_dispatched(job_id)
-        start_tasks(clients, ledger, job_id, len(messages), slots=plan_slots(job.plan))
+        start_tasks(clients, ledger, job_id, len(messages))  # as submit does
         publish_job_event(
             clients.publisher, JobEvent(job_id, JobState.RENDERING, JobState.SUBMITTED)
         )

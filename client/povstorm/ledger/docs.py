@@ -306,9 +306,8 @@ class JobDoc(_Doc):
     # _contact_sheet), its object name; None until it has, or if it could not.
     sheet: str | None = None
     failed_by: int | None = None  # the unit that ended a fail-fast job
-    # What the chunk plan was made from (core/chunks.py): the render slots
-    # it is cut for (``slots``, core/chunks.py: job_slots) and the scene's
-    # expected seconds a frame, if known.
+    # What the chunk plan was made from (core/chunks.py): the deployment's
+    # render slots and the scene's expected seconds a frame, if known.
     plan: dict[str, Any] = field(default_factory=dict)
     # Jobs of the same scene and options share it; of the same scene across
     # edits of its files, scene_family (ledger.last_stats_of).
