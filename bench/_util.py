@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,13 +206,21 @@ def kill_live() -> None:
             proc.kill()
 
 
-def run_process(argv: Sequence[str], cwd: Path, log: Path) -> ProcessRun:
-    """Run ``argv`` in ``cwd`` with its output in ``log``; reap it with
-    ``os.wait4`` for its own rusage. Safe to call from several threads."""
+def run_process(
+    argv: Sequence[str], cwd: Path, log: Path, env: Mapping[str, str] | None = None
+) -> ProcessRun:
+    """Run ``argv`` in ``cwd`` with its output in ``log`` (and ``env`` added
+    to this process's environment); reap it with ``os.wait4`` for its own
+    rusage. Safe to call from several threads."""
     started = time.monotonic()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            list(argv),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
         with _LIVE_LOCK:
             _LIVE.add(proc)

@@ -131,7 +131,18 @@ def povray_idle(scene_dir: Path, work: Path, repeats: int = 3) -> dict[str, Any]
     process's start-up takes (the CPU of the 1-frame process: the model's
     start-up CPU) and how much of its idle comes after its frame (from the
     PNG's last write to the process's exit: the model's POV-Ray exit). One
-    process at a time; the median of ``repeats``."""
+    process at a time; the median of ``repeats``. Measured as the farm runs
+    POV-Ray, its idle polls cut (``povray/nopoll.py``: what the model
+    takes), and as POV-Ray is (``plain``)."""
+    from povstorm.povray.nopoll import preload
+
+    lib = preload()
+    farm = _idle(scene_dir, work, repeats, {"LD_PRELOAD": str(lib)} if lib else None)
+    plain = _idle(scene_dir, work, repeats, None) if lib else dict(farm)
+    return {**farm, "preload": str(lib) if lib else None, "plain": plain}
+
+
+def _idle(scene_dir: Path, work: Path, repeats: int, env: dict[str, str] | None) -> dict[str, Any]:
     tiny = Animation(scene_dir, "spinning.ini", 32, 24, 48)
     out = work / "fill-idle"
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,7 @@ def povray_idle(scene_dir: Path, work: Path, repeats: int = 3) -> dict[str, Any]
                 for png in out.glob("*.png"):
                     png.unlink()
                 argv = povray_argv(tiny, ["+WT1", "+SF1", f"+EF{frames}"], out)
-                run = run_process(argv, scene_dir, out / "povray.log")
+                run = run_process(argv, scene_dir, out / "povray.log", env)
                 exited = time.time()
                 if run.returncode != 0:
                     raise RuntimeError(f"povray of tiny frames exited {run.returncode}")

@@ -224,11 +224,17 @@ def render_table(results: dict[str, Any]) -> str:
         lines += ["", f"fill: skipped ({fill['skipped']})"]
     idle = fill.get("povray_idle")
     if idle:
+        plain = idle.get("plain") or idle
         lines.append(
             f"\nPOV-Ray idle (CPU idle, tiny frames, one process at a time): "
-            f"{idle['startup_seconds']:.2f} s starting and stopping a process, "
-            f"{idle['between_frames_seconds']:.2f} s between two frames of one process"
+            f"{plain['startup_seconds']:.2f} s starting and stopping a process, "
+            f"{plain['between_frames_seconds']:.2f} s between two frames of one process"
         )
+        if idle.get("preload"):
+            lines.append(
+                f"as the farm runs it, its idle polls cut (povray/nopoll.py): "
+                f"{idle['startup_seconds']:.2f} s and {idle['between_frames_seconds']:.2f} s"
+            )
     if results.get("model"):
         lines += ["", *model_lines(results["model"])]
     return "\n".join(lines)

@@ -9,6 +9,10 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -d /usr/share/doc/povray/examples ] || need+=(povray-examples)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+# POV-Ray's preload library (client/povstorm/povray/nopoll.py) is built on
+# first use with the C compiler; without one POV-Ray keeps its idle polls.
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/include/pthread.h ] || need+=(libc6-dev)
 # The contact sheet's frame numbers: ffmpeg's drawtext finds a font through fontconfig.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 # The web view's browser test (tests/test_ui.py): headless Chromium driven by

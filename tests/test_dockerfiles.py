@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from povstorm.core.names import ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 RENDER = ROOT / "render_container" / "Dockerfile"
 STITCH = ROOT / "stitch_container" / "Dockerfile"
@@ -140,7 +142,10 @@ def test_slim_bookworm_base_and_a_non_root_user(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize(
     ("dockerfile", "packages"),
-    [(RENDER, {"povray", "povray-includes", "ffmpeg"}), (STITCH, {"ffmpeg", "fonts-dejavu-core"})],
+    [
+        (RENDER, {"povray", "povray-includes", "ffmpeg", "gcc", "libc6-dev"}),
+        (STITCH, {"ffmpeg", "fonts-dejavu-core"}),
+    ],
     ids=["render", "stitch"],
 )
 def test_only_the_needed_debian_packages_pinned_and_no_cache(
@@ -162,6 +167,21 @@ def test_only_the_needed_debian_packages_pinned_and_no_cache(
     pip = [a for i, a in steps if i == "RUN" and "pip install" in a]
     assert pip and all("--no-cache-dir" in a for a in pip)
     assert any(i == "ENV" and "PIP_NO_CACHE_DIR=1" in a for i, a in steps)
+
+
+def test_the_render_image_builds_povrays_preload_and_keeps_no_compiler() -> None:
+    """POV-Ray's idle polls are cut in the cloud too (povray/nopoll.py): the
+    library is built in the layer that installs the compiler, which leaves
+    with it, and the workers are pointed at it."""
+    steps = instructions(RENDER)
+    (run,) = [a for i, a in steps if i == "RUN" and "apt-get install" in a]
+    build = re.search(r"python -S -I (\S+)/nopoll\.py --out (\S+)", run)
+    assert build, "the apt layer does not build the preload library"
+    source, library = build.groups()
+    copied = [a.split() for i, a in steps if i == "COPY" and a.rstrip("/").endswith(source)]
+    assert copied and {Path(p).name for p in copied[0][:-1]} == {"nopoll.py", "nopoll.c"}
+    assert run.index("--out") < run.index("apt-get purge -y --auto-remove gcc libc6-dev")
+    assert any(i == "ENV" and a == f"{ENV['povray_nopoll']}={library}" for i, a in steps)
 
 
 def test_the_render_and_stitch_images_pin_the_same_ffmpeg() -> None:

@@ -1,7 +1,8 @@
 """Run POV-Ray as a process: its own process group, a sandboxed HOME, file
-access confined to its sandbox (``confine.py``), a timeout that kills the
-whole group, and the CPU and memory it used, also while it runs (a chunk's
-frames are measured one by one)."""
+access confined to its sandbox (``confine.py``), its idle polls cut short
+(``nopoll.py``), a timeout that kills the whole group, and the CPU and
+memory it used, also while it runs (a chunk's frames are measured one by
+one)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from povstorm.core.errors import PovstormError
+from povstorm.povray.nopoll import preload
 from povstorm.povray.options import FARM_OPTIONS, SYSTEM_SHARE
 
 POVRAY = "povray"
@@ -117,9 +119,16 @@ class PovrayProcess:
         self.workdir = workdir
         self.outdir = outdir
         library = library or [workdir]
+        self.preload = preload()
         self.cmd = confined(
             povray_command(args, outdir, library, threads),
-            read=[workdir, *library, *(read or []), *system_reads()],
+            read=[
+                workdir,
+                *library,
+                *(read or []),
+                *system_reads(),
+                *([self.preload.parent] if self.preload else []),
+            ],
             write=[workdir, outdir],
         )
         self.logfile = outdir.parent / f"{outdir.name}.log"
@@ -137,6 +146,8 @@ class PovrayProcess:
         # HOME points into the sandbox so a povray.ini/povray.conf of the worker
         # machine's user cannot change the farm's renders.
         env = {**os.environ, "HOME": str(self.outdir.parent)}
+        if self.preload:
+            env["LD_PRELOAD"] = " ".join(filter(None, [str(self.preload), env.get("LD_PRELOAD")]))
         self.started = time.monotonic()
         with open(self.logfile, "wb") as out:
             try:
