@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The model's check: local runs on fresh stacks of their own slot count,
     # which the model predicts from the overhead section's runs, each on the
-    # slots its job was planned on (fewer than the stack's for long frames).
+    # slots its job's plan records.
     workers = int((results["config"].get("stack") or {}).get("workers") or 0)
     calibration_runs = []
     for r in runs:

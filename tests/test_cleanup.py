@@ -194,7 +194,9 @@ def test_an_unknown_job_is_one_line_and_nothing_is_removed(
 def test_rm_refuses_a_job_still_rendering_and_force_cancels_it_first(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    (tmp_path / "long.pov").write_text(f"// {uuid.uuid4().hex}\n{SCENE}")
+    # About 0.1 s of parsing a frame: the 200 frames outlast the commands below.
+    loop = "#declare I = 0; #while (I < 100000) #declare I = I + 1; #end"
+    (tmp_path / "long.pov").write_text(f"// {uuid.uuid4().hex}\n{loop}\n{SCENE}")
     quiet_render_tasks()  # so that the job gets an execution of its own
     submitted = run(
         stack_env, "render", "long.pov", "+W32", "+H24", "+KFI1", "+KFF200", "--no-wait",

@@ -97,7 +97,10 @@ def test_render_then_jobs_status_watch_fetch_logs(
 
 
 def test_cancel_stops_a_job(stack_env: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / "ball.pov").write_text(SCENE)
+    # About 0.1 s of parsing a frame: the 200 frames outlast the cancel.
+    (tmp_path / "ball.pov").write_text(
+        "#declare I = 0; #while (I < 100000) #declare I = I + 1; #end\n" + SCENE
+    )
     quiet_render_tasks()  # so that the job gets an execution of its own
     result = run(
         stack_env,
