@@ -82,6 +82,8 @@ def test_povray_runs_with_it_and_writes_the_same_pixels(tmp_path: Path) -> None:
     run = proc.finish()
     assert run.returncode == 0 and len(run.images) == 3
     assert mapped, "the library was not loaded into POV-Ray"
+    # Into POV-Ray alone: confine.py sets it as it becomes POV-Ray.
+    assert proc.cmd[proc.cmd.index("--preload") + 1] == str(nopoll.preload())
     plain = tmp_path / "plain"
     plain.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
@@ -105,7 +107,7 @@ def test_off_a_missing_library_or_no_compiler_run_povray_as_it_is(
         monkeypatch.setenv(nopoll.VARIABLE, nopoll.OFF)
         nopoll.preload.cache_clear()
         assert nopoll.preload() is None
-        assert PovrayProcess(["x.pov"], tmp_path, tmp_path / "o").preload is None
+        assert "--preload" not in PovrayProcess(["x.pov"], tmp_path, tmp_path / "o").cmd
         monkeypatch.setenv(nopoll.VARIABLE, str(tmp_path / "missing.so"))
         nopoll.preload.cache_clear()
         assert nopoll.preload() is None

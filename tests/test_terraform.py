@@ -462,6 +462,10 @@ NOT_DEPLOYED = {
     "PYTHONPATH": "passed on to the local stitch process (LocalStitchLauncher) only",
     ENV["povray_threads"]: "0 by default: POV-Ray's own thread count, a thread per vCPU of"
     " the task, which renders one frame at a time",
+    ENV["povray_nopoll"]: "set by the render image itself (render_container/Dockerfile ENV),"
+    " which builds the library it names",
+    "XDG_CACHE_HOME": "where the client and the local stack build POV-Ray's preload library"
+    " (povray/nopoll.py); the render image names its own",
 }
 
 _CORE = ("project", "namespace", "bucket", "region")

@@ -154,14 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--read", action="append", default=[], help="a directory to read")
     parser.add_argument("--write", action="append", default=[], help="a directory to write")
+    parser.add_argument(
+        "--preload", help="a library POV-Ray alone runs with (LD_PRELOAD; povray/nopoll.py)"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- povray ARGS...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to run")
     program = _which(command[0])
+    reads = [*SYSTEM_READ, *args.read, *([os.path.dirname(args.preload)] if args.preload else [])]
     try:
-        abi = restrict([*SYSTEM_READ, *args.read], args.write, [program, *SYSTEM_EXECUTE])
+        abi = restrict(reads, args.write, [program, *SYSTEM_EXECUTE])
     except OSError as exc:
         print(f"povstorm: cannot confine POV-Ray's file access: {exc}", file=sys.stderr)
         return 126
@@ -171,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     sys.stderr.flush()
+    if args.preload:
+        # Only for POV-Ray: not this process, nor anything that runs it.
+        os.execve(program, command, {**os.environ, "LD_PRELOAD": args.preload})
     os.execv(program, command)
     return 127  # not reached
 

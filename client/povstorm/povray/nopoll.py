@@ -1,5 +1,6 @@
 """POV-Ray without its idle polls: ``nopoll.c``, preloaded into every POV-Ray
-the farm and the parse check run (``process.PovrayProcess``).
+the farm and the parse check run (``process.confined``: ``confine.py`` sets
+``LD_PRELOAD`` for the POV-Ray it becomes, and nothing else).
 
 Why: POV-Ray 3.7's front end, back end and render threads talk through
 message queues that they poll. A thread sleeps 10 to 100 ms
@@ -56,7 +57,7 @@ OFF = "off"
 def build(out: Path, cc: str | None = None) -> str:
     """Compile SOURCE into the shared library ``out`` (atomically: a
     concurrent build of the same file is harmless). Returns "" or why not."""
-    compiler = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = cc or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return "no C compiler (cc) on this machine"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,13 @@ def system_reads() -> tuple[Path, ...]:
 
 def confined(command: list[str], read: list[Path], write: list[Path]) -> list[str]:
     """``command`` run by ``confine.py``: it may read ``read`` and POV-Ray's
-    own files, write only in ``write``, and execute nothing else."""
+    own files, write only in ``write``, and execute nothing else; with its
+    idle polls cut (``nopoll.py``) where the library is built."""
+    lib = preload()
     dirs = [
         *(a for p in read for a in ("--read", str(p))),
         *(a for p in write for a in ("--write", str(p))),
+        *(["--preload", str(lib)] if lib else []),
     ]
     return [sys.executable, "-S", "-I", str(CONFINE), *dirs, "--", *command]
 
@@ -119,16 +122,9 @@ class PovrayProcess:
         self.workdir = workdir
         self.outdir = outdir
         library = library or [workdir]
-        self.preload = preload()
         self.cmd = confined(
             povray_command(args, outdir, library, threads),
-            read=[
-                workdir,
-                *library,
-                *(read or []),
-                *system_reads(),
-                *([self.preload.parent] if self.preload else []),
-            ],
+            read=[workdir, *library, *(read or []), *system_reads()],
             write=[workdir, outdir],
         )
         self.logfile = outdir.parent / f"{outdir.name}.log"
@@ -146,8 +142,6 @@ class PovrayProcess:
         # HOME points into the sandbox so a povray.ini/povray.conf of the worker
         # machine's user cannot change the farm's renders.
         env = {**os.environ, "HOME": str(self.outdir.parent)}
-        if self.preload:
-            env["LD_PRELOAD"] = " ".join(filter(None, [str(self.preload), env.get("LD_PRELOAD")]))
         self.started = time.monotonic()
         with open(self.logfile, "wb") as out:
             try:

@@ -207,7 +207,9 @@ class ChunkRender:
             )
             exited = proc.wait(poll)
             now = time.monotonic()
-            if self.stream and not ended:
+            # Once POV-Ray has exited, /proc says nothing more of it: its
+            # frames land below, measured by its rusage.
+            if self.stream and not ended and not exited:
                 for path in self._new_images(outdir, landed):
                     if len(landed) == len(run_units):
                         break
