@@ -22,6 +22,7 @@ from povstorm.core.schemas import load_job_spec
 from povstorm.core.spec import JobSpec, UnitSpec
 from povstorm.ledger.ledger import UnitTicket
 from povstorm.povray import process
+from povstorm.worker import chunk
 from povstorm.worker.inputs import InputCache, materialise
 from povstorm.worker.unit import MAX_DELIVERIES, RenderOutcome, handle_work
 
@@ -184,6 +185,24 @@ def test_a_scene_frame_is_rendered_and_uploaded_with_its_stats(
     assert blobs.read_bytes(frame_object("fast-job", 1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert "POV-Ray finished" in blobs.read_bytes(log_object("fast-job", 1, 1)).decode()
     assert publisher.messages == [] and cache.downloads == 2
+
+
+def test_frames_found_after_povrays_exit_share_its_time(
+    blobs: MemoryBlobStore, cache: InputCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames POV-Ray wrote before the worker's first look are found only
+    after its exit (tiny frames, here a first look past the end): they share
+    its time and CPU, not each take all of it, and keep its peak memory."""
+    monkeypatch.setattr(chunk, "POLL_SECONDS", 60.0)  # the exit wakes the worker first
+    body = ball_animation(blobs)
+    body["povray"]["args"] = ["ball.pov", "+W320", "+H240", "+KFI1", "+KFF3"]
+    began = time.monotonic()
+    outcome, _, _ = render(body, 0, blobs, cache, count=3)
+    wall = time.monotonic() - began
+    assert outcome.status == "rendered" and len(outcome.frames) == 3, outcome
+    metadata = [blobs.info(name).metadata for name in outcome.frames]  # type: ignore[union-attr]
+    assert sum(float(md["render_seconds"]) for md in metadata) <= wall
+    assert all(int(md["peak_memory_bytes"]) > 0 for md in metadata)
 
 
 def test_a_chunks_last_frame_and_segment_go_up_before_povray_exits(

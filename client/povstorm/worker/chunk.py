@@ -257,15 +257,17 @@ class ChunkRender:
         if prepass and stop != "cancelled":
             self._upload_radiosity()  # before the run's last frame can end the job
         if self.stream and not ended:
-            for path in self._new_images(outdir, landed):
-                if len(landed) < len(run_units):
-                    stats = RenderStats(
-                        time.monotonic() - mark,
-                        run.cpu_seconds - mark_cpu,
-                        run.maxrss_bytes,
-                        self.worker,
-                    )
-                    landed.append(Landed(run_units[len(landed)], path, stats))
+            # Frames found only after the exit share what POV-Ray spent since
+            # the last one found before it (tiny frames: a whole chunk).
+            late = self._new_images(outdir, landed)[: len(run_units) - len(landed)]
+            for path in late:
+                stats = RenderStats(
+                    (time.monotonic() - mark) / len(late),
+                    (run.cpu_seconds - mark_cpu) / len(late),
+                    run.maxrss_bytes,
+                    self.worker,
+                )
+                landed.append(Landed(run_units[len(landed)], path, stats))
             output.read(final=True)
             self._end_run(output, landed, uploaded, stop, whole=len(landed) == len(run_units))
         elif self.stream:
