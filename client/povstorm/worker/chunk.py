@@ -260,14 +260,14 @@ class ChunkRender:
             # Frames found only after the exit share what POV-Ray spent since
             # the last one found before it (tiny frames: a whole chunk).
             late = self._new_images(outdir, landed)[: len(run_units) - len(landed)]
-            for path in late:
-                stats = RenderStats(
+            if late:
+                share = RenderStats(
                     (time.monotonic() - mark) / len(late),
                     (run.cpu_seconds - mark_cpu) / len(late),
                     run.maxrss_bytes,
                     self.worker,
                 )
-                landed.append(Landed(run_units[len(landed)], path, stats))
+                landed += [Landed(run_units[len(landed) + i], p, share) for i, p in enumerate(late)]
             output.read(final=True)
             self._end_run(output, landed, uploaded, stop, whole=len(landed) == len(run_units))
         elif self.stream:
